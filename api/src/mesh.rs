@@ -1,0 +1,67 @@
+//! The part of Istio's `MeshConfig` (`--meshConfig`, the `mesh` key of the
+//! `istio` ConfigMap) that Trireme reads. Fields Trireme does not use yet are
+//! accepted, so an operator's existing file loads unchanged.
+
+use serde::{Deserialize, Serialize};
+
+use crate::duration::IstioDuration;
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MeshConfig {
+    /// When set, sidecars listen for HTTP proxy (`HTTP_PROXY`) requests on this port.
+    #[serde(default)]
+    pub proxy_http_port: u32,
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout: IstioDuration,
+    #[serde(default)]
+    pub outbound_traffic_policy: OutboundTrafficPolicy,
+    #[serde(default)]
+    pub default_config: ProxyConfig,
+}
+
+impl Default for MeshConfig {
+    fn default() -> Self {
+        MeshConfig {
+            proxy_http_port: 0,
+            connect_timeout: default_connect_timeout(),
+            outbound_traffic_policy: OutboundTrafficPolicy::default(),
+            default_config: ProxyConfig::default(),
+        }
+    }
+}
+
+fn default_connect_timeout() -> IstioDuration {
+    IstioDuration(std::time::Duration::from_secs(10))
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct OutboundTrafficPolicy {
+    /// `ALLOW_ANY` (the 1.3+ default) or `REGISTRY_ONLY`.
+    #[serde(default)]
+    pub mode: String,
+}
+
+impl OutboundTrafficPolicy {
+    pub fn allow_any(&self) -> bool {
+        self.mode != "REGISTRY_ONLY"
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ProxyConfig {
+    #[serde(default)]
+    pub discovery_address: String,
+}
+
+impl MeshConfig {
+    pub fn parse(text: &str) -> Result<MeshConfig, String> {
+        if text.trim().is_empty() {
+            return Ok(MeshConfig::default());
+        }
+        serde_path_to_error::deserialize(serde_yaml::Deserializer::from_str(text))
+            .map_err(|e| format!("{}: {}", e.path(), e.inner()))
+    }
+}
