@@ -1,0 +1,222 @@
+//! Loading and watching a directory of YAML: Istio kinds go to the config
+//! snapshot, Kubernetes `Service`/`Endpoints`/`Pod`/`Node` objects to the File
+//! registry's cluster state.
+//!
+//! Each object is accepted or rejected on its own. A rejected object that was
+//! accepted before keeps its last good version, so a bad edit never takes a
+//! working route away from Envoy.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use api::config::{ConfigError, ConfigObject, Document, OtherDocument, parse_documents};
+use k8s_openapi::api::core::v1::{Endpoints, Node, Pod, Service};
+use notify::{RecursiveMode, Watcher};
+use serde::de::DeserializeOwned;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use super::{ConfigSnapshot, Rejection};
+use crate::registry::ClusterState;
+use crate::registry::state::key;
+
+/// What one read of the directory produced.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DirSnapshot {
+    pub config: Arc<ConfigSnapshot>,
+    pub cluster: Arc<ClusterState>,
+    pub rejections: Arc<Vec<Rejection>>,
+}
+
+/// Reads the directory, remembering each file's last good objects.
+#[derive(Debug)]
+pub struct DirLoader {
+    dir: PathBuf,
+    last_good: HashMap<PathBuf, BTreeMap<String, Arc<ConfigObject>>>,
+}
+
+impl DirLoader {
+    pub fn new(dir: impl Into<PathBuf>) -> DirLoader {
+        DirLoader {
+            dir: dir.into(),
+            last_good: HashMap::new(),
+        }
+    }
+
+    pub fn load(&mut self) -> DirSnapshot {
+        let mut config = ConfigSnapshot::default();
+        let mut cluster = ClusterState::default();
+        let mut rejections = Vec::new();
+        let files = match yaml_files(&self.dir) {
+            Ok(files) => files,
+            Err(e) => {
+                rejections.push(Rejection {
+                    file: self.dir.display().to_string(),
+                    error: ConfigError {
+                        object: "directory".into(),
+                        field: String::new(),
+                        message: format!("cannot read: {e}"),
+                    },
+                });
+                Vec::new()
+            }
+        };
+        let mut seen_files = Vec::new();
+        for file in files {
+            let file_name = file.display().to_string();
+            let text = match std::fs::read_to_string(&file) {
+                Ok(t) => t,
+                Err(e) => {
+                    // Vanished between listing and reading: treat like a deleted file.
+                    tracing::debug!(file = %file_name, error = %e, "skipping unreadable file");
+                    continue;
+                }
+            };
+            seen_files.push(file.clone());
+            let previous = self.last_good.remove(&file).unwrap_or_default();
+            let mut good = BTreeMap::new();
+            for doc in parse_documents(&text) {
+                match doc {
+                    Ok(Document::Config(obj)) => {
+                        good.insert(obj.key(), Arc::new(obj));
+                    }
+                    Ok(Document::Other(other)) => {
+                        if let Err(error) = add_kube_object(&mut cluster, other) {
+                            rejections.push(Rejection { file: file_name.clone(), error });
+                        }
+                    }
+                    Err(error) => {
+                        if let Some(old) = previous.get(&error.object) {
+                            good.insert(error.object.clone(), old.clone());
+                        }
+                        rejections.push(Rejection { file: file_name.clone(), error });
+                    }
+                }
+            }
+            for (key, obj) in &good {
+                if let Some(earlier) = config.insert(obj.clone())
+                    && earlier != *obj
+                {
+                    rejections.push(Rejection {
+                        file: file_name.clone(),
+                        error: ConfigError {
+                            object: key.clone(),
+                            field: "metadata.name".into(),
+                            message: "defined more than once in the directory; the last file read wins".into(),
+                        },
+                    });
+                }
+            }
+            self.last_good.insert(file, good);
+        }
+        self.last_good.retain(|f, _| seen_files.contains(f));
+        DirSnapshot {
+            config: Arc::new(config),
+            cluster: Arc::new(cluster),
+            rejections: Arc::new(rejections),
+        }
+    }
+
+    /// Publishes a snapshot now and after every change in the directory, until
+    /// `shutdown`. Change events are coalesced: a burst of writes is one reload.
+    pub async fn watch(
+        mut self,
+        out: watch::Sender<Option<Arc<DirSnapshot>>>,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<()> {
+        let (tx, mut rx) = mpsc::channel::<()>(1);
+        let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+            if event.is_ok_and(|e| !e.kind.is_access()) {
+                // Full means a reload is already pending; it will see this change.
+                let _ = tx.try_send(());
+            }
+        })?;
+        watcher
+            .watch(&self.dir, RecursiveMode::Recursive)
+            .map_err(|e| anyhow::anyhow!("cannot watch {} (--configDir): {e}", self.dir.display()))?;
+        loop {
+            let snapshot = self.load();
+            for r in snapshot.rejections.iter() {
+                tracing::warn!(rejection = %r, "config rejected");
+            }
+            out.send_if_modified(|current| {
+                if current.as_deref() == Some(&snapshot) {
+                    false
+                } else {
+                    tracing::info!(
+                        objects = snapshot.config.len(),
+                        services = snapshot.cluster.services.len(),
+                        rejected = snapshot.rejections.len(),
+                        "config directory loaded"
+                    );
+                    *current = Some(Arc::new(snapshot));
+                    true
+                }
+            });
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                event = rx.recv() => if event.is_none() { return Ok(()) },
+            }
+        }
+    }
+}
+
+fn yaml_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d)? {
+            let path = entry?.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if matches!(path.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")) {
+                out.push(path);
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+fn add_kube_object(cluster: &mut ClusterState, doc: OtherDocument) -> Result<(), ConfigError> {
+    fn typed<T: DeserializeOwned>(doc: &OtherDocument) -> Result<T, ConfigError> {
+        serde_path_to_error::deserialize(&doc.value).map_err(|e| ConfigError {
+            object: format!(
+                "{} {}",
+                doc.kind,
+                doc.value.pointer("/metadata/name").and_then(|v| v.as_str()).unwrap_or("(unnamed)")
+            ),
+            field: e.path().to_string(),
+            message: e.into_inner().to_string(),
+        })
+    }
+    match (doc.api_version.as_str(), doc.kind.as_str()) {
+        ("v1", "Service") => {
+            let s: Service = typed(&doc)?;
+            cluster.services.insert(key(&s.metadata), s);
+        }
+        ("v1", "Endpoints") => {
+            let e: Endpoints = typed(&doc)?;
+            cluster.endpoints.insert(key(&e.metadata), e);
+        }
+        ("v1", "Pod") => {
+            let p: Pod = typed(&doc)?;
+            cluster.pods.insert(key(&p.metadata), p);
+        }
+        ("v1", "Node") => {
+            let n: Node = typed(&doc)?;
+            cluster.nodes.insert(n.metadata.name.clone().unwrap_or_default(), n);
+        }
+        // Read by other components (Citadel, the injector), not Pilot.
+        ("v1", "ServiceAccount" | "Namespace" | "ConfigMap" | "Secret") => {}
+        (api_version, kind) => {
+            return Err(ConfigError {
+                object: kind.to_string(),
+                field: "apiVersion".into(),
+                message: format!("{api_version} {kind} is not a kind Pilot reads"),
+            });
+        }
+    }
+    Ok(())
+}

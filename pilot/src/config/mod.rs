@@ -1,0 +1,78 @@
+//! Istio config as Pilot holds it: a snapshot of every accepted object plus the
+//! errors of every rejected one, loaded from `--configDir`.
+
+pub mod dir;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use api::config::{ConfigError, ConfigObject, Kind, Spec};
+use api::networking::{DestinationRule, ServiceEntry, Sidecar, VirtualService};
+use serde::Serialize;
+
+/// A rejected object and the file it came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Rejection {
+    pub file: String,
+    #[serde(flatten)]
+    pub error: ConfigError,
+}
+
+impl std::fmt::Display for Rejection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.file, self.error)
+    }
+}
+
+/// Every accepted config object, by kind then `namespace/name`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct ConfigSnapshot {
+    pub objects: BTreeMap<Kind, BTreeMap<String, Arc<ConfigObject>>>,
+}
+
+impl ConfigSnapshot {
+    pub fn insert(&mut self, obj: Arc<ConfigObject>) -> Option<Arc<ConfigObject>> {
+        let key = format!("{}/{}", obj.meta.namespace, obj.meta.name);
+        self.objects.entry(obj.kind).or_default().insert(key, obj)
+    }
+
+    fn of(&self, kind: Kind) -> impl Iterator<Item = &Arc<ConfigObject>> {
+        self.objects.get(&kind).into_iter().flat_map(|m| m.values())
+    }
+
+    pub fn virtual_services(&self) -> impl Iterator<Item = (&ConfigObject, &VirtualService)> {
+        self.of(Kind::VirtualService).filter_map(|o| match &o.spec {
+            Spec::VirtualService(s) => Some((o.as_ref(), s)),
+            _ => None,
+        })
+    }
+
+    pub fn destination_rules(&self) -> impl Iterator<Item = (&ConfigObject, &DestinationRule)> {
+        self.of(Kind::DestinationRule).filter_map(|o| match &o.spec {
+            Spec::DestinationRule(s) => Some((o.as_ref(), s)),
+            _ => None,
+        })
+    }
+
+    pub fn service_entries(&self) -> impl Iterator<Item = (&ConfigObject, &ServiceEntry)> {
+        self.of(Kind::ServiceEntry).filter_map(|o| match &o.spec {
+            Spec::ServiceEntry(s) => Some((o.as_ref(), s)),
+            _ => None,
+        })
+    }
+
+    pub fn sidecars(&self) -> impl Iterator<Item = (&ConfigObject, &Sidecar)> {
+        self.of(Kind::Sidecar).filter_map(|o| match &o.spec {
+            Spec::Sidecar(s) => Some((o.as_ref(), s)),
+            _ => None,
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.objects.values().map(BTreeMap::len).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}

@@ -1,0 +1,229 @@
+//! `pilot-discovery discovery`: flags, wiring and lifecycle.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use api::mesh::MeshConfig;
+use api::xds::aggregated_discovery_service_server::AggregatedDiscoveryServiceServer;
+use clap::Args;
+use tokio::sync::watch;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::dir::DirLoader;
+use crate::debounce::{Builder, Debounce, Inputs};
+use crate::debug::{self, DebugState};
+use crate::model::ServiceModel;
+use crate::registry::file::FileRegistry;
+use crate::registry::kubernetes::KubernetesRegistry;
+use crate::registry::ServiceRegistry;
+use crate::xds::metrics::XdsMetrics;
+use crate::xds::push::PushContext;
+use crate::xds::server::DiscoveryServer;
+
+pub const INFO: mesh::version::Info = mesh::version::Info::new("pilot-discovery", env!("CARGO_PKG_VERSION"));
+
+#[derive(Debug, Clone, Args)]
+pub struct DiscoveryArgs {
+    /// Service registries to read, comma separated: File, Kubernetes.
+    #[arg(long = "registries", value_delimiter = ',', default_value = "Kubernetes")]
+    pub registries: Vec<String>,
+    /// Directory of Istio config (and, for the File registry, Kubernetes objects).
+    #[arg(long = "configDir")]
+    pub config_dir: Option<PathBuf>,
+    /// Mesh configuration file; Istio's defaults apply when it does not exist.
+    #[arg(long = "meshConfig", default_value = "/etc/istio/config/mesh")]
+    pub mesh_config: PathBuf,
+    #[arg(long = "grpcAddr", default_value = ":15010")]
+    pub grpc_addr: String,
+    #[arg(long = "httpAddr", default_value = ":8080")]
+    pub http_addr: String,
+    #[arg(long = "monitoringAddr", default_value = ":15014")]
+    pub monitoring_addr: String,
+    /// DNS domain suffix of services.
+    #[arg(long = "domain", default_value = "cluster.local")]
+    pub domain: String,
+    /// Quiet time after a config change before pushing.
+    #[arg(long, env = "PILOT_DEBOUNCE_AFTER", default_value = "100ms", value_parser = parse_duration)]
+    pub debounce_after: Duration,
+    /// Longest a config change waits while changes keep coming.
+    #[arg(long, env = "PILOT_DEBOUNCE_MAX", default_value = "10s", value_parser = parse_duration)]
+    pub debounce_max: Duration,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    api::duration::parse(s)
+}
+
+/// Everything that can be checked before a port is bound.
+pub struct Validated {
+    pub mesh: MeshConfig,
+    pub registries: Vec<String>,
+}
+
+pub fn validate(args: &DiscoveryArgs) -> anyhow::Result<Validated> {
+    let mut registries = Vec::new();
+    for r in &args.registries {
+        match r.as_str() {
+            "File" | "Kubernetes" => registries.push(r.clone()),
+            other => anyhow::bail!("--registries: unknown registry {other:?} (expected File or Kubernetes)"),
+        }
+    }
+    if registries.iter().any(|r| r == "File") && args.config_dir.is_none() {
+        anyhow::bail!("--registries File reads its objects from --configDir, which is not set");
+    }
+    if let Some(dir) = &args.config_dir
+        && !dir.is_dir()
+    {
+        anyhow::bail!("--configDir {}: not a directory", dir.display());
+    }
+    let mesh = match std::fs::read_to_string(&args.mesh_config) {
+        Ok(text) => MeshConfig::parse(&text)
+            .map_err(|e| anyhow::anyhow!("--meshConfig {}: {e}", args.mesh_config.display()))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            tracing::info!(path = %args.mesh_config.display(), "no mesh config file; using defaults");
+            MeshConfig::default()
+        }
+        Err(e) => anyhow::bail!("--meshConfig {}: {e}", args.mesh_config.display()),
+    };
+    Ok(Validated { mesh, registries })
+}
+
+pub async fn run(args: DiscoveryArgs, valid: Validated, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let metrics_registry = mesh::metrics::Metrics::default();
+    let xds_metrics = XdsMetrics::new(&metrics_registry);
+    let grpc = mesh::server::bind(&args.grpc_addr, "grpcAddr").await?;
+    let http = mesh::server::bind(&args.http_addr, "httpAddr").await?;
+    let monitoring = mesh::server::bind(&args.monitoring_addr, "monitoringAddr").await?;
+    tracing::info!(
+        grpc = %grpc.local_addr()?, http = %http.local_addr()?, monitoring = %monitoring.local_addr()?,
+        registries = ?valid.registries, config_dir = ?args.config_dir,
+        "pilot-discovery listening"
+    );
+
+    let mut tasks = tokio::task::JoinSet::new();
+
+    let (dir_tx, dir_rx) = watch::channel(None);
+    let (config_tx, config_rx) = watch::channel(None);
+    match &args.config_dir {
+        Some(dir) => {
+            tasks.spawn(DirLoader::new(dir).watch(dir_tx, shutdown.clone()));
+            let mut dir_rx = dir_rx.clone();
+            let shutdown = shutdown.clone();
+            tasks.spawn(async move {
+                loop {
+                    let config = dir_rx.borrow_and_update().as_ref().map(|s| s.config.clone());
+                    if config.is_some() {
+                        config_tx.send_if_modified(|c| {
+                            let changed = *c != config;
+                            *c = config;
+                            changed
+                        });
+                    }
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return Ok(()),
+                        r = dir_rx.changed() => if r.is_err() { return Ok(()) },
+                    }
+                }
+            });
+        }
+        None => {
+            config_tx.send_replace(Some(Arc::default()));
+        }
+    }
+
+    let mut registry_rxs = Vec::new();
+    for name in &valid.registries {
+        let registry: Box<dyn ServiceRegistry> = match name.as_str() {
+            "File" => Box::new(FileRegistry::new(dir_rx.clone())),
+            _ => {
+                let client = kube::Client::try_default()
+                    .await
+                    .context("--registries Kubernetes: no usable kubeconfig or in-cluster config")?;
+                Box::new(KubernetesRegistry::new(client))
+            }
+        };
+        let (tx, rx) = watch::channel(None);
+        tracing::info!(registry = registry.name(), "starting service registry");
+        tasks.spawn(registry.run(tx, shutdown.clone()));
+        registry_rxs.push(rx);
+    }
+
+    let mesh = Arc::new(valid.mesh);
+    let empty = PushContext::build(0, &ServiceModel::default(), Arc::default(), mesh.clone(), &args.domain, Instant::now());
+    let (push_tx, push_rx) = watch::channel(Arc::new(empty));
+    let (ready_tx, ready_rx) = watch::channel(false);
+    let builder = Builder {
+        mesh,
+        domain: args.domain.clone(),
+        debounce: Debounce {
+            after: args.debounce_after,
+            max: args.debounce_max,
+        },
+        metrics: xds_metrics.clone(),
+    };
+    let inputs = Inputs {
+        config: config_rx,
+        registries: registry_rxs,
+    };
+    {
+        let shutdown = shutdown.clone();
+        tasks.spawn(async move {
+            builder.run(inputs, push_tx, ready_tx, shutdown).await;
+            Ok(())
+        });
+    }
+
+    let server = DiscoveryServer::new(push_rx.clone(), xds_metrics, shutdown.clone());
+    let debug_state = DebugState {
+        ready: ready_rx,
+        push: push_rx,
+        dir: args.config_dir.as_ref().map(|_| dir_rx.clone()),
+        clients: server.clients(),
+    };
+    {
+        let shutdown = shutdown.clone();
+        tasks.spawn(async move {
+            tonic::transport::Server::builder()
+                .http2_keepalive_interval(Some(Duration::from_secs(30)))
+                .add_service(AggregatedDiscoveryServiceServer::new(server))
+                .serve_with_incoming_shutdown(TcpListenerStream::new(grpc), shutdown.cancelled())
+                .await
+                .context("xDS gRPC server failed")
+        });
+    }
+    tasks.spawn(mesh_http(http, debug::router(debug_state), shutdown.clone()));
+    tasks.spawn(mesh_http(
+        monitoring,
+        mesh::server::monitoring_router(metrics_registry, INFO),
+        shutdown.clone(),
+    ));
+
+    // The first task to fail takes the service down; a clean shutdown drains them all.
+    while let Some(result) = tasks.join_next().await {
+        match result {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                shutdown.cancel();
+                return Err(e);
+            }
+            Err(e) => {
+                shutdown.cancel();
+                return Err(e.into());
+            }
+        }
+    }
+    tracing::info!("pilot-discovery stopped");
+    Ok(())
+}
+
+async fn mesh_http(
+    listener: tokio::net::TcpListener,
+    router: axum::Router,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    mesh::server::serve_http(listener, router, shutdown).await?;
+    Ok(())
+}

@@ -1,0 +1,139 @@
+//! Pilot's service model: what every registry is turned into and what every
+//! generator reads. Kubernetes Services and ServiceEntries both become
+//! [`Service`]s; Endpoints addresses and ServiceEntry endpoints become
+//! [`Instance`]s.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use api::networking::Protocol;
+use serde::Serialize;
+
+pub type Labels = BTreeMap<String, String>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Resolution {
+    /// Endpoints come from the registry over EDS.
+    ClientSideLb,
+    /// Envoy resolves the hosts (`STRICT_DNS`).
+    Dns,
+    /// Traffic goes to the address the caller asked for (`ORIGINAL_DST`).
+    Passthrough,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ServicePort {
+    pub name: String,
+    pub port: u32,
+    pub protocol: Protocol,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Service {
+    /// Fully qualified: `reviews.default.svc.cluster.local`.
+    pub hostname: String,
+    pub namespace: String,
+    /// Cluster IP or the ServiceEntry's address, if any.
+    pub address: Option<String>,
+    pub ports: Vec<ServicePort>,
+    pub resolution: Resolution,
+    pub mesh_external: bool,
+}
+
+impl Service {
+    pub fn port(&self, number: u32) -> Option<&ServicePort> {
+        self.ports.iter().find(|p| p.port == number)
+    }
+}
+
+/// One endpoint of one service port.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Instance {
+    pub service_port: u32,
+    pub address: String,
+    pub port: u32,
+    pub labels: Labels,
+    /// `namespace/name` of the Pod behind it, when known.
+    pub pod: Option<String>,
+    pub service_account: String,
+}
+
+/// A workload Pilot knows by IP: what proxies are matched against.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Workload {
+    pub name: String,
+    pub namespace: String,
+    pub labels: Labels,
+    pub service_account: String,
+}
+
+/// Everything the registries know, merged. Immutable once built; a change builds
+/// a new one and shares the unchanged parts through `Arc`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ServiceModel {
+    pub services: BTreeMap<String, Arc<Service>>,
+    /// Instances per service hostname.
+    pub instances: BTreeMap<String, Arc<Vec<Instance>>>,
+    pub workloads: HashMap<String, Workload>,
+}
+
+impl ServiceModel {
+    /// Services whose instances live at `ip`, with the instances: what a proxy at
+    /// that address serves inbound.
+    pub fn instances_at<'a>(&'a self, ip: &'a str) -> impl Iterator<Item = (&'a Arc<Service>, &'a Instance)> + 'a {
+        self.instances.iter().flat_map(move |(host, list)| {
+            let service = self.services.get(host);
+            list.iter()
+                .filter(move |i| i.address == ip)
+                .filter_map(move |i| service.map(|s| (s, i)))
+        })
+    }
+
+    /// Does anything but the instances differ? Decides between a debounced full
+    /// push and an immediate endpoint push.
+    pub fn same_services(&self, other: &ServiceModel) -> bool {
+        self.services == other.services && self.workloads == other.workloads
+    }
+}
+
+/// Istio's short-name resolution: `reviews` in namespace `default` is
+/// `reviews.default.svc.cluster.local`; names with a dot are taken as written.
+pub fn resolve_host(host: &str, namespace: &str, domain: &str) -> String {
+    if host.contains('.') || host == "*" {
+        host.to_string()
+    } else {
+        format!("{host}.{namespace}.svc.{domain}")
+    }
+}
+
+/// Does a VirtualService/DestinationRule host (possibly `*.foo.com`) cover a service hostname?
+pub fn host_matches(pattern: &str, hostname: &str) -> bool {
+    match pattern.strip_prefix('*') {
+        Some("") => true,
+        Some(suffix) => hostname.ends_with(suffix),
+        None => pattern == hostname,
+    }
+}
+
+pub fn labels_match(selector: &Labels, labels: &Labels) -> bool {
+    selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_names_resolve_in_the_namespace() {
+        assert_eq!(resolve_host("reviews", "default", "cluster.local"), "reviews.default.svc.cluster.local");
+        assert_eq!(resolve_host("api.example.com", "default", "cluster.local"), "api.example.com");
+    }
+
+    #[test]
+    fn wildcard_hosts_match_suffixes() {
+        assert!(host_matches("*.example.com", "api.example.com"));
+        assert!(!host_matches("*.example.com", "example.org"));
+        assert!(host_matches("*", "anything"));
+        assert!(host_matches("a.b", "a.b"));
+    }
+}

@@ -1,0 +1,131 @@
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use api::networking::Protocol;
+use k8s_openapi::api::core::v1::{Endpoints, Node, Pod, Service};
+
+use crate::model::{Instance, Labels, Resolution, ServiceModel, ServicePort, Workload};
+
+/// The Kubernetes objects Pilot reads, keyed `namespace/name` (nodes by name).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ClusterState {
+    pub services: BTreeMap<String, Service>,
+    pub endpoints: BTreeMap<String, Endpoints>,
+    pub pods: BTreeMap<String, Pod>,
+    pub nodes: BTreeMap<String, Node>,
+}
+
+pub fn key(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> String {
+    format!(
+        "{}/{}",
+        meta.namespace.as_deref().unwrap_or("default"),
+        meta.name.as_deref().unwrap_or_default()
+    )
+}
+
+impl ClusterState {
+    /// Converts the objects into Pilot's model. Objects that cannot be used (a
+    /// Service without a name, an address that is not ready) are skipped, never fatal.
+    pub fn to_model(&self, domain: &str) -> ServiceModel {
+        let mut model = ServiceModel::default();
+        let mut pods_by_ip: HashMap<&str, (&String, &Pod)> = HashMap::new();
+        for (key, pod) in &self.pods {
+            if let Some(ip) = pod.status.as_ref().and_then(|s| s.pod_ip.as_deref()) {
+                pods_by_ip.insert(ip, (key, pod));
+                let (namespace, name) = key.split_once('/').unwrap_or(("default", key));
+                model.workloads.insert(
+                    ip.to_string(),
+                    Workload {
+                        name: name.to_string(),
+                        namespace: namespace.to_string(),
+                        labels: pod_labels(pod),
+                        service_account: pod_service_account(pod),
+                    },
+                );
+            }
+        }
+        for (key, svc) in &self.services {
+            let Some(spec) = &svc.spec else { continue };
+            let (namespace, name) = key.split_once('/').unwrap_or(("default", key));
+            let hostname = format!("{name}.{namespace}.svc.{domain}");
+            let ports: Vec<ServicePort> = spec
+                .ports
+                .iter()
+                .flatten()
+                .filter(|p| p.protocol.as_deref().unwrap_or("TCP") == "TCP")
+                .map(|p| {
+                    let name = p.name.clone().unwrap_or_default();
+                    ServicePort {
+                        protocol: Protocol::from_port_name(&name),
+                        name,
+                        port: p.port as u32,
+                    }
+                })
+                .collect();
+            if ports.is_empty() {
+                continue;
+            }
+            let address = spec
+                .cluster_ip
+                .clone()
+                .filter(|ip| !ip.is_empty() && ip != "None");
+            let mut instances = Vec::new();
+            if let Some(eps) = self.endpoints.get(key) {
+                for subset in eps.subsets.iter().flatten() {
+                    for ep_port in subset.ports.iter().flatten() {
+                        // Endpoint ports carry the service port's name; a lone unnamed port matches the lone service port.
+                        let service_port = spec.ports.iter().flatten().find(|sp| {
+                            sp.name.as_deref().unwrap_or_default() == ep_port.name.as_deref().unwrap_or_default()
+                        });
+                        let Some(service_port) = service_port else { continue };
+                        for addr in subset.addresses.iter().flatten() {
+                            let pod = addr
+                                .target_ref
+                                .as_ref()
+                                .filter(|r| r.kind.as_deref() == Some("Pod"))
+                                .and_then(|r| {
+                                    let ns = r.namespace.as_deref().unwrap_or(namespace);
+                                    let k = format!("{ns}/{}", r.name.as_deref().unwrap_or_default());
+                                    self.pods.get_key_value(&k)
+                                })
+                                .or_else(|| pods_by_ip.get(addr.ip.as_str()).copied());
+                            instances.push(Instance {
+                                service_port: service_port.port as u32,
+                                address: addr.ip.clone(),
+                                port: ep_port.port as u32,
+                                labels: pod.map(|(_, p)| pod_labels(p)).unwrap_or_default(),
+                                pod: pod.map(|(k, _)| k.clone()),
+                                service_account: pod.map(|(_, p)| pod_service_account(p)).unwrap_or_default(),
+                            });
+                        }
+                    }
+                }
+            }
+            instances.sort_by(|a, b| (a.service_port, &a.address, a.port).cmp(&(b.service_port, &b.address, b.port)));
+            model.instances.insert(hostname.clone(), Arc::new(instances));
+            model.services.insert(
+                hostname.clone(),
+                Arc::new(crate::model::Service {
+                    hostname,
+                    namespace: namespace.to_string(),
+                    address,
+                    ports,
+                    resolution: Resolution::ClientSideLb,
+                    mesh_external: false,
+                }),
+            );
+        }
+        model
+    }
+}
+
+fn pod_labels(pod: &Pod) -> Labels {
+    pod.metadata.labels.clone().unwrap_or_default()
+}
+
+fn pod_service_account(pod: &Pod) -> String {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.service_account_name.clone())
+        .unwrap_or_else(|| "default".into())
+}

@@ -1,0 +1,315 @@
+//! LDS. With iptables capture (`REDIRECT`): `virtualOutbound` on 15001,
+//! `virtualInbound` on 15006 and the per-port outbound listeners Istio names
+//! `0.0.0.0_9080`. Without capture (`NONE`, local mode): inbound listeners bound
+//! on the proxy's own address and, when the mesh sets `proxyHttpPort`, an HTTP
+//! proxy listener the application sends its outbound requests to.
+
+use std::collections::BTreeMap;
+
+use api::networking::Protocol;
+use envoy_types::pb::envoy::config::core::v3::{Address, Pipe, TrafficDirection, address};
+use envoy_types::pb::envoy::config::listener::v3::{
+    Filter, FilterChain, FilterChainMatch, Listener, ListenerFilter, filter::ConfigType,
+    listener_filter::ConfigType as ListenerFilterConfig,
+};
+use envoy_types::pb::envoy::extensions::filters::http::fault::v3::HttpFault;
+use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
+use envoy_types::pb::envoy::extensions::filters::listener::original_dst::v3::OriginalDst;
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
+    HttpConnectionManager, HttpFilter, Rds, http_connection_manager::RouteSpecifier, http_filter,
+};
+use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{TcpProxy, tcp_proxy};
+
+use super::cluster::{ads_source, socket_address};
+use super::proxy::{InterceptionMode, Proxy, ProxyKind};
+use super::push::{
+    BLACKHOLE, HTTP_PROXY_ROUTE, INBOUND_PASSTHROUGH, PASSTHROUGH, PushContext, inbound_cluster_name,
+    outbound_cluster_name, port_route_name,
+};
+use super::resource::{Resource, any, bool_value};
+use super::route::{self, FAULT_FILTER};
+
+pub const VIRTUAL_OUTBOUND: &str = "virtualOutbound";
+pub const VIRTUAL_INBOUND: &str = "virtualInbound";
+const VIRTUAL_OUTBOUND_PORT: u32 = 15001;
+const VIRTUAL_INBOUND_PORT: u32 = 15006;
+
+/// One port this proxy receives traffic on for its application.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InboundPort {
+    pub cluster: String,
+    /// The endpoint port other proxies dial (the Service's targetPort).
+    pub port: u32,
+    pub protocol: Protocol,
+    /// Where the application listens: a Sidecar ingress `defaultEndpoint`, else `127.0.0.1:<port>`.
+    pub app_endpoint: String,
+}
+
+impl InboundPort {
+    pub fn app_address(&self) -> Address {
+        if let Some(path) = self.app_endpoint.strip_prefix("unix://") {
+            return Address {
+                address: Some(address::Address::Pipe(Pipe {
+                    path: path.to_string(),
+                    mode: 0,
+                })),
+            };
+        }
+        match self.app_endpoint.rsplit_once(':') {
+            Some((host, port)) => socket_address(host, port.parse().unwrap_or(self.port)),
+            None => socket_address("127.0.0.1", self.port),
+        }
+    }
+}
+
+/// The inbound ports of `proxy`, one per endpoint port, first service wins.
+pub fn inbound_ports(push: &PushContext, proxy: &Proxy) -> Vec<InboundPort> {
+    if proxy.kind != ProxyKind::Sidecar {
+        return Vec::new();
+    }
+    let sidecar = push
+        .config
+        .sidecars()
+        .filter(|(obj, _)| obj.meta.namespace == proxy.namespace)
+        .find(|(_, s)| s.workload_selector.as_ref().is_some_and(|w| w.matches(&proxy.labels)))
+        .or_else(|| {
+            push.config
+                .sidecars()
+                .find(|(obj, s)| obj.meta.namespace == proxy.namespace && s.workload_selector.is_none())
+        })
+        .map(|(_, s)| s);
+    let mut by_port: BTreeMap<u32, InboundPort> = BTreeMap::new();
+    for (service, instance) in push.model.instances_at(&proxy.ip) {
+        let Some(sp) = service.port(instance.service_port) else { continue };
+        by_port.entry(instance.port).or_insert_with(|| {
+            let app_endpoint = sidecar
+                .and_then(|s| s.ingress.iter().find(|i| i.port.number == instance.port))
+                .map(|i| i.default_endpoint.clone())
+                .unwrap_or_else(|| format!("127.0.0.1:{}", instance.port));
+            InboundPort {
+                cluster: inbound_cluster_name(instance.port, &sp.name, &service.hostname),
+                port: instance.port,
+                protocol: sp.protocol,
+                app_endpoint,
+            }
+        });
+    }
+    by_port.into_values().collect()
+}
+
+pub fn build(push: &PushContext, proxy: &Proxy) -> Vec<Resource> {
+    let mut listeners = Vec::new();
+    if proxy.kind == ProxyKind::Sidecar {
+        let inbound = inbound_ports(push, proxy);
+        match proxy.interception {
+            InterceptionMode::None => {
+                for ib in &inbound {
+                    listeners.push(Listener {
+                        name: format!("{}_{}", proxy.ip, ib.port),
+                        address: Some(socket_address(&proxy.ip, ib.port)),
+                        filter_chains: vec![inbound_chain(ib, None)],
+                        traffic_direction: TrafficDirection::Inbound as i32,
+                        ..Default::default()
+                    });
+                }
+            }
+            InterceptionMode::Redirect => {
+                listeners.push(virtual_outbound(push));
+                listeners.push(virtual_inbound(&inbound));
+                listeners.extend(outbound_port_listeners(push));
+            }
+        }
+        if push.mesh.proxy_http_port != 0 {
+            // Without a pod network namespace the proxy's own address is private to the pod.
+            let bind = match proxy.interception {
+                InterceptionMode::None => proxy.ip.as_str(),
+                InterceptionMode::Redirect => "127.0.0.1",
+            };
+            let port = push.mesh.proxy_http_port;
+            listeners.push(Listener {
+                name: format!("{bind}_{port}"),
+                address: Some(socket_address(bind, port)),
+                filter_chains: vec![FilterChain {
+                    filters: vec![hcm_rds(&format!("outbound_{port}"), HTTP_PROXY_ROUTE)],
+                    ..Default::default()
+                }],
+                traffic_direction: TrafficDirection::Outbound as i32,
+                ..Default::default()
+            });
+        }
+    }
+    let mut out: Vec<Resource> = listeners.iter().map(|l| Resource::encode(&l.name, l)).collect();
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    out
+}
+
+/// The route names the listeners of `proxy` ask RDS for.
+pub fn route_names(push: &PushContext, proxy: &Proxy) -> Vec<String> {
+    let mut names = Vec::new();
+    if proxy.kind == ProxyKind::Sidecar {
+        if proxy.interception == InterceptionMode::Redirect {
+            names.extend(http_ports(push).into_iter().map(port_route_name));
+        }
+        if push.mesh.proxy_http_port != 0 {
+            names.push(HTTP_PROXY_ROUTE.to_string());
+        }
+    }
+    names
+}
+
+fn http_ports(push: &PushContext) -> std::collections::BTreeSet<u32> {
+    push.model
+        .services
+        .values()
+        .flat_map(|s| s.ports.iter())
+        .filter(|p| p.protocol.is_http())
+        .map(|p| p.port)
+        .collect()
+}
+
+fn inbound_chain(ib: &InboundPort, port_match: Option<u32>) -> FilterChain {
+    let stat_prefix = format!("inbound_{}", ib.port);
+    let filter = if ib.protocol.is_http() {
+        hcm(&stat_prefix, RouteSpecifier::RouteConfig(route::inbound(&ib.cluster)), false)
+    } else {
+        tcp_proxy(&stat_prefix, &ib.cluster)
+    };
+    FilterChain {
+        filter_chain_match: port_match.map(|p| FilterChainMatch {
+            destination_port: Some(super::resource::u32_value(p)),
+            ..Default::default()
+        }),
+        filters: vec![filter],
+        name: ib.cluster.clone(),
+        ..Default::default()
+    }
+}
+
+fn virtual_outbound(push: &PushContext) -> Listener {
+    let fallback = if push.mesh.outbound_traffic_policy.allow_any() { PASSTHROUGH } else { BLACKHOLE };
+    Listener {
+        name: VIRTUAL_OUTBOUND.into(),
+        address: Some(socket_address("0.0.0.0", VIRTUAL_OUTBOUND_PORT)),
+        use_original_dst: Some(bool_value(true)),
+        filter_chains: vec![FilterChain {
+            filters: vec![tcp_proxy(fallback, fallback)],
+            name: fallback.into(),
+            ..Default::default()
+        }],
+        traffic_direction: TrafficDirection::Outbound as i32,
+        ..Default::default()
+    }
+}
+
+fn virtual_inbound(inbound: &[InboundPort]) -> Listener {
+    let mut chains: Vec<FilterChain> = inbound.iter().map(|ib| inbound_chain(ib, Some(ib.port))).collect();
+    chains.push(FilterChain {
+        filters: vec![tcp_proxy(INBOUND_PASSTHROUGH, INBOUND_PASSTHROUGH)],
+        name: INBOUND_PASSTHROUGH.into(),
+        ..Default::default()
+    });
+    Listener {
+        name: VIRTUAL_INBOUND.into(),
+        address: Some(socket_address("0.0.0.0", VIRTUAL_INBOUND_PORT)),
+        listener_filters: vec![ListenerFilter {
+            name: "envoy.filters.listener.original_dst".into(),
+            config_type: Some(ListenerFilterConfig::TypedConfig(any(&OriginalDst::default()))),
+            ..Default::default()
+        }],
+        filter_chains: chains,
+        traffic_direction: TrafficDirection::Inbound as i32,
+        ..Default::default()
+    }
+}
+
+/// `0.0.0.0_<port>` for HTTP ports (RDS by port) and `<VIP>_<port>` for TCP ports,
+/// never bound themselves: virtualOutbound hands connections to them.
+fn outbound_port_listeners(push: &PushContext) -> Vec<Listener> {
+    let mut by_name: BTreeMap<String, Listener> = BTreeMap::new();
+    for port in http_ports(push) {
+        let name = format!("0.0.0.0_{port}");
+        by_name.insert(
+            name.clone(),
+            Listener {
+                name,
+                address: Some(socket_address("0.0.0.0", port)),
+                bind_to_port: Some(bool_value(false)),
+                filter_chains: vec![FilterChain {
+                    filters: vec![hcm_rds(&format!("outbound_0.0.0.0_{port}"), &port_route_name(port))],
+                    ..Default::default()
+                }],
+                traffic_direction: TrafficDirection::Outbound as i32,
+                ..Default::default()
+            },
+        );
+    }
+    for service in push.model.services.values() {
+        for sp in service.ports.iter().filter(|p| !p.protocol.is_http()) {
+            let ip = service.address.as_deref().unwrap_or("0.0.0.0");
+            let name = format!("{ip}_{}", sp.port);
+            let cluster = outbound_cluster_name(sp.port, "", &service.hostname);
+            by_name.entry(name.clone()).or_insert_with(|| Listener {
+                name: name.clone(),
+                address: Some(socket_address(ip, sp.port)),
+                bind_to_port: Some(bool_value(false)),
+                filter_chains: vec![FilterChain {
+                    filters: vec![tcp_proxy(&format!("outbound|{}||{}", sp.port, service.hostname), &cluster)],
+                    ..Default::default()
+                }],
+                traffic_direction: TrafficDirection::Outbound as i32,
+                ..Default::default()
+            });
+        }
+    }
+    by_name.into_values().collect()
+}
+
+fn hcm_rds(stat_prefix: &str, route_name: &str) -> Filter {
+    hcm(
+        stat_prefix,
+        RouteSpecifier::Rds(Rds {
+            config_source: Some(ads_source()),
+            route_config_name: route_name.to_string(),
+        }),
+        true,
+    )
+}
+
+fn hcm(stat_prefix: &str, routes: RouteSpecifier, outbound: bool) -> Filter {
+    let mut http_filters = Vec::new();
+    if outbound {
+        http_filters.push(HttpFilter {
+            name: FAULT_FILTER.into(),
+            config_type: Some(http_filter::ConfigType::TypedConfig(any(&HttpFault::default()))),
+            ..Default::default()
+        });
+    }
+    http_filters.push(HttpFilter {
+        name: "envoy.filters.http.router".into(),
+        config_type: Some(http_filter::ConfigType::TypedConfig(any(&Router::default()))),
+        ..Default::default()
+    });
+    let manager = HttpConnectionManager {
+        stat_prefix: stat_prefix.to_string(),
+        route_specifier: Some(routes),
+        http_filters,
+        generate_request_id: Some(bool_value(true)),
+        ..Default::default()
+    };
+    Filter {
+        name: "envoy.filters.network.http_connection_manager".into(),
+        config_type: Some(ConfigType::TypedConfig(any(&manager))),
+    }
+}
+
+fn tcp_proxy(stat_prefix: &str, cluster: &str) -> Filter {
+    let proxy = TcpProxy {
+        stat_prefix: stat_prefix.to_string(),
+        cluster_specifier: Some(tcp_proxy::ClusterSpecifier::Cluster(cluster.to_string())),
+        ..Default::default()
+    };
+    Filter {
+        name: "envoy.filters.network.tcp_proxy".into(),
+        config_type: Some(ConfigType::TypedConfig(any(&proxy))),
+    }
+}

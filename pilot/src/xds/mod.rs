@@ -1,0 +1,14 @@
+//! Envoy xDS v3 over ADS: the push context, the generators (one module per
+//! resource type), the per-stream state machine and the gRPC server.
+
+pub mod cluster;
+pub mod connection;
+pub mod endpoint;
+pub mod generator;
+pub mod listener;
+pub mod metrics;
+pub mod proxy;
+pub mod push;
+pub mod resource;
+pub mod route;
+pub mod server;

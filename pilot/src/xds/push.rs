@@ -1,0 +1,221 @@
+//! The push context: one consistent view of services, endpoints and config, with
+//! the resources every proxy shares (outbound clusters, endpoints, routes)
+//! marshalled once. A config change builds a new context; an endpoint-only change
+//! derives one from the previous context, rebuilding just the endpoints.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use api::mesh::MeshConfig;
+use api::networking::{DestinationRule, Protocol, Resolution as SeResolution, VirtualService};
+
+use super::resource::Resource;
+use super::{cluster, endpoint};
+use crate::config::ConfigSnapshot;
+use crate::model::{Instance, Labels, Resolution, Service, ServiceModel, ServicePort, host_matches, resolve_host};
+
+pub struct PushContext {
+    pub version: u64,
+    pub model: Arc<ServiceModel>,
+    pub config: Arc<ConfigSnapshot>,
+    pub mesh: Arc<MeshConfig>,
+    pub domain: String,
+    /// When the change that caused this push was first seen.
+    pub triggered_at: Instant,
+    /// Did services or config change (full push), or only endpoints?
+    pub full: bool,
+    pub outbound_clusters: Arc<Vec<Resource>>,
+    pub endpoints: Arc<BTreeMap<String, Resource>>,
+    routes: Mutex<HashMap<RouteKey, Resource>>,
+}
+
+/// What an outbound route table depends on besides the push: the proxy's
+/// namespace (short host names) and, only when some VirtualService matches on
+/// `sourceLabels`, the proxy's labels.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RouteKey {
+    pub name: String,
+    pub namespace: String,
+    pub labels: Option<Labels>,
+}
+
+impl PushContext {
+    pub fn build(
+        version: u64,
+        registry: &ServiceModel,
+        config: Arc<ConfigSnapshot>,
+        mesh: Arc<MeshConfig>,
+        domain: &str,
+        triggered_at: Instant,
+    ) -> PushContext {
+        let model = Arc::new(merge_service_entries(registry, &config, domain));
+        let mut ctx = PushContext {
+            version,
+            model,
+            config,
+            mesh,
+            domain: domain.to_string(),
+            triggered_at,
+            full: true,
+            outbound_clusters: Arc::default(),
+            endpoints: Arc::default(),
+            routes: Mutex::default(),
+        };
+        ctx.outbound_clusters = Arc::new(cluster::outbound(&ctx));
+        ctx.endpoints = Arc::new(endpoint::all(&ctx));
+        ctx
+    }
+
+    /// A context for new endpoints under unchanged services and config: clusters
+    /// and routes are reused, and only the load assignments of services whose
+    /// instances changed are marshalled again.
+    pub fn with_endpoints(&self, version: u64, registry: &ServiceModel, triggered_at: Instant) -> PushContext {
+        let model = Arc::new(merge_service_entries(registry, &self.config, &self.domain));
+        let mut ctx = PushContext {
+            version,
+            model,
+            config: self.config.clone(),
+            mesh: self.mesh.clone(),
+            domain: self.domain.clone(),
+            triggered_at,
+            full: false,
+            outbound_clusters: self.outbound_clusters.clone(),
+            endpoints: Arc::default(),
+            routes: Mutex::new(self.routes.lock().unwrap_or_else(|p| p.into_inner()).clone()),
+        };
+        ctx.endpoints = Arc::new(endpoint::update(&ctx, &self.model, &self.endpoints));
+        ctx
+    }
+
+    pub fn route(&self, key: RouteKey, build: impl FnOnce() -> Resource) -> Resource {
+        let mut cache = self.routes.lock().unwrap_or_else(|p| p.into_inner());
+        cache.entry(key).or_insert_with(build).clone()
+    }
+
+    /// True when some VirtualService selects routes by the caller's labels, which
+    /// makes outbound routes differ between proxies of one namespace.
+    pub fn uses_source_labels(&self) -> bool {
+        self.config
+            .virtual_services()
+            .any(|(_, vs)| vs.http.iter().any(|r| r.matches.iter().any(|m| !m.source_labels.is_empty())))
+    }
+
+    /// The VirtualService that routes `hostname` for sidecars: the first, by
+    /// namespace/name, that names it and applies to the `mesh` gateway.
+    pub fn virtual_service(&self, hostname: &str) -> Option<(&str, &VirtualService)> {
+        self.config
+            .virtual_services()
+            .filter(|(_, vs)| vs.gateways.is_empty() || vs.gateways.iter().any(|g| g == "mesh"))
+            .find(|(obj, vs)| {
+                vs.hosts
+                    .iter()
+                    .any(|h| host_matches(&resolve_host(h, &obj.meta.namespace, &self.domain), hostname))
+            })
+            .map(|(obj, vs)| (obj.meta.namespace.as_str(), vs))
+    }
+
+    /// The DestinationRule for `hostname`: an exact host match wins over a wildcard.
+    pub fn destination_rule(&self, hostname: &str) -> Option<&DestinationRule> {
+        let mut best: Option<(&DestinationRule, usize)> = None;
+        for (obj, dr) in self.config.destination_rules() {
+            let host = resolve_host(&dr.host, &obj.meta.namespace, &self.domain);
+            if host == hostname {
+                return Some(dr);
+            }
+            if host_matches(&host, hostname) && best.is_none_or(|(_, len)| host.len() > len) {
+                best = Some((dr, host.len()));
+            }
+        }
+        best.map(|(dr, _)| dr)
+    }
+
+    pub fn service(&self, hostname: &str) -> Option<&Arc<Service>> {
+        self.model.services.get(hostname)
+    }
+}
+
+/// Adds ServiceEntry hosts to the registry's services, as Istio's "external" registry did.
+fn merge_service_entries(registry: &ServiceModel, config: &ConfigSnapshot, domain: &str) -> ServiceModel {
+    let mut model = registry.clone();
+    for (obj, se) in config.service_entries() {
+        let resolution = match se.resolution.unwrap_or_default() {
+            SeResolution::Static => Resolution::ClientSideLb,
+            SeResolution::Dns => Resolution::Dns,
+            SeResolution::None => Resolution::Passthrough,
+        };
+        let ports: Vec<ServicePort> = se
+            .ports
+            .iter()
+            .map(|p| ServicePort {
+                name: p.name.clone(),
+                port: p.number,
+                protocol: Protocol::parse(&p.protocol).unwrap_or(Protocol::Tcp),
+            })
+            .collect();
+        for host in &se.hosts {
+            let hostname = resolve_host(host, &obj.meta.namespace, domain);
+            if model.services.contains_key(&hostname) {
+                // A Kubernetes service of the same name takes precedence, as in Istio.
+                continue;
+            }
+            let mut instances = Vec::new();
+            for port in &ports {
+                if se.endpoints.is_empty() && resolution == Resolution::Dns {
+                    instances.push(Instance {
+                        service_port: port.port,
+                        address: hostname.clone(),
+                        port: port.port,
+                        labels: Labels::new(),
+                        pod: None,
+                        service_account: String::new(),
+                    });
+                }
+                for ep in &se.endpoints {
+                    instances.push(Instance {
+                        service_port: port.port,
+                        address: ep.address.clone(),
+                        port: ep.ports.get(&port.name).copied().unwrap_or(port.port),
+                        labels: ep.labels.clone(),
+                        pod: None,
+                        service_account: String::new(),
+                    });
+                }
+            }
+            model.instances.insert(hostname.clone(), Arc::new(instances));
+            model.services.insert(
+                hostname.clone(),
+                Arc::new(Service {
+                    hostname,
+                    namespace: obj.meta.namespace.clone(),
+                    address: se.addresses.first().cloned(),
+                    ports: ports.clone(),
+                    resolution,
+                    mesh_external: se.location != Some(api::networking::Location::MeshInternal),
+                }),
+            );
+        }
+    }
+    model
+}
+
+/// `outbound|9080|v1|reviews.default.svc.cluster.local`
+pub fn outbound_cluster_name(port: u32, subset: &str, hostname: &str) -> String {
+    format!("outbound|{port}|{subset}|{hostname}")
+}
+
+/// `inbound|9080|http|reviews.default.svc.cluster.local`
+pub fn inbound_cluster_name(port: u32, port_name: &str, hostname: &str) -> String {
+    format!("inbound|{port}|{port_name}|{hostname}")
+}
+
+pub const BLACKHOLE: &str = "BlackHoleCluster";
+pub const PASSTHROUGH: &str = "PassthroughCluster";
+pub const INBOUND_PASSTHROUGH: &str = "InboundPassthroughClusterIpv4";
+
+/// The route name Istio gives outbound HTTP routes on a port.
+pub fn port_route_name(port: u32) -> String {
+    port.to_string()
+}
+
+pub const HTTP_PROXY_ROUTE: &str = "http_proxy";

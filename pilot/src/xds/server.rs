@@ -1,0 +1,235 @@
+//! The ADS gRPC service: one task per stream doing the I/O around a
+//! [`Connection`]. Pushes arrive through a `watch` of the latest push context,
+//! so a stream that falls behind skips straight to the newest state.
+
+use std::collections::BTreeMap;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime};
+
+use api::xds::aggregated_discovery_service_server::AggregatedDiscoveryService;
+use api::xds::{DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse};
+use futures::Stream;
+use serde::Serialize;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::connection::{Connection, RequestKind, WatchState};
+use super::metrics::XdsMetrics;
+use super::push::PushContext;
+use super::resource::XdsType;
+
+/// What `/debug/syncz` and `/debug/adsz` show for one stream.
+#[derive(Debug, Clone, Serialize)]
+pub struct ClientStatus {
+    pub proxy: String,
+    pub peer: String,
+    pub connected_at: u64,
+    pub push_version: u64,
+    pub watches: BTreeMap<XdsType, WatchState>,
+}
+
+pub type Clients = Arc<Mutex<BTreeMap<u64, ClientStatus>>>;
+
+#[derive(Clone)]
+pub struct DiscoveryServer {
+    push: watch::Receiver<Arc<PushContext>>,
+    clients: Clients,
+    metrics: XdsMetrics,
+    shutdown: CancellationToken,
+    next_id: Arc<AtomicU64>,
+}
+
+impl DiscoveryServer {
+    pub fn new(push: watch::Receiver<Arc<PushContext>>, metrics: XdsMetrics, shutdown: CancellationToken) -> Self {
+        DiscoveryServer {
+            push,
+            clients: Clients::default(),
+            metrics,
+            shutdown,
+            next_id: Arc::default(),
+        }
+    }
+
+    pub fn clients(&self) -> Clients {
+        self.clients.clone()
+    }
+}
+
+type ResponseStream = Pin<Box<dyn Stream<Item = Result<DiscoveryResponse, Status>> + Send>>;
+type DeltaStream = Pin<Box<dyn Stream<Item = Result<DeltaDiscoveryResponse, Status>> + Send>>;
+
+/// Responses queued per stream. Small on purpose: pushes are generated from the
+/// newest state when there is room, so a slow proxy never holds old pushes.
+const STREAM_QUEUE: usize = 4;
+
+#[tonic::async_trait]
+impl AggregatedDiscoveryService for DiscoveryServer {
+    type StreamAggregatedResourcesStream = ResponseStream;
+    type DeltaAggregatedResourcesStream = DeltaStream;
+
+    async fn stream_aggregated_resources(
+        &self,
+        request: Request<Streaming<DiscoveryRequest>>,
+    ) -> Result<Response<ResponseStream>, Status> {
+        let peer = request.remote_addr().map(|a| a.to_string()).unwrap_or_default();
+        let inbound = request.into_inner();
+        let (tx, rx) = mpsc::channel(STREAM_QUEUE);
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let stream = StreamTask {
+            id,
+            peer,
+            push: self.push.clone(),
+            clients: self.clients.clone(),
+            metrics: self.metrics.clone(),
+            shutdown: self.shutdown.clone(),
+            conn: Connection::new(),
+        };
+        tokio::spawn(stream.run(inbound, tx));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn delta_aggregated_resources(
+        &self,
+        _request: Request<Streaming<DeltaDiscoveryRequest>>,
+    ) -> Result<Response<DeltaStream>, Status> {
+        Err(Status::unimplemented(
+            "delta xDS is not served yet; configure the proxy for state-of-the-world ADS (api_type GRPC)",
+        ))
+    }
+}
+
+struct StreamTask {
+    id: u64,
+    peer: String,
+    push: watch::Receiver<Arc<PushContext>>,
+    clients: Clients,
+    metrics: XdsMetrics,
+    shutdown: CancellationToken,
+    conn: Connection,
+}
+
+impl StreamTask {
+    async fn run(
+        mut self,
+        mut inbound: Streaming<DiscoveryRequest>,
+        tx: mpsc::Sender<Result<DiscoveryResponse, Status>>,
+    ) {
+        self.metrics.connected.inc();
+        self.push.borrow_and_update();
+        let outcome = self.serve(&mut inbound, &tx).await;
+        if let Err(status) = outcome {
+            tracing::warn!(peer = %self.peer, proxy = ?self.proxy_id(), %status, "closing ADS stream");
+            let _ = tx.send(Err(status)).await;
+        }
+        self.metrics.connected.dec();
+        self.clients.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.id);
+        tracing::info!(peer = %self.peer, proxy = ?self.proxy_id(), "ADS stream closed");
+    }
+
+    fn proxy_id(&self) -> Option<&str> {
+        self.conn.proxy.as_ref().map(|p| p.id.as_str())
+    }
+
+    async fn serve(
+        &mut self,
+        inbound: &mut Streaming<DiscoveryRequest>,
+        tx: &mpsc::Sender<Result<DiscoveryResponse, Status>>,
+    ) -> Result<(), Status> {
+        loop {
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return Ok(()),
+                request = inbound.next() => {
+                    let request = match request {
+                        None => return Ok(()),
+                        Some(Err(status)) => {
+                            tracing::debug!(peer = %self.peer, %status, "ADS stream ended by the client");
+                            return Ok(());
+                        }
+                        Some(Ok(r)) => r,
+                    };
+                    let push = self.push.borrow().clone();
+                    let type_url = request.type_url.clone();
+                    let first = self.conn.proxy.is_none();
+                    let (kind, response) = self
+                        .conn
+                        .on_request(request, &push)
+                        .map_err(|e| Status::invalid_argument(e.to_string()))?;
+                    if first {
+                        tracing::info!(peer = %self.peer, proxy = ?self.proxy_id(), "ADS stream connected");
+                    }
+                    self.observe(&type_url, &kind);
+                    if let Some(r) = response {
+                        self.send(tx, r).await?;
+                    }
+                    self.publish_status(&push);
+                }
+                changed = self.push.changed() => {
+                    if changed.is_err() {
+                        return Ok(());
+                    }
+                    let push = self.push.borrow_and_update().clone();
+                    let started = Instant::now();
+                    let responses = self.conn.on_push(&push);
+                    self.metrics.push_time.observe(started.elapsed().as_secs_f64());
+                    for r in responses {
+                        self.send(tx, r).await?;
+                    }
+                    self.publish_status(&push);
+                }
+            }
+        }
+    }
+
+    async fn send(
+        &self,
+        tx: &mpsc::Sender<Result<DiscoveryResponse, Status>>,
+        response: DiscoveryResponse,
+    ) -> Result<(), Status> {
+        let short = XdsType::from_url(&response.type_url).map(XdsType::short).unwrap_or("unknown");
+        self.metrics.pushes.get_or_create(&vec![("type", short.to_string())]).inc();
+        tx.send(Ok(response))
+            .await
+            .map_err(|_| Status::cancelled("client went away"))
+    }
+
+    fn observe(&self, type_url: &str, kind: &RequestKind) {
+        let short = XdsType::from_url(type_url).map(XdsType::short).unwrap_or("unknown");
+        match kind {
+            RequestKind::Nack(message) => {
+                tracing::warn!(proxy = ?self.proxy_id(), r#type = short, %message, "proxy rejected config (NACK)");
+                self.metrics.rejects.get_or_create(&vec![("type", short.to_string())]).inc();
+            }
+            RequestKind::Ack { converged_in: Some(d) } => self.metrics.convergence.observe(d.as_secs_f64()),
+            RequestKind::Unknown => tracing::debug!(proxy = ?self.proxy_id(), type_url, "ignoring request for a type not served over ADS"),
+            _ => {}
+        }
+    }
+
+    fn publish_status(&self, push: &PushContext) {
+        let Some(proxy) = &self.conn.proxy else { return };
+        let status = ClientStatus {
+            proxy: proxy.id.clone(),
+            peer: self.peer.clone(),
+            connected_at: SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or_default(),
+            push_version: push.version,
+            watches: self.conn.watches.clone(),
+        };
+        let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
+        let connected_at = clients.get(&self.id).map(|c| c.connected_at);
+        clients.insert(
+            self.id,
+            ClientStatus {
+                connected_at: connected_at.unwrap_or(status.connected_at),
+                ..status
+            },
+        );
+    }
+}
