@@ -54,7 +54,10 @@ impl Builder {
         ready: watch::Sender<bool>,
         shutdown: CancellationToken,
     ) {
-        let Inputs { config: mut config_rx, registries: mut registry_rxs } = inputs;
+        let Inputs {
+            config: mut config_rx,
+            registries: mut registry_rxs,
+        } = inputs;
         tokio::select! {
             _ = shutdown.cancelled() => return,
             synced = wait_for_sync(&mut config_rx, &mut registry_rxs) => if !synced { return },
@@ -74,7 +77,9 @@ impl Builder {
         // When a debounced full push is pending: (first change, last change, when first seen).
         let mut pending: Option<(Instant, Instant, std::time::Instant)> = None;
         loop {
-            let deadline = pending.map(|(first, last, _)| (last + self.debounce.after).min(first + self.debounce.max));
+            let deadline = pending.map(|(first, last, _)| {
+                (last + self.debounce.after).min(first + self.debounce.max)
+            });
             let has_registries = !registry_rxs.is_empty();
             let registry_changed = async {
                 let futures = registry_rxs.iter_mut().map(|r| Box::pin(r.changed()));
@@ -129,15 +134,30 @@ impl Builder {
         config: &Arc<ConfigSnapshot>,
         seen: std::time::Instant,
     ) -> PushContext {
-        self.metrics.push_contexts.get_or_create(&vec![("kind", "full".into())]).inc();
-        PushContext::build(version, registry, config.clone(), self.mesh.clone(), &self.domain, seen)
+        self.metrics
+            .push_contexts
+            .get_or_create(&vec![("kind", "full".into())])
+            .inc();
+        PushContext::build(
+            version,
+            registry,
+            config.clone(),
+            self.mesh.clone(),
+            &self.domain,
+            seen,
+        )
     }
 
     /// Merges every registry's services; the first registry to name a host wins.
-    fn registry_model(&self, registries: &[watch::Receiver<Option<Arc<ClusterState>>>]) -> ServiceModel {
+    fn registry_model(
+        &self,
+        registries: &[watch::Receiver<Option<Arc<ClusterState>>>],
+    ) -> ServiceModel {
         let mut merged = ServiceModel::default();
         for r in registries {
-            let Some(state) = r.borrow().clone() else { continue };
+            let Some(state) = r.borrow().clone() else {
+                continue;
+            };
             let model = state.to_model(&self.domain);
             for (host, svc) in model.services {
                 if !merged.services.contains_key(&host) {
@@ -155,7 +175,9 @@ impl Builder {
     }
 }
 
-fn bump(pending: Option<(Instant, Instant, std::time::Instant)>) -> (Instant, Instant, std::time::Instant) {
+fn bump(
+    pending: Option<(Instant, Instant, std::time::Instant)>,
+) -> (Instant, Instant, std::time::Instant) {
     let now = Instant::now();
     match pending {
         Some((first, _, seen)) => (first, now, seen),

@@ -16,19 +16,24 @@ use crate::config::dir::DirLoader;
 use crate::debounce::{Builder, Debounce, Inputs};
 use crate::debug::{self, DebugState};
 use crate::model::ServiceModel;
+use crate::registry::ServiceRegistry;
 use crate::registry::file::FileRegistry;
 use crate::registry::kubernetes::KubernetesRegistry;
-use crate::registry::ServiceRegistry;
 use crate::xds::metrics::XdsMetrics;
 use crate::xds::push::PushContext;
 use crate::xds::server::DiscoveryServer;
 
-pub const INFO: mesh::version::Info = mesh::version::Info::new("pilot-discovery", env!("CARGO_PKG_VERSION"));
+pub const INFO: mesh::version::Info =
+    mesh::version::Info::new("pilot-discovery", env!("CARGO_PKG_VERSION"));
 
 #[derive(Debug, Clone, Args)]
 pub struct DiscoveryArgs {
     /// Service registries to read, comma separated: File, Kubernetes.
-    #[arg(long = "registries", value_delimiter = ',', default_value = "Kubernetes")]
+    #[arg(
+        long = "registries",
+        value_delimiter = ',',
+        default_value = "Kubernetes"
+    )]
     pub registries: Vec<String>,
     /// Directory of Istio config (and, for the File registry, Kubernetes objects).
     #[arg(long = "configDir")]
@@ -68,7 +73,9 @@ pub fn validate(args: &DiscoveryArgs) -> anyhow::Result<Validated> {
     for r in &args.registries {
         match r.as_str() {
             "File" | "Kubernetes" => registries.push(r.clone()),
-            other => anyhow::bail!("--registries: unknown registry {other:?} (expected File or Kubernetes)"),
+            other => anyhow::bail!(
+                "--registries: unknown registry {other:?} (expected File or Kubernetes)"
+            ),
         }
     }
     if registries.iter().any(|r| r == "File") && args.config_dir.is_none() {
@@ -91,7 +98,11 @@ pub fn validate(args: &DiscoveryArgs) -> anyhow::Result<Validated> {
     Ok(Validated { mesh, registries })
 }
 
-pub async fn run(args: DiscoveryArgs, valid: Validated, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn run(
+    args: DiscoveryArgs,
+    valid: Validated,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let metrics_registry = mesh::metrics::Metrics::default();
     let xds_metrics = XdsMetrics::new(&metrics_registry);
     let grpc = mesh::server::bind(&args.grpc_addr, "grpcAddr").await?;
@@ -114,7 +125,10 @@ pub async fn run(args: DiscoveryArgs, valid: Validated, shutdown: CancellationTo
             let shutdown = shutdown.clone();
             tasks.spawn(async move {
                 loop {
-                    let config = dir_rx.borrow_and_update().as_ref().map(|s| s.config.clone());
+                    let config = dir_rx
+                        .borrow_and_update()
+                        .as_ref()
+                        .map(|s| s.config.clone());
                     if config.is_some() {
                         config_tx.send_if_modified(|c| {
                             let changed = *c != config;
@@ -139,9 +153,9 @@ pub async fn run(args: DiscoveryArgs, valid: Validated, shutdown: CancellationTo
         let registry: Box<dyn ServiceRegistry> = match name.as_str() {
             "File" => Box::new(FileRegistry::new(dir_rx.clone())),
             _ => {
-                let client = kube::Client::try_default()
-                    .await
-                    .context("--registries Kubernetes: no usable kubeconfig or in-cluster config")?;
+                let client = kube::Client::try_default().await.context(
+                    "--registries Kubernetes: no usable kubeconfig or in-cluster config",
+                )?;
                 Box::new(KubernetesRegistry::new(client))
             }
         };
@@ -152,7 +166,14 @@ pub async fn run(args: DiscoveryArgs, valid: Validated, shutdown: CancellationTo
     }
 
     let mesh = Arc::new(valid.mesh);
-    let empty = PushContext::build(0, &ServiceModel::default(), Arc::default(), mesh.clone(), &args.domain, Instant::now());
+    let empty = PushContext::build(
+        0,
+        &ServiceModel::default(),
+        Arc::default(),
+        mesh.clone(),
+        &args.domain,
+        Instant::now(),
+    );
     let (push_tx, push_rx) = watch::channel(Arc::new(empty));
     let (ready_tx, ready_rx) = watch::channel(false);
     let builder = Builder {
@@ -194,7 +215,11 @@ pub async fn run(args: DiscoveryArgs, valid: Validated, shutdown: CancellationTo
                 .context("xDS gRPC server failed")
         });
     }
-    tasks.spawn(mesh_http(http, debug::router(debug_state), shutdown.clone()));
+    tasks.spawn(mesh_http(
+        http,
+        debug::router(debug_state),
+        shutdown.clone(),
+    ));
     tasks.spawn(mesh_http(
         monitoring,
         mesh::server::monitoring_router(metrics_registry, INFO),

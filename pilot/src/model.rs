@@ -80,7 +80,10 @@ pub struct ServiceModel {
 impl ServiceModel {
     /// Services whose instances live at `ip`, with the instances: what a proxy at
     /// that address serves inbound.
-    pub fn instances_at<'a>(&'a self, ip: &'a str) -> impl Iterator<Item = (&'a Arc<Service>, &'a Instance)> + 'a {
+    pub fn instances_at<'a>(
+        &'a self,
+        ip: &'a str,
+    ) -> impl Iterator<Item = (&'a Arc<Service>, &'a Instance)> + 'a {
         self.instances.iter().flat_map(move |(host, list)| {
             let service = self.services.get(host);
             list.iter()
@@ -125,8 +128,14 @@ mod tests {
 
     #[test]
     fn short_names_resolve_in_the_namespace() {
-        assert_eq!(resolve_host("reviews", "default", "cluster.local"), "reviews.default.svc.cluster.local");
-        assert_eq!(resolve_host("api.example.com", "default", "cluster.local"), "api.example.com");
+        assert_eq!(
+            resolve_host("reviews", "default", "cluster.local"),
+            "reviews.default.svc.cluster.local"
+        );
+        assert_eq!(
+            resolve_host("api.example.com", "default", "cluster.local"),
+            "api.example.com"
+        );
     }
 
     #[test]

@@ -1,1 +1,178 @@
-//! pilot-agent
+//! `pilot-agent proxy sidecar|router`: writes Envoy's bootstrap, runs and
+//! supervises Envoy, and answers readiness on the status port.
+
+pub mod bootstrap;
+pub mod envoy;
+pub mod status;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, ValueEnum};
+use tokio_util::sync::CancellationToken;
+
+pub const INFO: mesh::version::Info =
+    mesh::version::Info::new("pilot-agent", env!("CARGO_PKG_VERSION"));
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Role {
+    Sidecar,
+    Router,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ProxyArgs {
+    #[arg(value_enum)]
+    pub role: Role,
+    /// Pilot's xDS address.
+    #[arg(long = "discoveryAddress", default_value = "istio-pilot:15010")]
+    pub discovery_address: String,
+    /// The Envoy binary.
+    #[arg(long = "binaryPath", default_value = "/usr/local/bin/envoy")]
+    pub binary_path: PathBuf,
+    /// Directory the bootstrap is written to.
+    #[arg(long = "configPath", default_value = "/etc/istio/proxy")]
+    pub config_path: PathBuf,
+    #[arg(long = "serviceCluster", default_value = "istio-proxy")]
+    pub service_cluster: String,
+    #[arg(long = "proxyAdminPort", default_value_t = 15000)]
+    pub proxy_admin_port: u16,
+    #[arg(long = "statusPort", default_value_t = 15020)]
+    pub status_port: u16,
+    /// Port of the static listener serving Envoy's Prometheus stats.
+    #[arg(long = "statsPort", default_value_t = 15090)]
+    pub stats_port: u16,
+    #[arg(long = "domain", default_value = "")]
+    pub domain: String,
+    #[arg(long = "drainDuration", default_value = "45s", value_parser = parse_duration)]
+    pub drain_duration: Duration,
+    #[arg(long = "parentShutdownDuration", default_value = "60s", value_parser = parse_duration)]
+    pub parent_shutdown_duration: Duration,
+    /// How long in-flight requests get to finish after SIGTERM before Envoy is stopped.
+    #[arg(long = "terminationDrainDuration", env = "TERMINATION_DRAIN_DURATION", default_value = "5s", value_parser = parse_duration)]
+    pub termination_drain_duration: Duration,
+    #[arg(long = "concurrency", default_value_t = 2)]
+    pub concurrency: u32,
+    #[arg(long = "proxyLogLevel", default_value = "warning")]
+    pub proxy_log_level: String,
+    #[arg(long, env = "POD_NAME", default_value = "")]
+    pub pod_name: String,
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    pub pod_namespace: String,
+    #[arg(long, env = "INSTANCE_IP", default_value = "")]
+    pub instance_ip: String,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    api::duration::parse(s)
+}
+
+/// Resolved identity of this proxy.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub node_id: String,
+    pub ip: String,
+    pub metadata: BTreeMap<String, String>,
+    /// Where admin, status and stats listen: loopback in a pod, the proxy's own
+    /// address in local mode, where the loopback is shared by every "pod".
+    pub local_bind: String,
+    pub status_bind: String,
+}
+
+impl ProxyArgs {
+    pub fn identity(
+        &self,
+        env: impl Iterator<Item = (String, String)>,
+    ) -> anyhow::Result<Identity> {
+        let ip = if self.instance_ip.is_empty() {
+            "127.0.0.1".to_string()
+        } else {
+            self.instance_ip.clone()
+        };
+        ip.parse::<std::net::IpAddr>()
+            .with_context(|| format!("INSTANCE_IP {ip:?} is not an IP address"))?;
+        let pod = if self.pod_name.is_empty() {
+            "unknown".to_string()
+        } else {
+            self.pod_name.clone()
+        };
+        let ns = &self.pod_namespace;
+        let domain = if self.domain.is_empty() {
+            format!("{ns}.svc.cluster.local")
+        } else {
+            self.domain.clone()
+        };
+        let role = match self.role {
+            Role::Sidecar => "sidecar",
+            Role::Router => "router",
+        };
+        let mut metadata = BTreeMap::new();
+        for (k, v) in env {
+            if let Some(name) = k.strip_prefix("ISTIO_META_") {
+                metadata.insert(name.to_string(), v);
+            } else if k == "ISTIO_METAJSON_LABELS" {
+                metadata.insert("LABELS".to_string(), v);
+            }
+        }
+        metadata.insert("NAMESPACE".into(), ns.clone());
+        metadata.insert("POD_NAME".into(), pod.clone());
+        metadata.insert("INSTANCE_IPS".into(), ip.clone());
+        metadata.insert("ISTIO_VERSION".into(), INFO.version.into());
+        let local_mode = metadata.get("INTERCEPTION_MODE").map(String::as_str) == Some("NONE");
+        Ok(Identity {
+            node_id: format!("{role}~{ip}~{pod}.{ns}~{domain}"),
+            local_bind: if local_mode {
+                ip.clone()
+            } else {
+                "127.0.0.1".into()
+            },
+            status_bind: if local_mode {
+                ip.clone()
+            } else {
+                "0.0.0.0".into()
+            },
+            ip,
+            metadata,
+        })
+    }
+}
+
+pub async fn run(args: ProxyArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let identity = args.identity(std::env::vars())?;
+    if !args.binary_path.exists() {
+        anyhow::bail!("--binaryPath {}: no such file", args.binary_path.display());
+    }
+    std::fs::create_dir_all(&args.config_path)
+        .with_context(|| format!("--configPath {}", args.config_path.display()))?;
+    let bootstrap = bootstrap::render(&args, &identity)?;
+    let bootstrap_path = args.config_path.join("envoy-rev0.json");
+    std::fs::write(&bootstrap_path, serde_json::to_vec_pretty(&bootstrap)?)
+        .with_context(|| format!("writing {}", bootstrap_path.display()))?;
+    tracing::info!(node = %identity.node_id, bootstrap = %bootstrap_path.display(), "bootstrap written");
+
+    let status_listener = mesh::server::bind(
+        &format!("{}:{}", identity.status_bind, args.status_port),
+        "statusPort",
+    )
+    .await?;
+    let admin = format!("http://{}:{}", identity.local_bind, args.proxy_admin_port);
+    let status_state = status::StatusState::new(admin.clone(), shutdown.clone());
+    let status_task = tokio::spawn(mesh::server::serve_http(
+        status_listener,
+        status::router(status_state),
+        shutdown.clone(),
+    ));
+
+    let supervisor = envoy::Supervisor {
+        binary: args.binary_path.clone(),
+        args: envoy::command_args(&args, &identity, &bootstrap_path),
+        admin,
+        termination_drain: args.termination_drain_duration,
+    };
+    let result = supervisor.run(shutdown.clone()).await;
+    shutdown.cancel();
+    let _ = status_task.await;
+    result
+}

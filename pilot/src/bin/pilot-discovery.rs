@@ -2,7 +2,11 @@ use clap::{Parser, Subcommand};
 use pilot::discovery::{self, DiscoveryArgs};
 
 #[derive(Parser)]
-#[command(name = "pilot-discovery", version, about = "Trireme Pilot: service discovery and Envoy xDS")]
+#[command(
+    name = "pilot-discovery",
+    version,
+    about = "Trireme Pilot: service discovery and Envoy xDS"
+)]
 struct Cli {
     /// Log as JSON lines.
     #[arg(long = "log_as_json", global = true)]
@@ -30,7 +34,10 @@ async fn main() {
         }
         Command::Discovery(args) => args,
     };
-    tracing::info!(version = discovery::INFO.version, "starting pilot-discovery");
+    tracing::info!(
+        version = discovery::INFO.version,
+        "starting pilot-discovery"
+    );
     let valid = match discovery::validate(&args) {
         Ok(v) => v,
         Err(e) => {

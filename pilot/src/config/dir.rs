@@ -83,14 +83,20 @@ impl DirLoader {
                     }
                     Ok(Document::Other(other)) => {
                         if let Err(error) = add_kube_object(&mut cluster, other) {
-                            rejections.push(Rejection { file: file_name.clone(), error });
+                            rejections.push(Rejection {
+                                file: file_name.clone(),
+                                error,
+                            });
                         }
                     }
                     Err(error) => {
                         if let Some(old) = previous.get(&error.object) {
                             good.insert(error.object.clone(), old.clone());
                         }
-                        rejections.push(Rejection { file: file_name.clone(), error });
+                        rejections.push(Rejection {
+                            file: file_name.clone(),
+                            error,
+                        });
                     }
                 }
             }
@@ -103,7 +109,9 @@ impl DirLoader {
                         error: ConfigError {
                             object: key.clone(),
                             field: "metadata.name".into(),
-                            message: "defined more than once in the directory; the last file read wins".into(),
+                            message:
+                                "defined more than once in the directory; the last file read wins"
+                                    .into(),
                         },
                     });
                 }
@@ -126,15 +134,18 @@ impl DirLoader {
         shutdown: CancellationToken,
     ) -> anyhow::Result<()> {
         let (tx, mut rx) = mpsc::channel::<()>(1);
-        let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-            if event.is_ok_and(|e| !e.kind.is_access()) {
-                // Full means a reload is already pending; it will see this change.
-                let _ = tx.try_send(());
-            }
-        })?;
+        let mut watcher =
+            notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+                if event.is_ok_and(|e| !e.kind.is_access()) {
+                    // Full means a reload is already pending; it will see this change.
+                    let _ = tx.try_send(());
+                }
+            })?;
         watcher
             .watch(&self.dir, RecursiveMode::Recursive)
-            .map_err(|e| anyhow::anyhow!("cannot watch {} (--configDir): {e}", self.dir.display()))?;
+            .map_err(|e| {
+                anyhow::anyhow!("cannot watch {} (--configDir): {e}", self.dir.display())
+            })?;
         loop {
             let snapshot = self.load();
             for r in snapshot.rejections.iter() {
@@ -170,7 +181,10 @@ fn yaml_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
             let path = entry?.path();
             if path.is_dir() {
                 stack.push(path);
-            } else if matches!(path.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")) {
+            } else if matches!(
+                path.extension().and_then(|e| e.to_str()),
+                Some("yaml" | "yml")
+            ) {
                 out.push(path);
             }
         }
@@ -185,7 +199,10 @@ fn add_kube_object(cluster: &mut ClusterState, doc: OtherDocument) -> Result<(),
             object: format!(
                 "{} {}",
                 doc.kind,
-                doc.value.pointer("/metadata/name").and_then(|v| v.as_str()).unwrap_or("(unnamed)")
+                doc.value
+                    .pointer("/metadata/name")
+                    .and_then(|v| v.as_str())
+                    .unwrap_or("(unnamed)")
             ),
             field: e.path().to_string(),
             message: e.into_inner().to_string(),
@@ -206,7 +223,9 @@ fn add_kube_object(cluster: &mut ClusterState, doc: OtherDocument) -> Result<(),
         }
         ("v1", "Node") => {
             let n: Node = typed(&doc)?;
-            cluster.nodes.insert(n.metadata.name.clone().unwrap_or_default(), n);
+            cluster
+                .nodes
+                .insert(n.metadata.name.clone().unwrap_or_default(), n);
         }
         // Read by other components (Citadel, the injector), not Pilot.
         ("v1", "ServiceAccount" | "Namespace" | "ConfigMap" | "Secret") => {}

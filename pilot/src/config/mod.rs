@@ -48,10 +48,11 @@ impl ConfigSnapshot {
     }
 
     pub fn destination_rules(&self) -> impl Iterator<Item = (&ConfigObject, &DestinationRule)> {
-        self.of(Kind::DestinationRule).filter_map(|o| match &o.spec {
-            Spec::DestinationRule(s) => Some((o.as_ref(), s)),
-            _ => None,
-        })
+        self.of(Kind::DestinationRule)
+            .filter_map(|o| match &o.spec {
+                Spec::DestinationRule(s) => Some((o.as_ref(), s)),
+                _ => None,
+            })
     }
 
     pub fn service_entries(&self) -> impl Iterator<Item = (&ConfigObject, &ServiceEntry)> {

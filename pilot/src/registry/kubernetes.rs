@@ -30,7 +30,13 @@ impl KubernetesRegistry {
 /// Starts one reflector; every event pokes `changed`. The returned future drives it.
 fn reflect<K>(client: &Client, changed: mpsc::Sender<()>) -> (Store<K>, BoxFuture<'static, ()>)
 where
-    K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
+    K: Resource<DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
 {
     let (reader, writer) = reflector::store();
     let api: Api<K> = Api::all(client.clone());
@@ -43,7 +49,9 @@ where
                     Ok(_) => {
                         let _ = changed.try_send(());
                     }
-                    Err(e) => tracing::warn!(kind = %K::kind(&()), error = %e, "watch failed; retrying"),
+                    Err(e) => {
+                        tracing::warn!(kind = %K::kind(&()), error = %e, "watch failed; retrying")
+                    }
                 }
             }
         });
@@ -54,7 +62,11 @@ fn by_key<K: Resource>(store: &Store<K>, key_of: impl Fn(&K) -> String) -> BTree
 where
     K: Clone + Resource<DynamicType = ()>,
 {
-    store.state().iter().map(|o| (key_of(o), o.as_ref().clone())).collect()
+    store
+        .state()
+        .iter()
+        .map(|o| (key_of(o), o.as_ref().clone()))
+        .collect()
 }
 
 impl ServiceRegistry for KubernetesRegistry {

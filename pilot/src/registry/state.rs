@@ -75,9 +75,12 @@ impl ClusterState {
                     for ep_port in subset.ports.iter().flatten() {
                         // Endpoint ports carry the service port's name; a lone unnamed port matches the lone service port.
                         let service_port = spec.ports.iter().flatten().find(|sp| {
-                            sp.name.as_deref().unwrap_or_default() == ep_port.name.as_deref().unwrap_or_default()
+                            sp.name.as_deref().unwrap_or_default()
+                                == ep_port.name.as_deref().unwrap_or_default()
                         });
-                        let Some(service_port) = service_port else { continue };
+                        let Some(service_port) = service_port else {
+                            continue;
+                        };
                         for addr in subset.addresses.iter().flatten() {
                             let pod = addr
                                 .target_ref
@@ -85,7 +88,8 @@ impl ClusterState {
                                 .filter(|r| r.kind.as_deref() == Some("Pod"))
                                 .and_then(|r| {
                                     let ns = r.namespace.as_deref().unwrap_or(namespace);
-                                    let k = format!("{ns}/{}", r.name.as_deref().unwrap_or_default());
+                                    let k =
+                                        format!("{ns}/{}", r.name.as_deref().unwrap_or_default());
                                     self.pods.get_key_value(&k)
                                 })
                                 .or_else(|| pods_by_ip.get(addr.ip.as_str()).copied());
@@ -95,14 +99,20 @@ impl ClusterState {
                                 port: ep_port.port as u32,
                                 labels: pod.map(|(_, p)| pod_labels(p)).unwrap_or_default(),
                                 pod: pod.map(|(k, _)| k.clone()),
-                                service_account: pod.map(|(_, p)| pod_service_account(p)).unwrap_or_default(),
+                                service_account: pod
+                                    .map(|(_, p)| pod_service_account(p))
+                                    .unwrap_or_default(),
                             });
                         }
                     }
                 }
             }
-            instances.sort_by(|a, b| (a.service_port, &a.address, a.port).cmp(&(b.service_port, &b.address, b.port)));
-            model.instances.insert(hostname.clone(), Arc::new(instances));
+            instances.sort_by(|a, b| {
+                (a.service_port, &a.address, a.port).cmp(&(b.service_port, &b.address, b.port))
+            });
+            model
+                .instances
+                .insert(hostname.clone(), Arc::new(instances));
             model.services.insert(
                 hostname.clone(),
                 Arc::new(crate::model::Service {

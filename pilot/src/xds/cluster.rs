@@ -1,22 +1,25 @@
 //! CDS: outbound clusters per service port and DestinationRule subset (shared by
 //! every proxy), inbound clusters per proxy, and Istio's fixed clusters.
 
-use api::networking::{ConnectionPoolSettings, OutlierDetection as IstioOutlier, SimpleLb, TrafficPolicy};
-use envoy_types::pb::envoy::config::cluster::v3::cluster::{
-    ClusterDiscoveryType, DiscoveryType, EdsClusterConfig, LbPolicy,
+use api::networking::{
+    ConnectionPoolSettings, OutlierDetection as IstioOutlier, SimpleLb, TrafficPolicy,
 };
 use envoy_types::pb::envoy::config::cluster::v3::circuit_breakers::Thresholds;
 use envoy_types::pb::envoy::config::cluster::v3::cluster::CommonLbConfig;
+use envoy_types::pb::envoy::config::cluster::v3::cluster::{
+    ClusterDiscoveryType, DiscoveryType, EdsClusterConfig, LbPolicy,
+};
 use envoy_types::pb::envoy::config::cluster::v3::{CircuitBreakers, Cluster, OutlierDetection};
-use envoy_types::pb::envoy::r#type::v3::Percent;
 use envoy_types::pb::envoy::config::core::v3::config_source::ConfigSourceSpecifier;
 use envoy_types::pb::envoy::config::core::v3::{
-    SocketAddress, AggregatedConfigSource, ApiVersion, ConfigSource, Http2ProtocolOptions, HttpProtocolOptions,
+    AggregatedConfigSource, ApiVersion, ConfigSource, Http2ProtocolOptions, HttpProtocolOptions,
+    SocketAddress,
 };
 use envoy_types::pb::envoy::extensions::upstreams::http::v3::HttpProtocolOptions as UpstreamHttpOptions;
 use envoy_types::pb::envoy::extensions::upstreams::http::v3::http_protocol_options::{
     ExplicitHttpConfig, UpstreamProtocolOptions, explicit_http_config::ProtocolConfig,
 };
+use envoy_types::pb::envoy::r#type::v3::Percent;
 
 use super::endpoint::{load_assignment, load_assignment_at};
 use super::proxy::Proxy;
@@ -34,19 +37,42 @@ pub fn outbound(push: &PushContext) -> Vec<Resource> {
     for service in push.model.services.values() {
         let dr = push.destination_rule(&service.hostname);
         for port in &service.ports {
-            let policy = dr.and_then(|d| d.traffic_policy.as_ref()).map(|p| p.for_port(port.port));
+            let policy = dr
+                .and_then(|d| d.traffic_policy.as_ref())
+                .map(|p| p.for_port(port.port));
             let name = outbound_cluster_name(port.port, "", &service.hostname);
-            out.push(outbound_cluster(push, &name, service, port, policy.as_ref()));
+            out.push(outbound_cluster(
+                push,
+                &name,
+                service,
+                port,
+                policy.as_ref(),
+            ));
             for subset in dr.map(|d| d.subsets.as_slice()).unwrap_or_default() {
                 // A subset's own policy replaces the rule's, as in Istio.
-                let subset_policy = subset.traffic_policy.as_ref().map(|p| p.for_port(port.port));
+                let subset_policy = subset
+                    .traffic_policy
+                    .as_ref()
+                    .map(|p| p.for_port(port.port));
                 let name = outbound_cluster_name(port.port, &subset.name, &service.hostname);
-                out.push(outbound_cluster(push, &name, service, port, subset_policy.as_ref().or(policy.as_ref())));
+                out.push(outbound_cluster(
+                    push,
+                    &name,
+                    service,
+                    port,
+                    subset_policy.as_ref().or(policy.as_ref()),
+                ));
             }
         }
     }
-    out.push(Resource::encode(BLACKHOLE, &static_cluster(BLACKHOLE, push)));
-    out.push(Resource::encode(PASSTHROUGH, &original_dst_cluster(PASSTHROUGH, push)));
+    out.push(Resource::encode(
+        BLACKHOLE,
+        &static_cluster(BLACKHOLE, push),
+    ));
+    out.push(Resource::encode(
+        PASSTHROUGH,
+        &original_dst_cluster(PASSTHROUGH, push),
+    ));
     out.sort_by(|a, b| a.name.cmp(&b.name));
     out
 }
@@ -77,7 +103,9 @@ fn outbound_cluster(
                 .map(|i| (i.address.as_str(), i.port))
                 .collect();
             Cluster {
-                cluster_discovery_type: Some(ClusterDiscoveryType::Type(DiscoveryType::StrictDns as i32)),
+                cluster_discovery_type: Some(ClusterDiscoveryType::Type(
+                    DiscoveryType::StrictDns as i32,
+                )),
                 load_assignment: Some(load_assignment(name, endpoints)),
                 ..base(push, name)
             }
@@ -88,9 +116,13 @@ fn outbound_cluster(
         cluster.typed_extension_protocol_options.insert(
             UPSTREAM_HTTP_OPTIONS.into(),
             any(&UpstreamHttpOptions {
-                upstream_protocol_options: Some(UpstreamProtocolOptions::ExplicitHttpConfig(ExplicitHttpConfig {
-                    protocol_config: Some(ProtocolConfig::Http2ProtocolOptions(Http2ProtocolOptions::default())),
-                })),
+                upstream_protocol_options: Some(UpstreamProtocolOptions::ExplicitHttpConfig(
+                    ExplicitHttpConfig {
+                        protocol_config: Some(ProtocolConfig::Http2ProtocolOptions(
+                            Http2ProtocolOptions::default(),
+                        )),
+                    },
+                )),
                 ..Default::default()
             }),
         );
@@ -108,7 +140,9 @@ fn apply_policy(cluster: &mut Cluster, policy: &TrafficPolicy, port: &ServicePor
             (Some(SimpleLb::LeastConn), _) => cluster.lb_policy = LbPolicy::LeastRequest as i32,
             (Some(SimpleLb::Random), _) => cluster.lb_policy = LbPolicy::Random as i32,
             (Some(SimpleLb::Passthrough), _) => {
-                cluster.cluster_discovery_type = Some(ClusterDiscoveryType::Type(DiscoveryType::OriginalDst as i32));
+                cluster.cluster_discovery_type = Some(ClusterDiscoveryType::Type(
+                    DiscoveryType::OriginalDst as i32,
+                ));
                 cluster.lb_policy = LbPolicy::ClusterProvided as i32;
                 cluster.eds_cluster_config = None;
                 cluster.load_assignment = None;
@@ -151,19 +185,26 @@ fn apply_connection_pool(cluster: &mut Cluster, pool: &ConnectionPoolSettings, p
                 idle_timeout: http.idle_timeout.map(|d| duration(d.0)),
                 ..Default::default()
             };
-            let existing = cluster.typed_extension_protocol_options.get(UPSTREAM_HTTP_OPTIONS);
-            let mut options = existing
-                .and_then(|a| prost::Message::decode(a.value.as_slice()).ok())
-                .unwrap_or_else(|| UpstreamHttpOptions {
-                    upstream_protocol_options: Some(UpstreamProtocolOptions::ExplicitHttpConfig(ExplicitHttpConfig {
-                        protocol_config: Some(if port.protocol.is_http2() {
-                            ProtocolConfig::Http2ProtocolOptions(Http2ProtocolOptions::default())
-                        } else {
-                            ProtocolConfig::HttpProtocolOptions(Default::default())
-                        }),
-                    })),
-                    ..Default::default()
-                });
+            let existing = cluster
+                .typed_extension_protocol_options
+                .get(UPSTREAM_HTTP_OPTIONS);
+            let mut options =
+                existing
+                    .and_then(|a| prost::Message::decode(a.value.as_slice()).ok())
+                    .unwrap_or_else(|| UpstreamHttpOptions {
+                        upstream_protocol_options: Some(
+                            UpstreamProtocolOptions::ExplicitHttpConfig(ExplicitHttpConfig {
+                                protocol_config: Some(if port.protocol.is_http2() {
+                                    ProtocolConfig::Http2ProtocolOptions(
+                                        Http2ProtocolOptions::default(),
+                                    )
+                                } else {
+                                    ProtocolConfig::HttpProtocolOptions(Default::default())
+                                }),
+                            }),
+                        ),
+                        ..Default::default()
+                    });
             options.common_http_protocol_options = Some(common);
             cluster
                 .typed_extension_protocol_options
@@ -201,7 +242,9 @@ pub fn inbound(push: &PushContext, proxy: &Proxy) -> Vec<Resource> {
         .into_iter()
         .map(|ib| {
             let mut c = Cluster {
-                cluster_discovery_type: Some(ClusterDiscoveryType::Type(DiscoveryType::Static as i32)),
+                cluster_discovery_type: Some(ClusterDiscoveryType::Type(
+                    DiscoveryType::Static as i32,
+                )),
                 load_assignment: Some(load_assignment_at(&ib.cluster, vec![ib.app_address()])),
                 ..base(push, &ib.cluster)
             };
@@ -209,11 +252,13 @@ pub fn inbound(push: &PushContext, proxy: &Proxy) -> Vec<Resource> {
                 c.typed_extension_protocol_options.insert(
                     UPSTREAM_HTTP_OPTIONS.into(),
                     any(&UpstreamHttpOptions {
-                        upstream_protocol_options: Some(UpstreamProtocolOptions::ExplicitHttpConfig(
-                            ExplicitHttpConfig {
-                                protocol_config: Some(ProtocolConfig::Http2ProtocolOptions(Default::default())),
-                            },
-                        )),
+                        upstream_protocol_options: Some(
+                            UpstreamProtocolOptions::ExplicitHttpConfig(ExplicitHttpConfig {
+                                protocol_config: Some(ProtocolConfig::Http2ProtocolOptions(
+                                    Default::default(),
+                                )),
+                            }),
+                        ),
                         ..Default::default()
                     }),
                 );
@@ -255,7 +300,9 @@ fn static_cluster(name: &str, push: &PushContext) -> Cluster {
 
 fn original_dst_cluster(name: &str, push: &PushContext) -> Cluster {
     Cluster {
-        cluster_discovery_type: Some(ClusterDiscoveryType::Type(DiscoveryType::OriginalDst as i32)),
+        cluster_discovery_type: Some(ClusterDiscoveryType::Type(
+            DiscoveryType::OriginalDst as i32,
+        )),
         lb_policy: LbPolicy::ClusterProvided as i32,
         ..base(push, name)
     }
@@ -263,14 +310,18 @@ fn original_dst_cluster(name: &str, push: &PushContext) -> Cluster {
 
 pub fn ads_source() -> ConfigSource {
     ConfigSource {
-        config_source_specifier: Some(ConfigSourceSpecifier::Ads(AggregatedConfigSource::default())),
+        config_source_specifier: Some(
+            ConfigSourceSpecifier::Ads(AggregatedConfigSource::default()),
+        ),
         resource_api_version: ApiVersion::V3 as i32,
         ..Default::default()
     }
 }
 
 pub fn socket_address(host: &str, port: u32) -> envoy_types::pb::envoy::config::core::v3::Address {
-    use envoy_types::pb::envoy::config::core::v3::{Address, SocketAddress, address, socket_address};
+    use envoy_types::pb::envoy::config::core::v3::{
+        Address, SocketAddress, address, socket_address,
+    };
     Address {
         address: Some(address::Address::SocketAddress(SocketAddress {
             address: host.to_string(),

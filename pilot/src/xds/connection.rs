@@ -123,7 +123,12 @@ impl Connection {
     }
 
     /// Builds a response unless `only_if_changed` and the content is what was last sent.
-    fn respond(&mut self, kind: XdsType, push: &PushContext, only_if_changed: bool) -> Option<DiscoveryResponse> {
+    fn respond(
+        &mut self,
+        kind: XdsType,
+        push: &PushContext,
+        only_if_changed: bool,
+    ) -> Option<DiscoveryResponse> {
         let proxy = self.proxy.as_ref()?;
         let watch = self.watches.get_mut(&kind)?;
         let resources = generate(push, proxy, kind, &watch.names);

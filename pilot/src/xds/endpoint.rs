@@ -14,7 +14,13 @@ use super::resource::Resource;
 use crate::model::{Resolution, Service, ServiceModel, labels_match};
 
 pub fn load_assignment(cluster: &str, endpoints: Vec<(&str, u32)>) -> ClusterLoadAssignment {
-    load_assignment_at(cluster, endpoints.into_iter().map(|(h, p)| socket_address(h, p)).collect())
+    load_assignment_at(
+        cluster,
+        endpoints
+            .into_iter()
+            .map(|(h, p)| socket_address(h, p))
+            .collect(),
+    )
 }
 
 pub fn load_assignment_at(cluster: &str, addresses: Vec<Address>) -> ClusterLoadAssignment {
@@ -52,14 +58,20 @@ fn for_service(push: &PushContext, service: &Service, out: &mut BTreeMap<String,
         let of_port = || instances.iter().filter(|i| i.service_port == port.port);
         let name = outbound_cluster_name(port.port, "", &service.hostname);
         let eps = of_port().map(|i| (i.address.as_str(), i.port)).collect();
-        out.insert(name.clone(), Resource::encode(&name, &load_assignment(&name, eps)));
+        out.insert(
+            name.clone(),
+            Resource::encode(&name, &load_assignment(&name, eps)),
+        );
         for subset in subsets {
             let name = outbound_cluster_name(port.port, &subset.name, &service.hostname);
             let eps = of_port()
                 .filter(|i| labels_match(&subset.labels, &i.labels))
                 .map(|i| (i.address.as_str(), i.port))
                 .collect();
-            out.insert(name.clone(), Resource::encode(&name, &load_assignment(&name, eps)));
+            out.insert(
+                name.clone(),
+                Resource::encode(&name, &load_assignment(&name, eps)),
+            );
         }
     }
 }
@@ -84,7 +96,12 @@ pub fn update(
             && previous_model.services.get(host) == Some(service);
         if unchanged {
             let prefix_match = |name: &String| name.ends_with(&format!("|{host}"));
-            out.extend(previous.iter().filter(|(n, _)| prefix_match(n)).map(|(n, r)| (n.clone(), r.clone())));
+            out.extend(
+                previous
+                    .iter()
+                    .filter(|(n, _)| prefix_match(n))
+                    .map(|(n, r)| (n.clone(), r.clone())),
+            );
         } else {
             for_service(push, service, &mut out);
         }

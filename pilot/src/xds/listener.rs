@@ -23,8 +23,8 @@ use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{TcpPro
 use super::cluster::{ads_source, socket_address};
 use super::proxy::{InterceptionMode, Proxy, ProxyKind};
 use super::push::{
-    BLACKHOLE, HTTP_PROXY_ROUTE, INBOUND_PASSTHROUGH, PASSTHROUGH, PushContext, inbound_cluster_name,
-    outbound_cluster_name, port_route_name,
+    BLACKHOLE, HTTP_PROXY_ROUTE, INBOUND_PASSTHROUGH, PASSTHROUGH, PushContext,
+    inbound_cluster_name, outbound_cluster_name, port_route_name,
 };
 use super::resource::{Resource, any, bool_value};
 use super::route::{self, FAULT_FILTER};
@@ -71,16 +71,22 @@ pub fn inbound_ports(push: &PushContext, proxy: &Proxy) -> Vec<InboundPort> {
         .config
         .sidecars()
         .filter(|(obj, _)| obj.meta.namespace == proxy.namespace)
-        .find(|(_, s)| s.workload_selector.as_ref().is_some_and(|w| w.matches(&proxy.labels)))
+        .find(|(_, s)| {
+            s.workload_selector
+                .as_ref()
+                .is_some_and(|w| w.matches(&proxy.labels))
+        })
         .or_else(|| {
-            push.config
-                .sidecars()
-                .find(|(obj, s)| obj.meta.namespace == proxy.namespace && s.workload_selector.is_none())
+            push.config.sidecars().find(|(obj, s)| {
+                obj.meta.namespace == proxy.namespace && s.workload_selector.is_none()
+            })
         })
         .map(|(_, s)| s);
     let mut by_port: BTreeMap<u32, InboundPort> = BTreeMap::new();
     for (service, instance) in push.model.instances_at(&proxy.ip) {
-        let Some(sp) = service.port(instance.service_port) else { continue };
+        let Some(sp) = service.port(instance.service_port) else {
+            continue;
+        };
         by_port.entry(instance.port).or_insert_with(|| {
             let app_endpoint = sidecar
                 .and_then(|s| s.ingress.iter().find(|i| i.port.number == instance.port))
@@ -138,7 +144,10 @@ pub fn build(push: &PushContext, proxy: &Proxy) -> Vec<Resource> {
             });
         }
     }
-    let mut out: Vec<Resource> = listeners.iter().map(|l| Resource::encode(&l.name, l)).collect();
+    let mut out: Vec<Resource> = listeners
+        .iter()
+        .map(|l| Resource::encode(&l.name, l))
+        .collect();
     out.sort_by(|a, b| a.name.cmp(&b.name));
     out
 }
@@ -170,7 +179,11 @@ fn http_ports(push: &PushContext) -> std::collections::BTreeSet<u32> {
 fn inbound_chain(ib: &InboundPort, port_match: Option<u32>) -> FilterChain {
     let stat_prefix = format!("inbound_{}", ib.port);
     let filter = if ib.protocol.is_http() {
-        hcm(&stat_prefix, RouteSpecifier::RouteConfig(route::inbound(&ib.cluster)), false)
+        hcm(
+            &stat_prefix,
+            RouteSpecifier::RouteConfig(route::inbound(&ib.cluster)),
+            false,
+        )
     } else {
         tcp_proxy(&stat_prefix, &ib.cluster)
     };
@@ -186,7 +199,11 @@ fn inbound_chain(ib: &InboundPort, port_match: Option<u32>) -> FilterChain {
 }
 
 fn virtual_outbound(push: &PushContext) -> Listener {
-    let fallback = if push.mesh.outbound_traffic_policy.allow_any() { PASSTHROUGH } else { BLACKHOLE };
+    let fallback = if push.mesh.outbound_traffic_policy.allow_any() {
+        PASSTHROUGH
+    } else {
+        BLACKHOLE
+    };
     Listener {
         name: VIRTUAL_OUTBOUND.into(),
         address: Some(socket_address("0.0.0.0", VIRTUAL_OUTBOUND_PORT)),
@@ -202,7 +219,10 @@ fn virtual_outbound(push: &PushContext) -> Listener {
 }
 
 fn virtual_inbound(inbound: &[InboundPort]) -> Listener {
-    let mut chains: Vec<FilterChain> = inbound.iter().map(|ib| inbound_chain(ib, Some(ib.port))).collect();
+    let mut chains: Vec<FilterChain> = inbound
+        .iter()
+        .map(|ib| inbound_chain(ib, Some(ib.port)))
+        .collect();
     chains.push(FilterChain {
         filters: vec![tcp_proxy(INBOUND_PASSTHROUGH, INBOUND_PASSTHROUGH)],
         name: INBOUND_PASSTHROUGH.into(),
@@ -213,7 +233,9 @@ fn virtual_inbound(inbound: &[InboundPort]) -> Listener {
         address: Some(socket_address("0.0.0.0", VIRTUAL_INBOUND_PORT)),
         listener_filters: vec![ListenerFilter {
             name: "envoy.filters.listener.original_dst".into(),
-            config_type: Some(ListenerFilterConfig::TypedConfig(any(&OriginalDst::default()))),
+            config_type: Some(ListenerFilterConfig::TypedConfig(any(
+                &OriginalDst::default(),
+            ))),
             ..Default::default()
         }],
         filter_chains: chains,
@@ -235,7 +257,10 @@ fn outbound_port_listeners(push: &PushContext) -> Vec<Listener> {
                 address: Some(socket_address("0.0.0.0", port)),
                 bind_to_port: Some(bool_value(false)),
                 filter_chains: vec![FilterChain {
-                    filters: vec![hcm_rds(&format!("outbound_0.0.0.0_{port}"), &port_route_name(port))],
+                    filters: vec![hcm_rds(
+                        &format!("outbound_0.0.0.0_{port}"),
+                        &port_route_name(port),
+                    )],
                     ..Default::default()
                 }],
                 traffic_direction: TrafficDirection::Outbound as i32,
@@ -253,7 +278,10 @@ fn outbound_port_listeners(push: &PushContext) -> Vec<Listener> {
                 address: Some(socket_address(ip, sp.port)),
                 bind_to_port: Some(bool_value(false)),
                 filter_chains: vec![FilterChain {
-                    filters: vec![tcp_proxy(&format!("outbound|{}||{}", sp.port, service.hostname), &cluster)],
+                    filters: vec![tcp_proxy(
+                        &format!("outbound|{}||{}", sp.port, service.hostname),
+                        &cluster,
+                    )],
                     ..Default::default()
                 }],
                 traffic_direction: TrafficDirection::Outbound as i32,
@@ -280,13 +308,17 @@ fn hcm(stat_prefix: &str, routes: RouteSpecifier, outbound: bool) -> Filter {
     if outbound {
         http_filters.push(HttpFilter {
             name: FAULT_FILTER.into(),
-            config_type: Some(http_filter::ConfigType::TypedConfig(any(&HttpFault::default()))),
+            config_type: Some(http_filter::ConfigType::TypedConfig(any(
+                &HttpFault::default(),
+            ))),
             ..Default::default()
         });
     }
     http_filters.push(HttpFilter {
         name: "envoy.filters.http.router".into(),
-        config_type: Some(http_filter::ConfigType::TypedConfig(any(&Router::default()))),
+        config_type: Some(http_filter::ConfigType::TypedConfig(
+            any(&Router::default()),
+        )),
         ..Default::default()
     });
     let manager = HttpConnectionManager {

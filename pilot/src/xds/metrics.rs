@@ -28,13 +28,21 @@ impl XdsMetrics {
             push_contexts: Family::default(),
         };
         registry.register("pilot_xds", "Connected xDS clients", m.connected.clone());
-        registry.register("pilot_xds_pushes", "xDS responses sent, by type", m.pushes.clone());
+        registry.register(
+            "pilot_xds_pushes",
+            "xDS responses sent, by type",
+            m.pushes.clone(),
+        );
         registry.register(
             "pilot_xds_push_time",
             "Seconds to generate and queue one proxy's responses for a push",
             m.push_time.clone(),
         );
-        registry.register("pilot_total_xds_rejects", "xDS responses a proxy NACKed, by type", m.rejects.clone());
+        registry.register(
+            "pilot_total_xds_rejects",
+            "xDS responses a proxy NACKed, by type",
+            m.rejects.clone(),
+        );
         registry.register(
             "pilot_proxy_convergence_time",
             "Seconds from a config or endpoint change to the proxy's ACK",

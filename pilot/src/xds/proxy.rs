@@ -133,9 +133,20 @@ mod tests {
 
     #[test]
     fn rejects_malformed_node_ids() {
-        for id in ["", "sidecar~x~a.b~c", "pod~10.0.0.1~a.b~c", "sidecar~10.0.0.1"] {
-            let node = Node { id: id.into(), ..Default::default() };
-            assert!(Proxy::from_node(&node, &ServiceModel::default()).is_err(), "{id}");
+        for id in [
+            "",
+            "sidecar~x~a.b~c",
+            "pod~10.0.0.1~a.b~c",
+            "sidecar~10.0.0.1",
+        ] {
+            let node = Node {
+                id: id.into(),
+                ..Default::default()
+            };
+            assert!(
+                Proxy::from_node(&node, &ServiceModel::default()).is_err(),
+                "{id}"
+            );
         }
     }
 }

@@ -13,7 +13,9 @@ use api::networking::{DestinationRule, Protocol, Resolution as SeResolution, Vir
 use super::resource::Resource;
 use super::{cluster, endpoint};
 use crate::config::ConfigSnapshot;
-use crate::model::{Instance, Labels, Resolution, Service, ServiceModel, ServicePort, host_matches, resolve_host};
+use crate::model::{
+    Instance, Labels, Resolution, Service, ServiceModel, ServicePort, host_matches, resolve_host,
+};
 
 pub struct PushContext {
     pub version: u64,
@@ -70,7 +72,12 @@ impl PushContext {
     /// A context for new endpoints under unchanged services and config: clusters
     /// and routes are reused, and only the load assignments of services whose
     /// instances changed are marshalled again.
-    pub fn with_endpoints(&self, version: u64, registry: &ServiceModel, triggered_at: Instant) -> PushContext {
+    pub fn with_endpoints(
+        &self,
+        version: u64,
+        registry: &ServiceModel,
+        triggered_at: Instant,
+    ) -> PushContext {
         let model = Arc::new(merge_service_entries(registry, &self.config, &self.domain));
         let mut ctx = PushContext {
             version,
@@ -82,7 +89,12 @@ impl PushContext {
             full: false,
             outbound_clusters: self.outbound_clusters.clone(),
             endpoints: Arc::default(),
-            routes: Mutex::new(self.routes.lock().unwrap_or_else(|p| p.into_inner()).clone()),
+            routes: Mutex::new(
+                self.routes
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone(),
+            ),
         };
         ctx.endpoints = Arc::new(endpoint::update(&ctx, &self.model, &self.endpoints));
         ctx
@@ -96,9 +108,11 @@ impl PushContext {
     /// True when some VirtualService selects routes by the caller's labels, which
     /// makes outbound routes differ between proxies of one namespace.
     pub fn uses_source_labels(&self) -> bool {
-        self.config
-            .virtual_services()
-            .any(|(_, vs)| vs.http.iter().any(|r| r.matches.iter().any(|m| !m.source_labels.is_empty())))
+        self.config.virtual_services().any(|(_, vs)| {
+            vs.http
+                .iter()
+                .any(|r| r.matches.iter().any(|m| !m.source_labels.is_empty()))
+        })
     }
 
     /// The VirtualService that routes `hostname` for sidecars: the first, by
@@ -108,9 +122,12 @@ impl PushContext {
             .virtual_services()
             .filter(|(_, vs)| vs.gateways.is_empty() || vs.gateways.iter().any(|g| g == "mesh"))
             .find(|(obj, vs)| {
-                vs.hosts
-                    .iter()
-                    .any(|h| host_matches(&resolve_host(h, &obj.meta.namespace, &self.domain), hostname))
+                vs.hosts.iter().any(|h| {
+                    host_matches(
+                        &resolve_host(h, &obj.meta.namespace, &self.domain),
+                        hostname,
+                    )
+                })
             })
             .map(|(obj, vs)| (obj.meta.namespace.as_str(), vs))
     }
@@ -136,7 +153,11 @@ impl PushContext {
 }
 
 /// Adds ServiceEntry hosts to the registry's services, as Istio's "external" registry did.
-fn merge_service_entries(registry: &ServiceModel, config: &ConfigSnapshot, domain: &str) -> ServiceModel {
+fn merge_service_entries(
+    registry: &ServiceModel,
+    config: &ConfigSnapshot,
+    domain: &str,
+) -> ServiceModel {
     let mut model = registry.clone();
     for (obj, se) in config.service_entries() {
         let resolution = match se.resolution.unwrap_or_default() {
@@ -182,7 +203,9 @@ fn merge_service_entries(registry: &ServiceModel, config: &ConfigSnapshot, domai
                     });
                 }
             }
-            model.instances.insert(hostname.clone(), Arc::new(instances));
+            model
+                .instances
+                .insert(hostname.clone(), Arc::new(instances));
             model.services.insert(
                 hostname.clone(),
                 Arc::new(Service {

@@ -24,7 +24,12 @@ pub enum XdsType {
 }
 
 impl XdsType {
-    pub const PUSH_ORDER: [XdsType; 4] = [XdsType::Cluster, XdsType::Endpoint, XdsType::Listener, XdsType::Route];
+    pub const PUSH_ORDER: [XdsType; 4] = [
+        XdsType::Cluster,
+        XdsType::Endpoint,
+        XdsType::Listener,
+        XdsType::Route,
+    ];
 
     pub fn url(self) -> &'static str {
         match self {

@@ -8,24 +8,34 @@ use api::networking::{
 };
 use envoy_types::pb::envoy::config::core::v3::header_value_option::HeaderAppendAction;
 use envoy_types::pb::envoy::config::core::v3::{HeaderValue, HeaderValueOption};
-use envoy_types::pb::envoy::config::route::v3::retry_policy::{RetryHostPredicate, retry_host_predicate};
 use envoy_types::pb::envoy::config::route::v3::header_matcher::HeaderMatchSpecifier;
 use envoy_types::pb::envoy::config::route::v3::query_parameter_matcher::QueryParameterMatchSpecifier;
-use envoy_types::pb::envoy::config::route::v3::redirect_action::{PathRewriteSpecifier, RedirectResponseCode};
+use envoy_types::pb::envoy::config::route::v3::redirect_action::{
+    PathRewriteSpecifier, RedirectResponseCode,
+};
+use envoy_types::pb::envoy::config::route::v3::retry_policy::{
+    RetryHostPredicate, retry_host_predicate,
+};
 use envoy_types::pb::envoy::config::route::v3::route::Action;
-use envoy_types::pb::envoy::config::route::v3::route_action::{ClusterSpecifier, HostRewriteSpecifier};
+use envoy_types::pb::envoy::config::route::v3::route_action::{
+    ClusterSpecifier, HostRewriteSpecifier,
+};
 use envoy_types::pb::envoy::config::route::v3::route_match::PathSpecifier;
 use envoy_types::pb::envoy::config::route::v3::weighted_cluster::ClusterWeight;
 use envoy_types::pb::envoy::config::route::v3::{
-    HeaderMatcher, QueryParameterMatcher, RedirectAction, RetryPolicy, Route, RouteAction, RouteConfiguration,
-    RouteMatch, VirtualHost, WeightedCluster,
+    HeaderMatcher, QueryParameterMatcher, RedirectAction, RetryPolicy, Route, RouteAction,
+    RouteConfiguration, RouteMatch, VirtualHost, WeightedCluster,
 };
 use envoy_types::pb::envoy::extensions::filters::common::fault::v3::{
     FaultDelay, fault_delay::FaultDelaySecifier,
 };
-use envoy_types::pb::envoy::extensions::filters::http::fault::v3::{FaultAbort, HttpFault, fault_abort::ErrorType};
+use envoy_types::pb::envoy::extensions::filters::http::fault::v3::{
+    FaultAbort, HttpFault, fault_abort::ErrorType,
+};
 use envoy_types::pb::envoy::extensions::retry::host::previous_hosts::v3::PreviousHostsPredicate;
-use envoy_types::pb::envoy::r#type::matcher::v3::{RegexMatcher, StringMatcher, string_matcher::MatchPattern};
+use envoy_types::pb::envoy::r#type::matcher::v3::{
+    RegexMatcher, StringMatcher, string_matcher::MatchPattern,
+};
 use envoy_types::pb::envoy::r#type::v3::{FractionalPercent, fractional_percent::DenominatorType};
 
 use super::proxy::Proxy;
@@ -95,9 +105,10 @@ pub fn outbound(push: &PushContext, proxy: &Proxy, name: &str) -> Option<Resourc
 fn domains(service: &Service, port: u32, proxy_namespace: &str, via_proxy: bool) -> Vec<String> {
     let host = &service.hostname;
     let mut names = vec![host.clone()];
-    if let Some(stem) = host.strip_suffix(".svc.cluster.local").or_else(|| {
-        host.find(".svc.").map(|i| &host[..i])
-    }) {
+    if let Some(stem) = host
+        .strip_suffix(".svc.cluster.local")
+        .or_else(|| host.find(".svc.").map(|i| &host[..i]))
+    {
         names.push(format!("{stem}.svc"));
         names.push(stem.to_string());
         if service.namespace == proxy_namespace
@@ -125,7 +136,11 @@ fn routes_for(push: &PushContext, proxy: &Proxy, service: &Service, port: u32) -
             name: "default".into(),
             r#match: Some(prefix_match("/")),
             action: Some(Action::Route(RouteAction {
-                cluster_specifier: Some(ClusterSpecifier::Cluster(outbound_cluster_name(port, "", &service.hostname))),
+                cluster_specifier: Some(ClusterSpecifier::Cluster(outbound_cluster_name(
+                    port,
+                    "",
+                    &service.hostname,
+                ))),
                 timeout: Some(duration(Duration::ZERO)),
                 retry_policy: Some(default_retry_policy()),
                 ..Default::default()
@@ -163,7 +178,11 @@ fn translate(
     port: u32,
 ) -> Route {
     let mut route = Route {
-        name: if http.name.is_empty() { String::new() } else { http.name.clone() },
+        name: if http.name.is_empty() {
+            String::new()
+        } else {
+            http.name.clone()
+        },
         r#match: Some(m.map(route_match).unwrap_or_else(|| prefix_match("/"))),
         ..Default::default()
     };
@@ -182,16 +201,17 @@ fn translate(
             ..Default::default()
         }));
     } else {
-        let cluster_of = |d: &istio::Destination| {
-            let host = crate::model::resolve_host(&d.host, vs_namespace, &push.domain);
-            let dest_port = d.port.as_ref().map(|p| p.number).unwrap_or_else(|| {
-                match push.service(&host) {
-                    Some(s) if s.ports.len() == 1 => s.ports[0].port,
-                    _ => port,
-                }
-            });
-            outbound_cluster_name(dest_port, &d.subset, &host)
-        };
+        let cluster_of =
+            |d: &istio::Destination| {
+                let host = crate::model::resolve_host(&d.host, vs_namespace, &push.domain);
+                let dest_port = d.port.as_ref().map(|p| p.number).unwrap_or_else(|| {
+                    match push.service(&host) {
+                        Some(s) if s.ports.len() == 1 => s.ports[0].port,
+                        _ => port,
+                    }
+                });
+                outbound_cluster_name(dest_port, &d.subset, &host)
+            };
         let weighted: Vec<_> = http
             .route
             .iter()
@@ -204,8 +224,10 @@ fn translate(
                 clusters: weighted
                     .iter()
                     .map(|d| {
-                        let (add, remove) = header_ops(d.headers.as_ref().and_then(|h| h.request.as_ref()));
-                        let (radd, rremove) = header_ops(d.headers.as_ref().and_then(|h| h.response.as_ref()));
+                        let (add, remove) =
+                            header_ops(d.headers.as_ref().and_then(|h| h.request.as_ref()));
+                        let (radd, rremove) =
+                            header_ops(d.headers.as_ref().and_then(|h| h.response.as_ref()));
                         ClusterWeight {
                             name: cluster_of(&d.destination),
                             weight: Some(u32_value(d.weight.unwrap_or(0) as u32)),
@@ -227,7 +249,9 @@ fn translate(
         }
         let mut action = RouteAction {
             cluster_specifier: Some(cluster_specifier),
-            timeout: Some(duration(http.timeout.map(|t| t.0).unwrap_or(Duration::ZERO))),
+            timeout: Some(duration(
+                http.timeout.map(|t| t.0).unwrap_or(Duration::ZERO),
+            )),
             retry_policy: Some(match &http.retries {
                 Some(r) => retry_policy(r),
                 None => default_retry_policy(),
@@ -239,7 +263,9 @@ fn translate(
                 action.prefix_rewrite = rw.uri.clone();
             }
             if !rw.authority.is_empty() {
-                action.host_rewrite_specifier = Some(HostRewriteSpecifier::HostRewriteLiteral(rw.authority.clone()));
+                action.host_rewrite_specifier = Some(HostRewriteSpecifier::HostRewriteLiteral(
+                    rw.authority.clone(),
+                ));
             }
         }
         route.action = Some(Action::Route(action));
@@ -248,7 +274,12 @@ fn translate(
         add_header_ops(&mut route, h.request.as_ref(), h.response.as_ref());
     }
     let legacy_request = HeaderOperations {
-        add: http.append_headers.iter().chain(&http.append_request_headers).map(|(k, v)| (k.clone(), v.clone())).collect(),
+        add: http
+            .append_headers
+            .iter()
+            .chain(&http.append_request_headers)
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
         remove: http.remove_request_headers.clone(),
         ..Default::default()
     };
@@ -259,7 +290,9 @@ fn translate(
     };
     add_header_ops(&mut route, Some(&legacy_request), Some(&legacy_response));
     if let Some(fault) = &http.fault {
-        route.typed_per_filter_config.insert(FAULT_FILTER.into(), any(&fault_config(fault)));
+        route
+            .typed_per_filter_config
+            .insert(FAULT_FILTER.into(), any(&fault_config(fault)));
     }
     route
 }
@@ -279,7 +312,11 @@ fn route_match(m: &HttpMatchRequest) -> RouteMatch {
         .iter()
         .map(|(name, sm)| header_matcher(name, sm))
         .collect();
-    for (pseudo, sm) in [(":method", &m.method), (":authority", &m.authority), (":scheme", &m.scheme)] {
+    for (pseudo, sm) in [
+        (":method", &m.method),
+        (":authority", &m.authority),
+        (":scheme", &m.scheme),
+    ] {
         if let Some(sm) = sm {
             headers.push(header_matcher(pseudo, sm));
         }
@@ -293,7 +330,9 @@ fn route_match(m: &HttpMatchRequest) -> RouteMatch {
             .iter()
             .map(|(name, sm)| QueryParameterMatcher {
                 name: name.clone(),
-                query_parameter_match_specifier: Some(QueryParameterMatchSpecifier::StringMatch(string_matcher(sm))),
+                query_parameter_match_specifier: Some(QueryParameterMatchSpecifier::StringMatch(
+                    string_matcher(sm),
+                )),
             })
             .collect(),
         ..Default::default()
@@ -338,7 +377,9 @@ fn header_matcher(name: &str, sm: &istio::StringMatch) -> HeaderMatcher {
 type HeaderOps = (Vec<HeaderValueOption>, Vec<String>);
 
 fn header_ops(ops: Option<&HeaderOperations>) -> HeaderOps {
-    let Some(ops) = ops else { return Default::default() };
+    let Some(ops) = ops else {
+        return Default::default();
+    };
     let option = |(k, v): (&String, &String), action: HeaderAppendAction| HeaderValueOption {
         header: Some(HeaderValue {
             key: k.clone(),
@@ -348,12 +389,24 @@ fn header_ops(ops: Option<&HeaderOperations>) -> HeaderOps {
         append_action: action as i32,
         ..Default::default()
     };
-    let mut add: Vec<_> = ops.set.iter().map(|kv| option(kv, HeaderAppendAction::OverwriteIfExistsOrAdd)).collect();
-    add.extend(ops.add.iter().map(|kv| option(kv, HeaderAppendAction::AppendIfExistsOrAdd)));
+    let mut add: Vec<_> = ops
+        .set
+        .iter()
+        .map(|kv| option(kv, HeaderAppendAction::OverwriteIfExistsOrAdd))
+        .collect();
+    add.extend(
+        ops.add
+            .iter()
+            .map(|kv| option(kv, HeaderAppendAction::AppendIfExistsOrAdd)),
+    );
     (add, ops.remove.clone())
 }
 
-fn add_header_ops(route: &mut Route, request: Option<&HeaderOperations>, response: Option<&HeaderOperations>) {
+fn add_header_ops(
+    route: &mut Route,
+    request: Option<&HeaderOperations>,
+    response: Option<&HeaderOperations>,
+) {
     let (add, remove) = header_ops(request);
     route.request_headers_to_add.extend(add);
     route.request_headers_to_remove.extend(remove);
@@ -368,12 +421,17 @@ fn default_retry_policy() -> RetryPolicy {
     retry_policy(&istio::HttpRetry {
         attempts: 2,
         per_try_timeout: None,
-        retry_on: "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes".into(),
+        retry_on: "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes"
+            .into(),
     })
 }
 
 fn retry_policy(r: &istio::HttpRetry) -> RetryPolicy {
-    let retry_on = if r.retry_on.is_empty() { "gateway-error,connect-failure,refused-stream" } else { &r.retry_on };
+    let retry_on = if r.retry_on.is_empty() {
+        "gateway-error,connect-failure,refused-stream"
+    } else {
+        &r.retry_on
+    };
     let mut conditions = Vec::new();
     let mut codes = Vec::new();
     for c in retry_on.split(',').map(str::trim).filter(|c| !c.is_empty()) {
@@ -392,7 +450,9 @@ fn retry_policy(r: &istio::HttpRetry) -> RetryPolicy {
         retriable_status_codes: codes,
         retry_host_predicate: vec![RetryHostPredicate {
             name: "envoy.retry_host_predicates.previous_hosts".into(),
-            config_type: Some(retry_host_predicate::ConfigType::TypedConfig(any(&PreviousHostsPredicate::default()))),
+            config_type: Some(retry_host_predicate::ConfigType::TypedConfig(any(
+                &PreviousHostsPredicate::default(),
+            ))),
         }],
         host_selection_retry_max_attempts: 5,
         ..Default::default()

@@ -9,7 +9,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
 
 use api::xds::aggregated_discovery_service_server::AggregatedDiscoveryService;
-use api::xds::{DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse};
+use api::xds::{
+    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
+};
 use futures::Stream;
 use serde::Serialize;
 use tokio::sync::{mpsc, watch};
@@ -45,7 +47,11 @@ pub struct DiscoveryServer {
 }
 
 impl DiscoveryServer {
-    pub fn new(push: watch::Receiver<Arc<PushContext>>, metrics: XdsMetrics, shutdown: CancellationToken) -> Self {
+    pub fn new(
+        push: watch::Receiver<Arc<PushContext>>,
+        metrics: XdsMetrics,
+        shutdown: CancellationToken,
+    ) -> Self {
         DiscoveryServer {
             push,
             clients: Clients::default(),
@@ -76,7 +82,10 @@ impl AggregatedDiscoveryService for DiscoveryServer {
         &self,
         request: Request<Streaming<DiscoveryRequest>>,
     ) -> Result<Response<ResponseStream>, Status> {
-        let peer = request.remote_addr().map(|a| a.to_string()).unwrap_or_default();
+        let peer = request
+            .remote_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
         let inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(STREAM_QUEUE);
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
@@ -127,7 +136,10 @@ impl StreamTask {
             let _ = tx.send(Err(status)).await;
         }
         self.metrics.connected.dec();
-        self.clients.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.id);
+        self.clients
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.id);
         tracing::info!(peer = %self.peer, proxy = ?self.proxy_id(), "ADS stream closed");
     }
 
@@ -190,28 +202,44 @@ impl StreamTask {
         tx: &mpsc::Sender<Result<DiscoveryResponse, Status>>,
         response: DiscoveryResponse,
     ) -> Result<(), Status> {
-        let short = XdsType::from_url(&response.type_url).map(XdsType::short).unwrap_or("unknown");
-        self.metrics.pushes.get_or_create(&vec![("type", short.to_string())]).inc();
+        let short = XdsType::from_url(&response.type_url)
+            .map(XdsType::short)
+            .unwrap_or("unknown");
+        self.metrics
+            .pushes
+            .get_or_create(&vec![("type", short.to_string())])
+            .inc();
         tx.send(Ok(response))
             .await
             .map_err(|_| Status::cancelled("client went away"))
     }
 
     fn observe(&self, type_url: &str, kind: &RequestKind) {
-        let short = XdsType::from_url(type_url).map(XdsType::short).unwrap_or("unknown");
+        let short = XdsType::from_url(type_url)
+            .map(XdsType::short)
+            .unwrap_or("unknown");
         match kind {
             RequestKind::Nack(message) => {
                 tracing::warn!(proxy = ?self.proxy_id(), r#type = short, %message, "proxy rejected config (NACK)");
-                self.metrics.rejects.get_or_create(&vec![("type", short.to_string())]).inc();
+                self.metrics
+                    .rejects
+                    .get_or_create(&vec![("type", short.to_string())])
+                    .inc();
             }
-            RequestKind::Ack { converged_in: Some(d) } => self.metrics.convergence.observe(d.as_secs_f64()),
-            RequestKind::Unknown => tracing::debug!(proxy = ?self.proxy_id(), type_url, "ignoring request for a type not served over ADS"),
+            RequestKind::Ack {
+                converged_in: Some(d),
+            } => self.metrics.convergence.observe(d.as_secs_f64()),
+            RequestKind::Unknown => {
+                tracing::debug!(proxy = ?self.proxy_id(), type_url, "ignoring request for a type not served over ADS")
+            }
             _ => {}
         }
     }
 
     fn publish_status(&self, push: &PushContext) {
-        let Some(proxy) = &self.conn.proxy else { return };
+        let Some(proxy) = &self.conn.proxy else {
+            return;
+        };
         let status = ClientStatus {
             proxy: proxy.id.clone(),
             peer: self.peer.clone(),

@@ -1,0 +1,104 @@
+//! Envoy's bootstrap: the node identity, the admin endpoint, ADS towards Pilot
+//! over the static `xds-grpc` cluster, and the static Prometheus listener.
+
+use serde_json::{Value, json};
+
+use super::{Identity, ProxyArgs};
+
+pub fn render(args: &ProxyArgs, id: &Identity) -> anyhow::Result<Value> {
+    let (host, port) = args
+        .discovery_address
+        .rsplit_once(':')
+        .and_then(|(h, p)| p.parse::<u16>().ok().map(|p| (h.to_string(), p)))
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "--discoveryAddress {:?} is not host:port",
+                args.discovery_address
+            )
+        })?;
+    let discovery_is_ip = host.parse::<std::net::IpAddr>().is_ok();
+    Ok(json!({
+        "node": {
+            "id": id.node_id,
+            "cluster": args.service_cluster,
+            "metadata": id.metadata,
+        },
+        "admin": {
+            "address": socket(&id.local_bind, args.proxy_admin_port),
+        },
+        "dynamic_resources": {
+            "ads_config": {
+                "api_type": "GRPC",
+                "transport_api_version": "V3",
+                "set_node_on_first_message_only": true,
+                "grpc_services": [{ "envoy_grpc": { "cluster_name": "xds-grpc" } }],
+            },
+            "cds_config": { "ads": {}, "resource_api_version": "V3" },
+            "lds_config": { "ads": {}, "resource_api_version": "V3" },
+        },
+        "static_resources": {
+            "clusters": [
+                {
+                    "name": "xds-grpc",
+                    "type": if discovery_is_ip { "STATIC" } else { "STRICT_DNS" },
+                    "connect_timeout": "1s",
+                    "lb_policy": "ROUND_ROBIN",
+                    "load_assignment": endpoint("xds-grpc", &host, port),
+                    "typed_extension_protocol_options": {
+                        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                            "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                            "explicit_http_config": { "http2_protocol_options": {} },
+                        },
+                    },
+                    "upstream_connection_options": {
+                        "tcp_keepalive": { "keepalive_time": 300 },
+                    },
+                },
+                {
+                    "name": "prometheus_stats",
+                    "type": "STATIC",
+                    "connect_timeout": "0.25s",
+                    "load_assignment": endpoint("prometheus_stats", &id.local_bind, args.proxy_admin_port),
+                },
+            ],
+            "listeners": [{
+                "name": "prometheus_stats",
+                "address": socket(&id.status_bind, args.stats_port),
+                "filter_chains": [{
+                    "filters": [{
+                        "name": "envoy.filters.network.http_connection_manager",
+                        "typed_config": {
+                            "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                            "stat_prefix": "stats",
+                            "route_config": {
+                                "virtual_hosts": [{
+                                    "name": "backend",
+                                    "domains": ["*"],
+                                    "routes": [{
+                                        "match": { "prefix": "/stats/prometheus" },
+                                        "route": { "cluster": "prometheus_stats" },
+                                    }],
+                                }],
+                            },
+                            "http_filters": [{
+                                "name": "envoy.filters.http.router",
+                                "typed_config": { "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router" },
+                            }],
+                        },
+                    }],
+                }],
+            }],
+        },
+    }))
+}
+
+fn socket(address: &str, port: u16) -> Value {
+    json!({ "socket_address": { "address": address, "port_value": port } })
+}
+
+fn endpoint(cluster: &str, host: &str, port: u16) -> Value {
+    json!({
+        "cluster_name": cluster,
+        "endpoints": [{ "lb_endpoints": [{ "endpoint": { "address": socket(host, port) } }] }],
+    })
+}
