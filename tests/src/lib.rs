@@ -1,1 +1,68 @@
+//! The end-to-end harness: starts the real `pilot-discovery`, `pilot-agent`s
+//! with real Envoy, and `echo` backends, each "pod" on its own loopback address
+//! (local mode, see docs/local-mode.md), and tears them down afterwards.
+//!
+//! Every wait is a readiness check polled against a deadline, never a bare sleep.
 
+pub mod mesh;
+pub mod process;
+pub mod topology;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// Where the workspace's binaries are: next to the test executable's `deps/`.
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .expect("target directory");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build the binaries first (`cargo build --bins`, done by `make test`)",
+        path.display()
+    );
+    path
+}
+
+/// Envoy from `TRIREME_ENVOY`, else the project venv that `make test` installs.
+pub fn envoy() -> PathBuf {
+    if let Ok(p) = std::env::var("TRIREME_ENVOY") {
+        return PathBuf::from(p);
+    }
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let lib = root.join(".venv/lib");
+    let found = std::fs::read_dir(&lib).ok().and_then(|entries| {
+        entries
+            .filter_map(Result::ok)
+            .map(|e| e.path().join("site-packages/envoy/_bin/envoy"))
+            .find(|p| p.exists())
+    });
+    found.unwrap_or_else(|| {
+        panic!(
+            "no Envoy: set TRIREME_ENVOY or run `make test`, which installs it under {}",
+            lib.display()
+        )
+    })
+}
+
+/// Polls `check` until it returns `Some`, or fails after `timeout` naming `what`.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

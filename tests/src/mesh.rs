@@ -1,0 +1,332 @@
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::time::Duration;
+
+use serde_json::Value;
+use tempfile::TempDir;
+
+use crate::process::Proc;
+use crate::topology::{Pod, Topology};
+use crate::{bin, envoy, eventually};
+
+pub const PROXY_HTTP_PORT: u16 = 15080;
+const STARTUP: Duration = Duration::from_secs(20);
+
+/// A running mesh: pilot-discovery, one sidecar per pod, and the backends.
+pub struct Mesh {
+    pub dir: TempDir,
+    pub topology: Topology,
+    pub pilot: Option<Proc>,
+    pub agents: Vec<(Pod, Proc)>,
+    backends: Vec<Proc>,
+    /// Plain HTTP client, for admin and debug endpoints.
+    pub http: reqwest::Client,
+    /// Sends through the client pod's sidecar, as its application would.
+    pub client: reqwest::Client,
+}
+
+fn next_subnet() -> u8 {
+    static NEXT: AtomicU8 = AtomicU8::new(0);
+    // Spread concurrent test processes apart as well as tests within one.
+    20 + ((std::process::id() % 8) as u8) * 25 + NEXT.fetch_add(1, Ordering::Relaxed) % 25
+}
+
+impl Mesh {
+    /// Starts everything and returns once pilot and every sidecar are ready.
+    pub async fn start(versions: &[&str], config: &[(&str, &str)]) -> Mesh {
+        let topology = Topology::reviews(next_subnet(), versions);
+        let dir = tempfile::Builder::new()
+            .prefix("trireme-e2e-")
+            .tempdir()
+            .expect("tempdir");
+        std::fs::create_dir_all(dir.path().join("config")).expect("config dir");
+        std::fs::write(
+            dir.path().join("mesh.yaml"),
+            format!("proxyHttpPort: {PROXY_HTTP_PORT}\n"),
+        )
+        .expect("mesh");
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .expect("client");
+        let client = reqwest::Client::builder()
+            .proxy(
+                reqwest::Proxy::http(format!("http://{}:{PROXY_HTTP_PORT}", topology.client.ip))
+                    .expect("proxy"),
+            )
+            .timeout(Duration::from_secs(10))
+            .build()
+            .expect("client");
+        let mut mesh = Mesh {
+            dir,
+            topology,
+            pilot: None,
+            agents: Vec::new(),
+            backends: Vec::new(),
+            http,
+            client,
+        };
+        mesh.write_config("cluster.yaml", &mesh.topology.cluster_yaml());
+        for (file, yaml) in config {
+            mesh.write_config(file, yaml);
+        }
+        mesh.start_pilot().await;
+        for pod in mesh.topology.versions.clone() {
+            mesh.start_backend(&pod).await;
+        }
+        for pod in mesh.topology.pods().cloned().collect::<Vec<_>>() {
+            mesh.start_agent(&pod);
+        }
+        for pod in mesh.topology.pods().cloned().collect::<Vec<_>>() {
+            mesh.wait_sidecar_ready(&pod).await;
+        }
+        mesh
+    }
+
+    pub fn config_dir(&self) -> PathBuf {
+        self.dir.path().join("config")
+    }
+
+    pub fn log(&self, name: &str) -> PathBuf {
+        self.dir.path().join(format!("{name}.log"))
+    }
+
+    /// Replaces a config file in one rename, as `kubectl cp` or a ConfigMap update would.
+    pub fn write_config(&self, file: &str, yaml: &str) {
+        let tmp = self.config_dir().join(format!(".{file}.tmp"));
+        std::fs::write(&tmp, yaml).expect("write config");
+        std::fs::rename(&tmp, self.config_dir().join(file)).expect("rename config");
+    }
+
+    pub fn pilot_http(&self) -> String {
+        format!("http://{}:8080", self.topology.pilot_ip())
+    }
+
+    pub async fn start_pilot(&mut self) {
+        let ip = self.topology.pilot_ip();
+        let args: Vec<String> = [
+            "discovery",
+            "--registries",
+            "File",
+            "--configDir",
+            &self.config_dir().display().to_string(),
+            "--meshConfig",
+            &self.dir.path().join("mesh.yaml").display().to_string(),
+            "--grpcAddr",
+            &format!("{ip}:15010"),
+            "--httpAddr",
+            &format!("{ip}:8080"),
+            "--monitoringAddr",
+            &format!("{ip}:15014"),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let log = self.log("pilot-discovery");
+        self.pilot = Some(Proc::spawn(
+            "pilot-discovery",
+            &bin("pilot-discovery"),
+            &args,
+            &[],
+            &log,
+        ));
+        let url = format!("{}/ready", self.pilot_http());
+        let http = self.http.clone();
+        eventually("pilot-discovery /ready", STARTUP, || {
+            let (http, url) = (http.clone(), url.clone());
+            async move {
+                let r = http.get(&url).send().await.ok()?;
+                r.status().is_success().then_some(())
+            }
+        })
+        .await;
+    }
+
+    async fn start_backend(&mut self, pod: &Pod) {
+        let Some(addr) = &pod.app_addr else { return };
+        let version = pod
+            .labels
+            .iter()
+            .find(|(k, _)| k == "version")
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default();
+        let args = vec![
+            "--listen".into(),
+            addr.clone(),
+            "--service".into(),
+            "reviews".into(),
+            "--version".into(),
+            version,
+            "--pod".into(),
+            pod.name.clone(),
+        ];
+        let log = self.log(&format!("{}-app", pod.name));
+        self.backends
+            .push(Proc::spawn(&pod.name, &bin("echo"), &args, &[], &log));
+        let addr = addr.clone();
+        eventually(&format!("backend {addr}"), STARTUP, || {
+            let addr = addr.clone();
+            async move { tokio::net::TcpStream::connect(&addr).await.ok().map(|_| ()) }
+        })
+        .await;
+    }
+
+    pub fn start_agent(&mut self, pod: &Pod) {
+        let dir = self.dir.path().join(&pod.name);
+        let labels: BTreeMap<&str, &str> = pod
+            .labels
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let args: Vec<String> = vec![
+            "proxy".into(),
+            "sidecar".into(),
+            "--discoveryAddress".into(),
+            format!("{}:15010", self.topology.pilot_ip()),
+            "--binaryPath".into(),
+            envoy().display().to_string(),
+            "--configPath".into(),
+            dir.display().to_string(),
+            "--concurrency".into(),
+            "1".into(),
+            "--terminationDrainDuration".into(),
+            "0s".into(),
+        ];
+        let env = [
+            ("POD_NAME", pod.name.clone()),
+            ("POD_NAMESPACE", "default".to_string()),
+            ("INSTANCE_IP", pod.ip.clone()),
+            ("ISTIO_META_INTERCEPTION_MODE", "NONE".to_string()),
+            (
+                "ISTIO_METAJSON_LABELS",
+                serde_json::to_string(&labels).unwrap_or_default(),
+            ),
+        ];
+        let log = self.log(&format!("{}-agent", pod.name));
+        self.agents.push((
+            pod.clone(),
+            Proc::spawn(&pod.name, &bin("pilot-agent"), &args, &env, &log),
+        ));
+    }
+
+    pub async fn wait_sidecar_ready(&self, pod: &Pod) {
+        let url = format!("http://{}:15020/healthz/ready", pod.ip);
+        let http = self.http.clone();
+        eventually(&format!("sidecar {} ready", pod.name), STARTUP, || {
+            let (http, url) = (http.clone(), url.clone());
+            async move {
+                let r = http.get(&url).send().await.ok()?;
+                r.status().is_success().then_some(())
+            }
+        })
+        .await;
+    }
+
+    pub fn agent(&self, name: &str) -> &Proc {
+        &self
+            .agents
+            .iter()
+            .find(|(p, _)| p.name == name)
+            .expect("agent")
+            .1
+    }
+
+    pub fn pod(&self, name: &str) -> Pod {
+        self.topology
+            .pods()
+            .find(|p| p.name == name)
+            .cloned()
+            .expect("pod")
+    }
+
+    /// One request through the client's sidecar: (status, version that answered).
+    pub async fn call(&self, path: &str, headers: &[(&str, &str)]) -> (u16, Option<String>) {
+        let mut req = self.client.get(format!(
+            "http://reviews.default.svc.cluster.local:9080{path}"
+        ));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        match req.send().await {
+            Ok(r) => {
+                let status = r.status().as_u16();
+                let body: Option<Value> = r.json().await.ok();
+                let version =
+                    body.and_then(|b| b.get("version").and_then(Value::as_str).map(str::to_string));
+                (status, version)
+            }
+            Err(e) => panic!("request {path} failed: {e}"),
+        }
+    }
+
+    /// Sends `n` requests and counts answers by version (or `status <code>` when not 200).
+    pub async fn tally(
+        &self,
+        n: usize,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> BTreeMap<String, usize> {
+        let mut counts = BTreeMap::new();
+        for _ in 0..n {
+            let (status, version) = self.call(path, headers).await;
+            let key = match (status, version) {
+                (200, Some(v)) => v,
+                (s, _) => format!("status {s}"),
+            };
+            *counts.entry(key).or_insert(0) += 1;
+        }
+        counts
+    }
+
+    pub async fn pilot_json(&self, path: &str) -> Value {
+        let url = format!("{}{path}", self.pilot_http());
+        self.http
+            .get(&url)
+            .send()
+            .await
+            .expect(&url)
+            .json()
+            .await
+            .expect("json")
+    }
+
+    pub async fn config_dump(&self, pod: &str) -> Value {
+        let url = format!("http://{}:15000/config_dump", self.pod(pod).ip);
+        self.http
+            .get(&url)
+            .send()
+            .await
+            .expect(&url)
+            .json()
+            .await
+            .expect("json")
+    }
+
+    /// The route tables in Envoy's config_dump, as JSON text.
+    pub async fn routes_dump(&self, pod: &str) -> String {
+        let dump = self.config_dump(pod).await;
+        let configs = dump["configs"].as_array().cloned().unwrap_or_default();
+        configs
+            .iter()
+            .filter(|c| {
+                c["@type"]
+                    .as_str()
+                    .is_some_and(|t| t.ends_with("RoutesConfigDump"))
+            })
+            .map(|c| c.to_string())
+            .collect()
+    }
+
+    /// The sync status of one pod's proxy for one type (`cds`, `eds`, `lds`, `rds`).
+    pub async fn sync_state(&self, pod: &str, kind: &str) -> Option<Value> {
+        let syncz = self.pilot_json("/debug/syncz").await;
+        let prefix = format!("sidecar~{}~", self.pod(pod).ip);
+        syncz
+            .as_array()?
+            .iter()
+            .find(|c| c["proxy"].as_str().is_some_and(|p| p.starts_with(&prefix)))
+            .map(|c| c["watches"][kind].clone())
+    }
+}

@@ -1,0 +1,111 @@
+//! Cluster YAML for the tests: a `reviews` service with versions, each version
+//! one pod on its own loopback address, and a `client` pod that only calls out.
+
+use std::fmt::Write;
+
+/// A pod: its address (where its sidecar listens) and, when it runs an app, the
+/// address the app binds (the Sidecar ingress `defaultEndpoint`).
+#[derive(Debug, Clone)]
+pub struct Pod {
+    pub name: String,
+    pub ip: String,
+    pub labels: Vec<(String, String)>,
+    pub app_addr: Option<String>,
+}
+
+pub struct Topology {
+    pub subnet: u8,
+    pub client: Pod,
+    pub versions: Vec<Pod>,
+}
+
+pub const REVIEWS_PORT: u16 = 9080;
+
+impl Topology {
+    /// `reviews` with the given versions, all in namespace `default`, in 127.<subnet>.0.0/16.
+    pub fn reviews(subnet: u8, versions: &[&str]) -> Topology {
+        let client = Pod {
+            name: "client".into(),
+            ip: format!("127.{subnet}.1.1"),
+            labels: vec![("app".into(), "client".into())],
+            app_addr: None,
+        };
+        let versions = versions
+            .iter()
+            .enumerate()
+            .map(|(i, v)| Pod {
+                name: format!("reviews-{v}"),
+                ip: format!("127.{subnet}.1.{}", i + 2),
+                labels: vec![
+                    ("app".into(), "reviews".into()),
+                    ("version".into(), v.to_string()),
+                ],
+                app_addr: Some(format!("127.{subnet}.2.{}:{REVIEWS_PORT}", i + 2)),
+            })
+            .collect();
+        Topology {
+            subnet,
+            client,
+            versions,
+        }
+    }
+
+    pub fn pilot_ip(&self) -> String {
+        format!("127.{}.0.1", self.subnet)
+    }
+
+    pub fn pods(&self) -> impl Iterator<Item = &Pod> {
+        std::iter::once(&self.client).chain(&self.versions)
+    }
+
+    /// Service, Endpoints, Pods, per-pod Sidecars and the subset DestinationRule.
+    pub fn cluster_yaml(&self) -> String {
+        let mut y = String::new();
+        let _ = write!(
+            y,
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: reviews, namespace: default}}\nspec:\n  clusterIP: 10.96.0.20\n  ports: [{{name: http, port: {REVIEWS_PORT}, targetPort: {REVIEWS_PORT}}}]\n  selector: {{app: reviews}}\n---\n"
+        );
+        let _ = write!(
+            y,
+            "apiVersion: v1\nkind: Endpoints\nmetadata: {{name: reviews, namespace: default}}\nsubsets:\n- addresses:\n"
+        );
+        for p in &self.versions {
+            let _ = writeln!(
+                y,
+                "  - ip: {}\n    targetRef: {{kind: Pod, name: {}, namespace: default}}",
+                p.ip, p.name
+            );
+        }
+        let _ = write!(y, "  ports: [{{name: http, port: {REVIEWS_PORT}}}]\n---\n");
+        for p in self.pods() {
+            let labels: Vec<String> = p.labels.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+            let _ = write!(
+                y,
+                "apiVersion: v1\nkind: Pod\nmetadata: {{name: {}, namespace: default, labels: {{{}}}}}\nspec: {{containers: [{{name: app, image: app}}]}}\nstatus: {{podIP: {}}}\n---\n",
+                p.name,
+                labels.join(", "),
+                p.ip
+            );
+            if let Some(app) = &p.app_addr {
+                let _ = write!(
+                    y,
+                    "apiVersion: networking.istio.io/v1alpha3\nkind: Sidecar\nmetadata: {{name: {}, namespace: default}}\nspec:\n  workloadSelector: {{labels: {{{}}}}}\n  ingress:\n  - port: {{number: {REVIEWS_PORT}, protocol: HTTP, name: http}}\n    defaultEndpoint: {app}\n---\n",
+                    p.name,
+                    labels.join(", ")
+                );
+            }
+        }
+        let subsets: Vec<String> = self
+            .versions
+            .iter()
+            .filter_map(|p| p.labels.iter().find(|(k, _)| k == "version"))
+            .map(|(_, v)| format!("  - {{name: {v}, labels: {{version: {v}}}}}"))
+            .collect();
+        let _ = write!(
+            y,
+            "apiVersion: networking.istio.io/v1alpha3\nkind: DestinationRule\nmetadata: {{name: reviews, namespace: default}}\nspec:\n  host: reviews\n  subsets:\n{}\n",
+            subsets.join("\n")
+        );
+        y
+    }
+}

@@ -1,0 +1,85 @@
+//! Process lifecycle: Pilot going away and coming back, Envoy dying under its
+//! agent, and the agent draining on SIGTERM.
+
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use trireme_tests::eventually;
+use trireme_tests::mesh::Mesh;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envoy_serves_without_pilot_and_reconverges_after_restart() {
+    let mut mesh = Mesh::start(&["v1", "v2"], &[]).await;
+    mesh.pilot.as_mut().unwrap().kill_now();
+    let counts = mesh.tally(20, "/", &[]).await;
+    assert_eq!(counts.values().sum::<usize>(), 20);
+    assert!(
+        counts.keys().all(|k| k == "v1" || k == "v2"),
+        "Envoy keeps serving: {counts:?}"
+    );
+
+    // Config changed while Pilot was down is served once it is back.
+    mesh.write_config(
+        "vs.yaml",
+        "apiVersion: networking.istio.io/v1alpha3\nkind: VirtualService\nmetadata: {name: reviews, namespace: default}\nspec:\n  hosts: [reviews]\n  http:\n  - route:\n    - destination: {host: reviews, subset: v2}\n",
+    );
+    mesh.start_pilot().await;
+    eventually(
+        "all three proxies reconnected and ACKed",
+        Duration::from_secs(30),
+        || async {
+            let syncz = mesh.pilot_json("/debug/syncz").await;
+            let list = syncz.as_array()?;
+            let acked = list
+                .iter()
+                .filter(|c| {
+                    ["cds", "lds", "rds"].iter().all(|t| {
+                        let w = &c["watches"][t];
+                        !w["acked_version"].as_str().unwrap_or("").is_empty()
+                            && w["acked_version"] == w["sent_version"]
+                    })
+                })
+                .count();
+            (acked == 3).then_some(())
+        },
+    )
+    .await;
+    let counts = mesh.tally(20, "/", &[]).await;
+    assert_eq!(counts.get("v2"), Some(&20), "{counts:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_restarts_a_dead_envoy_and_drains_on_sigterm() {
+    let mut mesh = Mesh::start(&["v1"], &[]).await;
+    let pod = mesh.pod("reviews-v1");
+    let old = mesh.agent("reviews-v1").children();
+    assert_eq!(old.len(), 1, "one Envoy under the agent");
+    let _ = kill(Pid::from_raw(old[0] as i32), Signal::SIGKILL);
+    let new = eventually(
+        "a new Envoy under the agent",
+        Duration::from_secs(10),
+        || async {
+            let kids = mesh.agent("reviews-v1").children();
+            (kids.len() == 1 && kids[0] != old[0]).then(|| kids[0])
+        },
+    )
+    .await;
+    mesh.wait_sidecar_ready(&pod).await;
+    assert_eq!(mesh.tally(5, "/", &[]).await.get("v1"), Some(&5));
+
+    let (_, agent) = mesh
+        .agents
+        .iter_mut()
+        .find(|(p, _)| p.name == "reviews-v1")
+        .unwrap();
+    agent.signal(Signal::SIGTERM);
+    assert!(
+        agent.wait_exit(Duration::from_secs(10)),
+        "agent exits after draining"
+    );
+    assert!(
+        !std::path::Path::new(&format!("/proc/{new}")).exists(),
+        "Envoy stopped with its agent"
+    );
+}

@@ -1,0 +1,5 @@
+//! End-to-end: real pilot-discovery, real pilot-agent, real Envoy, real HTTP.
+
+mod lifecycle;
+mod routing;
+mod validation;

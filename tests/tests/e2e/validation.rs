@@ -1,0 +1,120 @@
+//! Bad config is refused with a precise error; Envoy keeps the last good config.
+
+use std::time::Duration;
+
+use trireme_tests::eventually;
+use trireme_tests::mesh::Mesh;
+
+const ALL_V1: &str = r#"
+apiVersion: networking.istio.io/v1alpha3
+kind: VirtualService
+metadata: {name: reviews, namespace: default}
+spec:
+  hosts: [reviews]
+  http:
+  - route:
+    - destination: {host: reviews, subset: v1}
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_virtual_services_are_rejected_and_last_good_kept() {
+    let mesh = Mesh::start(&["v1", "v2"], &[("vs.yaml", ALL_V1)]).await;
+    let cases = [
+        (
+            ALL_V1.replace("subset: v1}", "subset: v1}\n      wieght: 100"),
+            "spec.http[0].route[0].wieght",
+            "unknown field",
+        ),
+        (
+            ALL_V1.replace("subset: v1}", "subset: v1}\n      weight: 60\n    - destination: {host: reviews, subset: v2}\n      weight: 30"),
+            "spec.http[0].route",
+            "add up to 90",
+        ),
+        (
+            ALL_V1.replace("  - route:", "  - match:\n    - uri: {regex: \"/(unclosed\"}\n    route:"),
+            "spec.http[0].match[0].uri.regex",
+            "invalid regex",
+        ),
+    ];
+    for (yaml, field, message) in cases {
+        mesh.write_config("vs.yaml", &yaml);
+        let rejection = eventually(
+            &format!("rejection of {field}"),
+            Duration::from_secs(10),
+            || async {
+                let configz = mesh.pilot_json("/debug/configz").await;
+                configz["rejected"]
+                    .as_array()?
+                    .iter()
+                    .find(|r| r["field"] == field)
+                    .cloned()
+            },
+        )
+        .await;
+        assert!(
+            rejection["file"].as_str().unwrap().ends_with("vs.yaml"),
+            "{rejection}"
+        );
+        assert_eq!(rejection["object"], "VirtualService default/reviews");
+        assert!(
+            rejection["message"].as_str().unwrap().contains(message),
+            "{rejection}"
+        );
+        // The last good VirtualService still routes everything to v1.
+        let counts = mesh.tally(20, "/", &[]).await;
+        assert_eq!(counts.get("v1"), Some(&20), "{counts:?}");
+    }
+}
+
+/// A route Envoy refuses (an RE2 program over Envoy's size limit, which Pilot's
+/// validation accepts) is NACKed by the one proxy it reaches; that proxy keeps
+/// serving, the NACK shows in /debug/syncz, and other proxies keep getting pushes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nack_is_recorded_and_does_not_block_other_proxies() {
+    let mesh = Mesh::start(&["v1", "v2"], &[("vs.yaml", ALL_V1)]).await;
+    let huge_regex = ALL_V1.replace(
+        "  - route:",
+        "  - match:\n    - sourceLabels: {app: client}\n      uri: {regex: \"/[a-z]{1000}\"}\n    route:\n    - destination: {host: reviews, subset: v2}\n  - route:",
+    );
+    mesh.write_config("vs.yaml", &huge_regex);
+    let nack = eventually(
+        "client proxy NACK in syncz",
+        Duration::from_secs(10),
+        || async {
+            let rds = mesh.sync_state("client", "rds").await?;
+            rds["nack"].as_str().map(str::to_string)
+        },
+    )
+    .await;
+    assert!(
+        nack.contains("regex") || nack.contains("program size"),
+        "{nack}"
+    );
+    let counts = mesh.tally(10, "/", &[]).await;
+    assert_eq!(
+        counts.get("v1"),
+        Some(&10),
+        "NACKing proxy keeps its last good routes: {counts:?}"
+    );
+
+    // A later change still reaches the other proxies.
+    let before = mesh.sync_state("reviews-v1", "cds").await.unwrap()["acked_version"].clone();
+    mesh.write_config(
+        "dr-policy.yaml",
+        "apiVersion: networking.istio.io/v1alpha3\nkind: DestinationRule\nmetadata: {name: other, namespace: default}\nspec:\n  host: other.example.com\n",
+    );
+    mesh.write_config(
+        "se.yaml",
+        "apiVersion: networking.istio.io/v1alpha3\nkind: ServiceEntry\nmetadata: {name: other, namespace: default}\nspec:\n  hosts: [other.example.com]\n  ports: [{number: 80, name: http, protocol: HTTP}]\n  resolution: DNS\n",
+    );
+    eventually(
+        "reviews-v1 to ACK a new CDS version",
+        Duration::from_secs(10),
+        || async {
+            let cds = mesh.sync_state("reviews-v1", "cds").await?;
+            (cds["acked_version"] != before && cds["acked_version"] == cds["sent_version"])
+                .then_some(())
+        },
+    )
+    .await;
+}
