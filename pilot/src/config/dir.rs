@@ -45,20 +45,15 @@ impl DirLoader {
     }
 
     pub fn load(&mut self) -> DirSnapshot {
-        let mut config = ConfigSnapshot::default();
-        let mut cluster = ClusterState::default();
-        let mut rejections = Vec::new();
+        let mut acc = Accumulator::default();
         let files = match yaml_files(&self.dir) {
             Ok(files) => files,
             Err(e) => {
-                rejections.push(Rejection {
-                    file: self.dir.display().to_string(),
-                    error: ConfigError {
-                        object: "directory".into(),
-                        field: String::new(),
-                        message: format!("cannot read: {e}"),
-                    },
-                });
+                acc.reject(
+                    &self.dir.display().to_string(),
+                    "directory",
+                    format!("cannot read: {e}"),
+                );
                 Vec::new()
             }
         };
@@ -73,57 +68,13 @@ impl DirLoader {
                     continue;
                 }
             };
-            seen_files.push(file.clone());
             let previous = self.last_good.remove(&file).unwrap_or_default();
-            let mut good = BTreeMap::new();
-            for doc in parse_documents(&text) {
-                match doc {
-                    Ok(Document::Config(obj)) => {
-                        good.insert(obj.key(), Arc::new(obj));
-                    }
-                    Ok(Document::Other(other)) => {
-                        if let Err(error) = add_kube_object(&mut cluster, other) {
-                            rejections.push(Rejection {
-                                file: file_name.clone(),
-                                error,
-                            });
-                        }
-                    }
-                    Err(error) => {
-                        if let Some(old) = previous.get(&error.object) {
-                            good.insert(error.object.clone(), old.clone());
-                        }
-                        rejections.push(Rejection {
-                            file: file_name.clone(),
-                            error,
-                        });
-                    }
-                }
-            }
-            for (key, obj) in &good {
-                if let Some(earlier) = config.insert(obj.clone())
-                    && earlier != *obj
-                {
-                    rejections.push(Rejection {
-                        file: file_name.clone(),
-                        error: ConfigError {
-                            object: key.clone(),
-                            field: "metadata.name".into(),
-                            message:
-                                "defined more than once in the directory; the last file read wins"
-                                    .into(),
-                        },
-                    });
-                }
-            }
-            self.last_good.insert(file, good);
+            let good = acc.add_file(&file_name, &text, &previous);
+            self.last_good.insert(file.clone(), good);
+            seen_files.push(file);
         }
         self.last_good.retain(|f, _| seen_files.contains(f));
-        DirSnapshot {
-            config: Arc::new(config),
-            cluster: Arc::new(cluster),
-            rejections: Arc::new(rejections),
-        }
+        acc.finish()
     }
 
     /// Publishes a snapshot now and after every change in the directory, until
@@ -169,6 +120,94 @@ impl DirLoader {
                 _ = shutdown.cancelled() => return Ok(()),
                 event = rx.recv() => if event.is_none() { return Ok(()) },
             }
+        }
+    }
+}
+
+/// Parses YAML texts as if each were a file of the directory: for tests,
+/// benchmarks and tools that hold config in memory.
+pub fn snapshot_from_texts(files: &[(&str, &str)]) -> DirSnapshot {
+    let mut acc = Accumulator::default();
+    for (name, text) in files {
+        acc.add_file(name, text, &BTreeMap::new());
+    }
+    acc.finish()
+}
+
+#[derive(Default)]
+struct Accumulator {
+    config: ConfigSnapshot,
+    cluster: ClusterState,
+    rejections: Vec<Rejection>,
+}
+
+impl Accumulator {
+    fn reject(&mut self, file: &str, object: &str, message: String) {
+        self.rejections.push(Rejection {
+            file: file.to_string(),
+            error: ConfigError {
+                object: object.to_string(),
+                field: String::new(),
+                message,
+            },
+        });
+    }
+
+    /// Adds one file's objects; returns the ones accepted from it, for next time's last-good.
+    fn add_file(
+        &mut self,
+        file: &str,
+        text: &str,
+        previous: &BTreeMap<String, Arc<ConfigObject>>,
+    ) -> BTreeMap<String, Arc<ConfigObject>> {
+        let mut good = BTreeMap::new();
+        for doc in parse_documents(text) {
+            match doc {
+                Ok(Document::Config(obj)) => {
+                    good.insert(obj.key(), Arc::new(obj));
+                }
+                Ok(Document::Other(other)) => {
+                    if let Err(error) = add_kube_object(&mut self.cluster, other) {
+                        self.rejections.push(Rejection {
+                            file: file.to_string(),
+                            error,
+                        });
+                    }
+                }
+                Err(error) => {
+                    if let Some(old) = previous.get(&error.object) {
+                        good.insert(error.object.clone(), old.clone());
+                    }
+                    self.rejections.push(Rejection {
+                        file: file.to_string(),
+                        error,
+                    });
+                }
+            }
+        }
+        for (key, obj) in &good {
+            if let Some(earlier) = self.config.insert(obj.clone())
+                && earlier != *obj
+            {
+                self.rejections.push(Rejection {
+                    file: file.to_string(),
+                    error: ConfigError {
+                        object: key.clone(),
+                        field: "metadata.name".into(),
+                        message: "defined more than once in the directory; the last file read wins"
+                            .into(),
+                    },
+                });
+            }
+        }
+        good
+    }
+
+    fn finish(self) -> DirSnapshot {
+        DirSnapshot {
+            config: Arc::new(self.config),
+            cluster: Arc::new(self.cluster),
+            rejections: Arc::new(self.rejections),
         }
     }
 }
@@ -238,4 +277,52 @@ fn add_kube_object(cluster: &mut ClusterState, doc: OtherDocument) -> Result<(),
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const VS: &str = "apiVersion: networking.istio.io/v1alpha3\nkind: VirtualService\nmetadata: {name: r}\nspec:\n  hosts: [r]\n  http:\n  - route:\n    - destination: {host: r}\n";
+
+    #[test]
+    fn a_rejected_edit_keeps_the_last_good_object() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("vs.yaml");
+        let mut loader = DirLoader::new(dir.path());
+        std::fs::write(&file, VS).unwrap();
+        let first = loader.load();
+        assert_eq!(first.config.len(), 1);
+        std::fs::write(&file, VS.replace("hosts", "hostz")).unwrap();
+        let second = loader.load();
+        assert_eq!(second.config, first.config, "last good kept");
+        assert_eq!(second.rejections.len(), 1);
+        assert_eq!(second.rejections[0].error.field, "spec.hostz");
+        std::fs::remove_file(&file).unwrap();
+        let third = loader.load();
+        assert!(
+            third.config.is_empty(),
+            "a deleted file takes its objects with it"
+        );
+        assert!(third.rejections.is_empty());
+    }
+
+    #[test]
+    fn kubernetes_objects_go_to_the_cluster_state() {
+        let snap = snapshot_from_texts(&[(
+            "c.yaml",
+            "apiVersion: v1\nkind: Service\nmetadata: {name: a, namespace: ns}\nspec: {ports: [{port: 80}]}\n---\napiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec: {containers: 3}\n",
+        )]);
+        assert!(snap.cluster.services.contains_key("ns/a"));
+        assert_eq!(snap.rejections.len(), 1);
+        assert_eq!(snap.rejections[0].error.object, "Pod p");
+        assert_eq!(snap.rejections[0].error.field, "spec.containers");
+    }
+
+    #[test]
+    fn duplicates_are_reported() {
+        let snap = snapshot_from_texts(&[("a.yaml", VS), ("b.yaml", &VS.replace("[r]", "[s]"))]);
+        assert_eq!(snap.config.len(), 1);
+        assert!(snap.rejections[0].error.message.contains("more than once"));
+    }
 }

@@ -167,3 +167,178 @@ fn content_hash(resources: &[Resource]) -> [u8; 32] {
     }
     h.finalize().into()
 }
+
+#[cfg(test)]
+mod tests {
+    use api::mesh::MeshConfig;
+    use api::xds::Status;
+
+    use super::*;
+    use crate::xds::fixtures::{mesh_yaml, push_from_yaml, sidecar_node};
+    use crate::xds::resource::{CLUSTER, ENDPOINT, LISTENER, ROUTE};
+
+    fn request(type_url: &str, names: &[&str], nonce: &str, version: &str) -> DiscoveryRequest {
+        DiscoveryRequest {
+            node: Some(sidecar_node("10.100.0.2", "svc-0-0", false)),
+            type_url: type_url.into(),
+            resource_names: names.iter().map(|s| s.to_string()).collect(),
+            response_nonce: nonce.into(),
+            version_info: version.into(),
+            error_detail: None,
+        }
+    }
+
+    fn ack(r: &DiscoveryResponse, names: &[&str]) -> DiscoveryRequest {
+        request(&r.type_url, names, &r.nonce, &r.version_info)
+    }
+
+    #[test]
+    fn first_request_is_answered_and_ack_recorded() {
+        let push = push_from_yaml(1, &mesh_yaml(2, 2), MeshConfig::default());
+        let mut conn = Connection::new();
+        let (kind, resp) = conn
+            .on_request(request(CLUSTER, &[], "", ""), &push)
+            .unwrap();
+        assert_eq!(kind, RequestKind::Initial);
+        let resp = resp.unwrap();
+        // 2 services × (plain + 2 subsets) + BlackHole + Passthrough + 1 inbound + InboundPassthrough.
+        assert_eq!(resp.resources.len(), 10);
+        let (kind, again) = conn.on_request(ack(&resp, &[]), &push).unwrap();
+        assert!(matches!(
+            kind,
+            RequestKind::Ack {
+                converged_in: Some(_)
+            }
+        ));
+        assert!(again.is_none(), "an ACK is not answered");
+        assert_eq!(
+            conn.watches[&XdsType::Cluster].acked_version,
+            resp.version_info
+        );
+    }
+
+    #[test]
+    fn nack_is_recorded_and_cleared_by_the_next_ack() {
+        let push = push_from_yaml(1, &mesh_yaml(1, 1), MeshConfig::default());
+        let mut conn = Connection::new();
+        let resp = conn
+            .on_request(request(LISTENER, &[], "", ""), &push)
+            .unwrap()
+            .1
+            .unwrap();
+        let mut nack = ack(&resp, &[]);
+        nack.version_info = String::new();
+        nack.error_detail = Some(Status {
+            code: 3,
+            message: "bad listener".into(),
+        });
+        let (kind, none) = conn.on_request(nack, &push).unwrap();
+        assert_eq!(kind, RequestKind::Nack("bad listener".into()));
+        assert!(none.is_none());
+        assert_eq!(
+            conn.watches[&XdsType::Listener].nack.as_deref(),
+            Some("bad listener")
+        );
+        assert_eq!(conn.watches[&XdsType::Listener].acked_version, "");
+        conn.on_request(ack(&resp, &[]), &push).unwrap();
+        assert_eq!(conn.watches[&XdsType::Listener].nack, None);
+    }
+
+    #[test]
+    fn stale_nonces_are_ignored() {
+        let push = push_from_yaml(1, &mesh_yaml(1, 1), MeshConfig::default());
+        let mut conn = Connection::new();
+        conn.on_request(request(CLUSTER, &[], "", ""), &push)
+            .unwrap();
+        let (kind, resp) = conn
+            .on_request(request(CLUSTER, &[], "old-nonce", "v0"), &push)
+            .unwrap();
+        assert_eq!(kind, RequestKind::Stale);
+        assert!(resp.is_none());
+        assert_eq!(conn.watches[&XdsType::Cluster].acked_version, "");
+    }
+
+    #[test]
+    fn eds_subscription_changes_are_answered() {
+        let push = push_from_yaml(1, &mesh_yaml(2, 2), MeshConfig::default());
+        let mut conn = Connection::new();
+        let a = "outbound|8080||svc-0.default.svc.cluster.local";
+        let b = "outbound|8080|v1|svc-1.default.svc.cluster.local";
+        let first = conn
+            .on_request(request(ENDPOINT, &[a], "", ""), &push)
+            .unwrap()
+            .1
+            .unwrap();
+        assert_eq!(first.resources.len(), 1);
+        let (_, second) = conn.on_request(ack(&first, &[a, b]), &push).unwrap();
+        assert_eq!(second.unwrap().resources.len(), 2);
+    }
+
+    #[test]
+    fn pushes_send_only_what_changed() {
+        let yaml = mesh_yaml(2, 2);
+        let push1 = push_from_yaml(1, &yaml, MeshConfig::default());
+        let mut conn = Connection::new();
+        for t in [CLUSTER, LISTENER] {
+            conn.on_request(request(t, &[], "", ""), &push1).unwrap();
+        }
+        conn.on_request(request(ROUTE, &["8080"], "", ""), &push1)
+            .unwrap();
+        let eds = ["outbound|8080|v1|svc-1.default.svc.cluster.local"];
+        conn.on_request(request(ENDPOINT, &eds, "", ""), &push1)
+            .unwrap();
+
+        let same = push_from_yaml(2, &yaml, MeshConfig::default());
+        assert!(
+            conn.on_push(&same).is_empty(),
+            "identical config sends nothing"
+        );
+
+        // svc-1 loses an endpoint: an endpoint-only push touches EDS alone.
+        let fewer = push_from_yaml(
+            3,
+            &mesh_yaml(2, 2).replace("  - ip: 10.100.1.2\n", "  - ip: 10.100.1.99\n"),
+            MeshConfig::default(),
+        );
+        let eds_only = same.with_endpoints(4, &fewer.model, std::time::Instant::now());
+        let sent = conn.on_push(&eds_only);
+        assert_eq!(
+            sent.iter().map(|r| r.type_url.as_str()).collect::<Vec<_>>(),
+            vec![ENDPOINT]
+        );
+
+        let routed = push_from_yaml(
+            5,
+            &yaml
+                .replace("weight: 90", "weight: 50")
+                .replace("weight: 10", "weight: 50"),
+            MeshConfig::default(),
+        );
+        let sent = conn.on_push(&routed);
+        assert_eq!(
+            sent.iter().map(|r| r.type_url.as_str()).collect::<Vec<_>>(),
+            vec![ENDPOINT, ROUTE]
+        );
+    }
+
+    #[test]
+    fn the_first_request_needs_a_valid_node() {
+        let push = push_from_yaml(1, &mesh_yaml(1, 1), MeshConfig::default());
+        let mut req = request(CLUSTER, &[], "", "");
+        req.node = None;
+        assert_eq!(
+            Connection::new()
+                .on_request(req.clone(), &push)
+                .unwrap_err(),
+            ConnectionError::MissingNode
+        );
+        req.node = Some(api::xds::Node {
+            id: "garbage".into(),
+            ..Default::default()
+        });
+        assert!(matches!(
+            Connection::new().on_request(req, &push),
+            Err(ConnectionError::BadNode(_))
+        ));
+    }
+}

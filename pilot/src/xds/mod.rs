@@ -4,6 +4,7 @@
 pub mod cluster;
 pub mod connection;
 pub mod endpoint;
+pub mod fixtures;
 pub mod generator;
 pub mod listener;
 pub mod metrics;
