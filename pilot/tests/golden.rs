@@ -1,0 +1,199 @@
+//! The generators against golden Envoy JSON.
+//!
+//! Each proxy's resources are decoded with Envoy's own protos (the ones the
+//! `envoy-types` crate ships, compiled here with protox) and printed as the
+//! proto3 JSON Envoy's `/config_dump` uses, then compared with
+//! `tests/golden/<proxy>.json`. `UPDATE_GOLDEN=1` rewrites the files; review the
+//! diff. With `TRIREME_ENVOY` set (as `make test` does), real Envoy also
+//! validates each proxy's listeners and clusters in `--mode validate`.
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use api::mesh::MeshConfig;
+use pilot::xds::fixtures::{push_from_yaml, sidecar_node};
+use pilot::xds::generator::generate;
+use pilot::xds::listener::route_names;
+use pilot::xds::proxy::Proxy;
+use pilot::xds::push::PushContext;
+use pilot::xds::resource::XdsType;
+use prost_reflect::{DescriptorPool, DynamicMessage, SerializeOptions};
+use serde_json::{Value, json};
+
+fn envoy_protos() -> PathBuf {
+    let home = std::env::var("CARGO_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| {
+            PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cargo")
+        });
+    let mut found: Vec<PathBuf> = std::fs::read_dir(home.join("registry/src"))
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+        .flat_map(|index| {
+            std::fs::read_dir(index.path())
+                .into_iter()
+                .flatten()
+                .filter_map(Result::ok)
+        })
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("envoy-types-0.7."))
+        })
+        .map(|p| p.join("proto"))
+        .filter(|p| p.is_dir())
+        .collect();
+    found.sort();
+    found
+        .pop()
+        .expect("envoy-types sources with protos in the cargo registry")
+}
+
+fn pool() -> &'static DescriptorPool {
+    static POOL: OnceLock<DescriptorPool> = OnceLock::new();
+    POOL.get_or_init(|| {
+        let root = envoy_protos();
+        let includes: Vec<PathBuf> = ["data-plane-api", "xds", "googleapis", "protoc-gen-validate", "cel-spec/proto", "opentelemetry-proto", "client_model"]
+            .iter()
+            .map(|d| root.join(d))
+            .collect();
+        let files = [
+            "envoy/config/listener/v3/listener.proto",
+            "envoy/config/cluster/v3/cluster.proto",
+            "envoy/config/route/v3/route.proto",
+            "envoy/config/endpoint/v3/endpoint.proto",
+            "envoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager.proto",
+            "envoy/extensions/filters/network/tcp_proxy/v3/tcp_proxy.proto",
+            "envoy/extensions/filters/http/router/v3/router.proto",
+            "envoy/extensions/filters/http/fault/v3/fault.proto",
+            "envoy/extensions/filters/listener/original_dst/v3/original_dst.proto",
+            "envoy/extensions/upstreams/http/v3/http_protocol_options.proto",
+            "envoy/extensions/retry/host/previous_hosts/v3/previous_hosts.proto",
+        ];
+        let fds = protox::compile(files, includes).expect("compile Envoy protos");
+        DescriptorPool::from_file_descriptor_set(fds).expect("descriptor pool")
+    })
+}
+
+fn to_json(type_url: &str, body: &[u8]) -> Value {
+    let name = type_url.rsplit('/').next().unwrap_or_default();
+    let desc = pool().get_message_by_name(name).expect("message type");
+    let msg = DynamicMessage::decode(desc, body).expect("decodes with Envoy's protos");
+    let opts = SerializeOptions::new()
+        .use_proto_field_name(true)
+        .skip_default_fields(true);
+    msg.serialize_with_options(serde_json::value::Serializer, &opts)
+        .expect("json")
+}
+
+fn proxy_config(push: &PushContext, proxy: &Proxy) -> Value {
+    let of = |kind: XdsType, names: &[String]| -> Vec<Value> {
+        generate(push, proxy, kind, names)
+            .iter()
+            .map(|r| to_json(kind.url(), &r.body))
+            .collect()
+    };
+    let clusters = of(XdsType::Cluster, &[]);
+    let eds_names: Vec<String> = clusters
+        .iter()
+        .filter(|c| c["type"] == "EDS")
+        .filter_map(|c| c["name"].as_str().map(str::to_string))
+        .collect();
+    json!({
+        "clusters": clusters,
+        "endpoints": of(XdsType::Endpoint, &eds_names),
+        "listeners": of(XdsType::Listener, &[]),
+        "routes": of(XdsType::Route, &route_names(push, proxy)),
+    })
+}
+
+fn check_golden(name: &str, actual: &Value) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(format!("{name}.json"));
+    let text = serde_json::to_string_pretty(actual).expect("json") + "\n";
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::write(&path, &text).expect("write golden");
+        return;
+    }
+    let expected = std::fs::read_to_string(&path).unwrap_or_else(|_| {
+        panic!(
+            "{} is missing; run with UPDATE_GOLDEN=1 and review it",
+            path.display()
+        )
+    });
+    if expected != text {
+        let actual_path = path.with_extension("actual.json");
+        std::fs::write(&actual_path, &text).expect("write actual");
+        panic!(
+            "{name}: generated config differs from {}; see {}",
+            path.display(),
+            actual_path.display()
+        );
+    }
+}
+
+/// Real Envoy accepts the listeners and clusters as static config.
+fn envoy_validates(name: &str, config: &Value) {
+    let Ok(envoy) = std::env::var("TRIREME_ENVOY") else {
+        return;
+    };
+    let xds = json!({
+        "name": "xds-grpc", "type": "STATIC", "connect_timeout": "1s",
+        "load_assignment": {"cluster_name": "xds-grpc", "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 15010}}}}]}]},
+        "typed_extension_protocol_options": {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+            "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+            "explicit_http_config": {"http2_protocol_options": {}}}},
+    });
+    let mut clusters = config["clusters"].as_array().cloned().unwrap_or_default();
+    clusters.push(xds);
+    let bootstrap = json!({
+        "node": {"id": "validate", "cluster": "validate"},
+        "dynamic_resources": {"ads_config": {"api_type": "GRPC", "transport_api_version": "V3", "grpc_services": [{"envoy_grpc": {"cluster_name": "xds-grpc"}}]}},
+        "static_resources": {"listeners": config["listeners"], "clusters": clusters},
+    });
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join(format!("{name}.json"));
+    std::fs::write(&file, bootstrap.to_string()).expect("write bootstrap");
+    let out = std::process::Command::new(envoy)
+        .args(["--mode", "validate", "--disable-hot-restart", "-c"])
+        .arg(&file)
+        .output()
+        .expect("run envoy");
+    assert!(
+        out.status.success(),
+        "Envoy rejected {name}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn input() -> String {
+    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/input.yaml"))
+        .expect("input")
+}
+
+#[test]
+fn sidecar_with_iptables_capture() {
+    let push = push_from_yaml(1, &input(), MeshConfig::default());
+    let proxy = Proxy::from_node(&sidecar_node("10.1.0.11", "reviews-v1", false), &push.model)
+        .expect("node");
+    let config = proxy_config(&push, &proxy);
+    check_golden("sidecar-iptables", &config);
+    envoy_validates("sidecar-iptables", &config);
+}
+
+#[test]
+fn sidecar_in_local_mode() {
+    let mesh =
+        MeshConfig::parse("proxyHttpPort: 15080\noutboundTrafficPolicy: {mode: REGISTRY_ONLY}\n")
+            .expect("mesh");
+    let push = push_from_yaml(1, &input(), mesh);
+    let proxy = Proxy::from_node(&sidecar_node("10.1.0.1", "productpage", true), &push.model)
+        .expect("node");
+    let config = proxy_config(&push, &proxy);
+    check_golden("sidecar-local", &config);
+    envoy_validates("sidecar-local", &config);
+}
