@@ -211,3 +211,112 @@ async fn wait_for_sync(
     }
     true
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::dir::snapshot_from_texts;
+    use crate::xds::fixtures::mesh_yaml;
+
+    struct Harness {
+        config: watch::Sender<Option<Arc<ConfigSnapshot>>>,
+        registry: watch::Sender<Option<Arc<ClusterState>>>,
+        out: watch::Receiver<Arc<PushContext>>,
+        _shutdown: tokio_util::sync::DropGuard,
+    }
+
+    fn snapshot(services: usize, endpoints: usize) -> (Arc<ConfigSnapshot>, Arc<ClusterState>) {
+        let snap = snapshot_from_texts(&[("m.yaml", &mesh_yaml(services, endpoints))]);
+        (snap.config.clone(), snap.cluster.clone())
+    }
+
+    async fn start(debounce: Debounce) -> Harness {
+        let (config, cluster) = snapshot(2, 2);
+        let (config_tx, config_rx) = watch::channel(Some(config));
+        let (registry_tx, registry_rx) = watch::channel(Some(cluster));
+        let (out_tx, mut out) = watch::channel(Arc::new(PushContext::build(
+            0,
+            &ServiceModel::default(),
+            Arc::default(),
+            Arc::default(),
+            "cluster.local",
+            std::time::Instant::now(),
+        )));
+        let (ready_tx, _ready) = watch::channel(false);
+        let shutdown = CancellationToken::new();
+        let builder = Builder {
+            mesh: Arc::default(),
+            domain: "cluster.local".into(),
+            debounce,
+            metrics: XdsMetrics::new(&mesh::metrics::Metrics::default()),
+        };
+        let inputs = Inputs {
+            config: config_rx,
+            registries: vec![registry_rx],
+        };
+        tokio::spawn(builder.run(inputs, out_tx, ready_tx, shutdown.clone()));
+        out.wait_for(|p| p.version == 1).await.unwrap();
+        Harness {
+            config: config_tx,
+            registry: registry_tx,
+            out,
+            _shutdown: shutdown.drop_guard(),
+        }
+    }
+
+    fn edited_config(weight: u32) -> Arc<ConfigSnapshot> {
+        let yaml = mesh_yaml(2, 2)
+            .replace("weight: 90", &format!("weight: {weight}"))
+            .replace("weight: 10", &format!("weight: {}", 100 - weight));
+        snapshot_from_texts(&[("m.yaml", &yaml)]).config.clone()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn config_changes_wait_for_quiet() {
+        let mut h = start(Debounce::default()).await;
+        let t0 = Instant::now();
+        h.config.send_replace(Some(edited_config(50)));
+        h.out.changed().await.unwrap();
+        let waited = t0.elapsed();
+        assert!(h.out.borrow().full);
+        assert!(waited >= Duration::from_millis(100) && waited < Duration::from_millis(150), "{waited:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stream_of_changes_is_pushed_by_the_max_delay() {
+        let mut h = start(Debounce {
+            after: Duration::from_millis(100),
+            max: Duration::from_millis(500),
+        })
+        .await;
+        let t0 = Instant::now();
+        let config = h.config.clone();
+        tokio::spawn(async move {
+            for i in 0..40u32 {
+                config.send_replace(Some(edited_config(10 + i)));
+                tokio::time::sleep(Duration::from_millis(60)).await;
+            }
+        });
+        h.out.changed().await.unwrap();
+        let waited = t0.elapsed();
+        assert!(waited >= Duration::from_millis(500) && waited < Duration::from_millis(560), "{waited:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn endpoint_changes_are_pushed_at_once() {
+        let mut h = start(Debounce::default()).await;
+        let (_, cluster) = snapshot(2, 2);
+        let mut cluster = (*cluster).clone();
+        // A pod goes away: its address leaves the Endpoints and the Pod is deleted.
+        let eps = cluster.endpoints.get_mut("default/svc-1").unwrap();
+        eps.subsets.as_mut().unwrap()[0].addresses.as_mut().unwrap().pop();
+        cluster.pods.remove("default/svc-1-1");
+        let t0 = Instant::now();
+        h.registry.send_replace(Some(Arc::new(cluster)));
+        h.out.changed().await.unwrap();
+        assert_eq!(t0.elapsed(), Duration::ZERO);
+        let push = h.out.borrow().clone();
+        assert!(!push.full, "an endpoint push, not a full one");
+        assert_eq!(push.model.instances["svc-1.default.svc.cluster.local"].len(), 1);
+    }
+}

@@ -92,10 +92,16 @@ impl ServiceModel {
         })
     }
 
-    /// Does anything but the instances differ? Decides between a debounced full
-    /// push and an immediate endpoint push.
+    /// Decides between a debounced full push and an immediate endpoint push:
+    /// pods coming and going (endpoint churn) is an endpoint change; services
+    /// changing, or a running pod's labels changing (which can move its proxy
+    /// to another Sidecar), is not.
     pub fn same_services(&self, other: &ServiceModel) -> bool {
-        self.services == other.services && self.workloads == other.workloads
+        self.services == other.services
+            && self
+                .workloads
+                .iter()
+                .all(|(ip, w)| other.workloads.get(ip).is_none_or(|o| o.labels == w.labels))
     }
 }
 
