@@ -59,6 +59,8 @@ pub struct Connection {
     pub proxy: Option<Proxy>,
     pub watches: BTreeMap<XdsType, WatchState>,
     nonce: u64,
+    /// The push context's inbound fingerprint for this proxy when last generated.
+    inbound: u64,
 }
 
 impl Connection {
@@ -73,7 +75,9 @@ impl Connection {
     ) -> Result<(RequestKind, Option<DiscoveryResponse>), ConnectionError> {
         if self.proxy.is_none() {
             let node = req.node.as_ref().ok_or(ConnectionError::MissingNode)?;
-            self.proxy = Some(Proxy::from_node(node, &push.model)?);
+            let proxy = Proxy::from_node(node, &push.model)?;
+            self.inbound = push.inbound.get(&proxy.ip).copied().unwrap_or_default();
+            self.proxy = Some(proxy);
         }
         let Some(kind) = XdsType::from_url(&req.type_url) else {
             return Ok((RequestKind::Unknown, None));
@@ -109,15 +113,18 @@ impl Connection {
     }
 
     /// Responses for everything `push` changed for this proxy, in CDS, EDS, LDS,
-    /// RDS order. An endpoint-only push regenerates EDS alone.
+    /// RDS order. An endpoint-only push regenerates EDS alone, unless the
+    /// proxy's own inbound ports changed with it.
     pub fn on_push(&mut self, push: &PushContext) -> Vec<DiscoveryResponse> {
-        if let Some(proxy) = &mut self.proxy {
-            proxy.refresh(&push.model);
-        }
+        let Some(proxy) = &mut self.proxy else { return Vec::new() };
+        proxy.refresh(&push.model);
+        let inbound = push.inbound.get(&proxy.ip).copied().unwrap_or_default();
+        let full = push.full || inbound != self.inbound;
+        self.inbound = inbound;
         let kinds: Vec<XdsType> = self.watches.keys().copied().collect();
         kinds
             .into_iter()
-            .filter(|k| push.full || *k == XdsType::Endpoint)
+            .filter(|k| full || *k == XdsType::Endpoint)
             .filter_map(|k| self.respond(k, push, true))
             .collect()
     }

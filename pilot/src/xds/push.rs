@@ -29,6 +29,10 @@ pub struct PushContext {
     pub full: bool,
     pub outbound_clusters: Arc<Vec<Resource>>,
     pub endpoints: Arc<BTreeMap<String, Resource>>,
+    /// Per workload IP, a fingerprint of the service ports it serves. A proxy
+    /// whose fingerprint moves needs its inbound listeners and clusters again,
+    /// even on an endpoint-only push (a pod becoming ready, say).
+    pub inbound: HashMap<String, u64>,
     routes: Mutex<HashMap<RouteKey, Resource>>,
 }
 
@@ -62,8 +66,10 @@ impl PushContext {
             full: true,
             outbound_clusters: Arc::default(),
             endpoints: Arc::default(),
+            inbound: HashMap::new(),
             routes: Mutex::default(),
         };
+        ctx.inbound = inbound_fingerprints(&ctx.model);
         ctx.outbound_clusters = Arc::new(cluster::outbound(&ctx));
         ctx.endpoints = Arc::new(endpoint::all(&ctx));
         ctx
@@ -89,6 +95,7 @@ impl PushContext {
             full: false,
             outbound_clusters: self.outbound_clusters.clone(),
             endpoints: Arc::default(),
+            inbound: HashMap::new(),
             routes: Mutex::new(
                 self.routes
                     .lock()
@@ -96,6 +103,7 @@ impl PushContext {
                     .clone(),
             ),
         };
+        ctx.inbound = inbound_fingerprints(&ctx.model);
         ctx.endpoints = Arc::new(endpoint::update(&ctx, &self.model, &self.endpoints));
         ctx
     }
@@ -150,6 +158,21 @@ impl PushContext {
     pub fn service(&self, hostname: &str) -> Option<&Arc<Service>> {
         self.model.services.get(hostname)
     }
+}
+
+fn inbound_fingerprints(model: &ServiceModel) -> HashMap<String, u64> {
+    use std::hash::{DefaultHasher, Hash, Hasher};
+    let mut out: HashMap<String, u64> = HashMap::new();
+    for (host, instances) in &model.instances {
+        for i in instances.iter() {
+            let mut h = DefaultHasher::new();
+            (host, i.service_port, i.port).hash(&mut h);
+            // Order-independent: the same set of ports gives the same sum.
+            let entry = out.entry(i.address.clone()).or_default();
+            *entry = entry.wrapping_add(h.finish());
+        }
+    }
+    out
 }
 
 /// Adds ServiceEntry hosts to the registry's services, as Istio's "external" registry did.
