@@ -154,6 +154,7 @@ impl Builder {
         registries: &[watch::Receiver<Option<Arc<ClusterState>>>],
     ) -> ServiceModel {
         let mut merged = ServiceModel::default();
+        let mut workloads = std::collections::HashMap::new();
         for r in registries {
             let Some(state) = r.borrow().clone() else {
                 continue;
@@ -167,11 +168,16 @@ impl Builder {
                     merged.services.insert(host, svc);
                 }
             }
-            for (ip, w) in model.workloads {
-                merged.workloads.entry(ip).or_insert(w);
+            if registries.len() == 1 {
+                workloads = Arc::unwrap_or_clone(model.workloads);
+                continue;
+            }
+            for (ip, w) in model.workloads.iter() {
+                workloads.entry(ip.clone()).or_insert_with(|| w.clone());
             }
         }
-        merged
+        merged.workloads = Arc::new(workloads);
+        merged.finish()
     }
 }
 
@@ -279,7 +285,10 @@ mod tests {
         h.out.changed().await.unwrap();
         let waited = t0.elapsed();
         assert!(h.out.borrow().full);
-        assert!(waited >= Duration::from_millis(100) && waited < Duration::from_millis(150), "{waited:?}");
+        assert!(
+            waited >= Duration::from_millis(100) && waited < Duration::from_millis(150),
+            "{waited:?}"
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -299,7 +308,10 @@ mod tests {
         });
         h.out.changed().await.unwrap();
         let waited = t0.elapsed();
-        assert!(waited >= Duration::from_millis(500) && waited < Duration::from_millis(560), "{waited:?}");
+        assert!(
+            waited >= Duration::from_millis(500) && waited < Duration::from_millis(560),
+            "{waited:?}"
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -309,7 +321,11 @@ mod tests {
         let mut cluster = (*cluster).clone();
         // A pod goes away: its address leaves the Endpoints and the Pod is deleted.
         let eps = cluster.endpoints.get_mut("default/svc-1").unwrap();
-        eps.subsets.as_mut().unwrap()[0].addresses.as_mut().unwrap().pop();
+        eps.subsets.as_mut().unwrap()[0]
+            .addresses
+            .as_mut()
+            .unwrap()
+            .pop();
         cluster.pods.remove("default/svc-1-1");
         let t0 = Instant::now();
         h.registry.send_replace(Some(Arc::new(cluster)));
@@ -317,6 +333,9 @@ mod tests {
         assert_eq!(t0.elapsed(), Duration::ZERO);
         let push = h.out.borrow().clone();
         assert!(!push.full, "an endpoint push, not a full one");
-        assert_eq!(push.model.instances["svc-1.default.svc.cluster.local"].len(), 1);
+        assert_eq!(
+            push.model.instances["svc-1.default.svc.cluster.local"].len(),
+            1
+        );
     }
 }

@@ -74,7 +74,13 @@ pub struct ServiceModel {
     pub services: BTreeMap<String, Arc<Service>>,
     /// Instances per service hostname.
     pub instances: BTreeMap<String, Arc<Vec<Instance>>>,
-    pub workloads: HashMap<String, Workload>,
+    /// Shared: pushes clone the model, and pods outnumber everything else.
+    pub workloads: Arc<HashMap<String, Workload>>,
+    /// Per instance IP, a fingerprint of the service ports it serves. A proxy
+    /// whose fingerprint moves needs its inbound listeners and clusters again,
+    /// even on an endpoint-only push (a pod becoming ready, say). Computed once
+    /// per registry change, not per push.
+    pub inbound: Arc<HashMap<String, u64>>,
 }
 
 impl ServiceModel {
@@ -92,16 +98,34 @@ impl ServiceModel {
         })
     }
 
+    /// Fills the derived fields once the services and instances are in.
+    pub fn finish(mut self) -> ServiceModel {
+        use std::hash::{DefaultHasher, Hash, Hasher};
+        let mut inbound: HashMap<String, u64> = HashMap::new();
+        for (host, instances) in &self.instances {
+            for i in instances.iter() {
+                let mut h = DefaultHasher::new();
+                (host, i.service_port, i.port).hash(&mut h);
+                // Order-independent: the same set of ports gives the same sum.
+                let entry = inbound.entry(i.address.clone()).or_default();
+                *entry = entry.wrapping_add(h.finish());
+            }
+        }
+        self.inbound = Arc::new(inbound);
+        self
+    }
+
     /// Decides between a debounced full push and an immediate endpoint push:
     /// pods coming and going (endpoint churn) is an endpoint change; services
     /// changing, or a running pod's labels changing (which can move its proxy
     /// to another Sidecar), is not.
     pub fn same_services(&self, other: &ServiceModel) -> bool {
         self.services == other.services
-            && self
-                .workloads
-                .iter()
-                .all(|(ip, w)| other.workloads.get(ip).is_none_or(|o| o.labels == w.labels))
+            && (Arc::ptr_eq(&self.workloads, &other.workloads)
+                || self
+                    .workloads
+                    .iter()
+                    .all(|(ip, w)| other.workloads.get(ip).is_none_or(|o| o.labels == w.labels)))
     }
 }
 

@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
-use http_body_util::{Full, StreamBody, combinators::BoxBody};
 use http_body_util::BodyExt;
+use http_body_util::{Full, StreamBody, combinators::BoxBody};
 use hyper::body::Frame;
 use kube::client::Body;
 use pilot::registry::kubernetes::KubernetesRegistry;
@@ -24,16 +24,22 @@ use serde_json::{Value, json};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-type WatchSenders = Arc<Mutex<HashMap<String, mpsc::UnboundedSender<Result<Frame<Bytes>, Infallible>>>>>;
+type WatchSenders =
+    Arc<Mutex<HashMap<String, mpsc::UnboundedSender<Result<Frame<Bytes>, Infallible>>>>>;
 
 fn fixture(name: &str) -> Value {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/kubernetes").join(name);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/kubernetes")
+        .join(name);
     serde_json::from_str(&std::fs::read_to_string(path).expect("fixture")).expect("fixture json")
 }
 
 /// Serves LIST from fixtures and keeps each WATCH open, registering its sender
 /// under the resource name (`services`, `endpoints`, …).
-fn fake_api_server(mut handle: tower_test::mock::Handle<Request<Body>, Response<BoxBody<Bytes, Infallible>>>, fail_first_list: bool) -> WatchSenders {
+fn fake_api_server(
+    mut handle: tower_test::mock::Handle<Request<Body>, Response<BoxBody<Bytes, Infallible>>>,
+    fail_first_list: bool,
+) -> WatchSenders {
     let watches = WatchSenders::default();
     let senders = watches.clone();
     tokio::spawn(async move {
@@ -52,10 +58,14 @@ fn fake_api_server(mut handle: tower_test::mock::Handle<Request<Body>, Response<
                 let (tx, rx) = mpsc::unbounded_channel();
                 senders.lock().unwrap().insert(resource, tx);
                 let stream = tokio_stream::wrappers::UnboundedReceiverStream::new(rx);
-                Response::builder().status(StatusCode::OK).body(StreamBody::new(stream).boxed())
+                Response::builder()
+                    .status(StatusCode::OK)
+                    .body(StreamBody::new(stream).boxed())
             } else {
                 let body = fixture(&format!("{resource}.json")).to_string();
-                Response::builder().status(StatusCode::OK).body(Full::new(Bytes::from(body)).boxed())
+                Response::builder()
+                    .status(StatusCode::OK)
+                    .body(Full::new(Bytes::from(body)).boxed())
             };
             send.send_response(response.expect("response"));
         }
@@ -63,8 +73,15 @@ fn fake_api_server(mut handle: tower_test::mock::Handle<Request<Body>, Response<
     watches
 }
 
-async fn start(fail_first_list: bool) -> (watch::Receiver<Option<Arc<ClusterState>>>, WatchSenders, CancellationToken) {
-    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<BoxBody<Bytes, Infallible>>>();
+async fn start(
+    fail_first_list: bool,
+) -> (
+    watch::Receiver<Option<Arc<ClusterState>>>,
+    WatchSenders,
+    CancellationToken,
+) {
+    let (service, handle) =
+        tower_test::mock::pair::<Request<Body>, Response<BoxBody<Bytes, Infallible>>>();
     let watches = fake_api_server(handle, fail_first_list);
     let client = kube::Client::new(service, "default");
     let (tx, rx) = watch::channel(None);
@@ -73,11 +90,18 @@ async fn start(fail_first_list: bool) -> (watch::Receiver<Option<Arc<ClusterStat
     (rx, watches, shutdown)
 }
 
-async fn next_state(rx: &mut watch::Receiver<Option<Arc<ClusterState>>>, what: &str, f: impl Fn(&ClusterState) -> bool) -> Arc<ClusterState> {
-    let state = tokio::time::timeout(Duration::from_secs(30), rx.wait_for(|s| s.as_ref().is_some_and(|s| f(s))))
-        .await
-        .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
-        .expect("registry running");
+async fn next_state(
+    rx: &mut watch::Receiver<Option<Arc<ClusterState>>>,
+    what: &str,
+    f: impl Fn(&ClusterState) -> bool,
+) -> Arc<ClusterState> {
+    let state = tokio::time::timeout(
+        Duration::from_secs(30),
+        rx.wait_for(|s| s.as_ref().is_some_and(|s| f(s))),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
+    .expect("registry running");
     state.clone().expect("state")
 }
 
@@ -99,11 +123,23 @@ async fn recorded_cluster_becomes_services_and_instances() {
     assert_eq!(ips, ["10.244.1.7", "10.244.2.9"]);
     assert_eq!(instances[0].labels["version"], "v1");
     assert_eq!(instances[0].service_account, "bookinfo-reviews");
-    assert_eq!(instances[0].pod.as_deref(), Some("default/reviews-v1-5b8c9d7f6-x2k4p"));
+    assert_eq!(
+        instances[0].pod.as_deref(),
+        Some("default/reviews-v1-5b8c9d7f6-x2k4p")
+    );
     // kube-dns keeps only its TCP ports.
     let dns = &model.services["kube-dns.kube-system.svc.cluster.local"];
-    assert_eq!(dns.ports.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(), ["dns-tcp", "metrics"]);
-    assert_eq!(model.workloads["10.244.2.4"].name, "ratings-v1-8d7c6b5a4-t5y6u");
+    assert_eq!(
+        dns.ports
+            .iter()
+            .map(|p| p.name.as_str())
+            .collect::<Vec<_>>(),
+        ["dns-tcp", "metrics"]
+    );
+    assert_eq!(
+        model.workloads["10.244.2.4"].name,
+        "ratings-v1-8d7c6b5a4-t5y6u"
+    );
     shutdown.cancel();
 }
 
@@ -125,20 +161,38 @@ async fn watch_events_update_the_state() {
     // reviews-v2 goes away: the API server sends MODIFIED Endpoints.
     let mut reviews = fixture("endpoints.json")["items"][0].clone();
     reviews["metadata"]["resourceVersion"] = json!("2050");
-    reviews["subsets"][0]["addresses"].as_array_mut().unwrap().pop();
+    reviews["subsets"][0]["addresses"]
+        .as_array_mut()
+        .unwrap()
+        .pop();
     let event = json!({"type": "MODIFIED", "object": reviews}).to_string() + "\n";
-    endpoints_watch.send(Ok(Frame::data(Bytes::from(event)))).unwrap();
+    endpoints_watch
+        .send(Ok(Frame::data(Bytes::from(event))))
+        .unwrap();
     let state = next_state(&mut rx, "reviews with one address", |s| {
-        s.endpoints["default/reviews"].subsets.as_ref().unwrap()[0].addresses.as_ref().unwrap().len() == 1
+        s.endpoints["default/reviews"].subsets.as_ref().unwrap()[0]
+            .addresses
+            .as_ref()
+            .unwrap()
+            .len()
+            == 1
     })
     .await;
-    assert_eq!(state.to_model("cluster.local").instances["reviews.default.svc.cluster.local"].len(), 1);
+    assert_eq!(
+        state.to_model("cluster.local").instances["reviews.default.svc.cluster.local"].len(),
+        1
+    );
 
     // And ratings is deleted.
     let ratings = fixture("endpoints.json")["items"][1].clone();
     let event = json!({"type": "DELETED", "object": ratings}).to_string() + "\n";
-    endpoints_watch.send(Ok(Frame::data(Bytes::from(event)))).unwrap();
-    next_state(&mut rx, "ratings endpoints deleted", |s| !s.endpoints.contains_key("default/ratings")).await;
+    endpoints_watch
+        .send(Ok(Frame::data(Bytes::from(event))))
+        .unwrap();
+    next_state(&mut rx, "ratings endpoints deleted", |s| {
+        !s.endpoints.contains_key("default/ratings")
+    })
+    .await;
     shutdown.cancel();
 }
 

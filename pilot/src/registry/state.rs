@@ -28,12 +28,13 @@ impl ClusterState {
     /// Service without a name, an address that is not ready) are skipped, never fatal.
     pub fn to_model(&self, domain: &str) -> ServiceModel {
         let mut model = ServiceModel::default();
+        let mut workloads = HashMap::new();
         let mut pods_by_ip: HashMap<&str, (&String, &Pod)> = HashMap::new();
         for (key, pod) in &self.pods {
             if let Some(ip) = pod.status.as_ref().and_then(|s| s.pod_ip.as_deref()) {
                 pods_by_ip.insert(ip, (key, pod));
                 let (namespace, name) = key.split_once('/').unwrap_or(("default", key));
-                model.workloads.insert(
+                workloads.insert(
                     ip.to_string(),
                     Workload {
                         name: name.to_string(),
@@ -44,6 +45,7 @@ impl ClusterState {
                 );
             }
         }
+        model.workloads = Arc::new(workloads);
         for (key, svc) in &self.services {
             let Some(spec) = &svc.spec else { continue };
             let (namespace, name) = key.split_once('/').unwrap_or(("default", key));
@@ -125,7 +127,7 @@ impl ClusterState {
                 }),
             );
         }
-        model
+        model.finish()
     }
 }
 

@@ -76,7 +76,12 @@ impl Connection {
         if self.proxy.is_none() {
             let node = req.node.as_ref().ok_or(ConnectionError::MissingNode)?;
             let proxy = Proxy::from_node(node, &push.model)?;
-            self.inbound = push.inbound.get(&proxy.ip).copied().unwrap_or_default();
+            self.inbound = push
+                .model
+                .inbound
+                .get(&proxy.ip)
+                .copied()
+                .unwrap_or_default();
             self.proxy = Some(proxy);
         }
         let Some(kind) = XdsType::from_url(&req.type_url) else {
@@ -116,9 +121,16 @@ impl Connection {
     /// RDS order. An endpoint-only push regenerates EDS alone, unless the
     /// proxy's own inbound ports changed with it.
     pub fn on_push(&mut self, push: &PushContext) -> Vec<DiscoveryResponse> {
-        let Some(proxy) = &mut self.proxy else { return Vec::new() };
+        let Some(proxy) = &mut self.proxy else {
+            return Vec::new();
+        };
         proxy.refresh(&push.model);
-        let inbound = push.inbound.get(&proxy.ip).copied().unwrap_or_default();
+        let inbound = push
+            .model
+            .inbound
+            .get(&proxy.ip)
+            .copied()
+            .unwrap_or_default();
         let full = push.full || inbound != self.inbound;
         self.inbound = inbound;
         let kinds: Vec<XdsType> = self.watches.keys().copied().collect();
@@ -170,7 +182,7 @@ fn content_hash(resources: &[Resource]) -> [u8; 32] {
     let mut h = Sha256::new();
     for r in resources {
         h.update(r.name.as_bytes());
-        h.update(r.hash);
+        h.update(r.hash.to_le_bytes());
     }
     h.finalize().into()
 }

@@ -7,7 +7,11 @@ use api::mesh::MeshConfig;
 use api::xds::Node;
 use prost_types::{Struct, Value, value::Kind};
 
+use super::generator::generate;
+use super::listener::route_names;
+use super::proxy::Proxy;
 use super::push::PushContext;
+use super::resource::XdsType;
 use crate::config::dir::snapshot_from_texts;
 
 pub const DOMAIN: &str = "cluster.local";
@@ -79,4 +83,30 @@ pub fn mesh_yaml(services: usize, endpoints: usize) -> String {
         ));
     }
     y
+}
+
+/// Everything one sidecar is sent, as Envoy would ask for it; returns the bytes.
+pub fn full_config_bytes(push: &PushContext, proxy: &Proxy) -> usize {
+    let clusters = generate(push, proxy, XdsType::Cluster, &[]);
+    let eds: Vec<String> = push.endpoints.keys().cloned().collect();
+    let endpoints = generate(push, proxy, XdsType::Endpoint, &eds);
+    let listeners = generate(push, proxy, XdsType::Listener, &[]);
+    let routes = generate(push, proxy, XdsType::Route, &route_names(push, proxy));
+    [clusters, endpoints, listeners, routes]
+        .iter()
+        .flatten()
+        .map(|r| r.body.len())
+        .sum()
+}
+
+/// The benchmark mesh (`services` × `endpoints`) as a registry model and config.
+pub fn bench_inputs(
+    services: usize,
+    endpoints: usize,
+) -> (
+    crate::model::ServiceModel,
+    Arc<crate::config::ConfigSnapshot>,
+) {
+    let snap = snapshot_from_texts(&[("mesh.yaml", &mesh_yaml(services, endpoints))]);
+    (snap.cluster.to_model(DOMAIN), snap.config.clone())
 }

@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use api::config::{ConfigObject, Kind, Spec};
 use api::mesh::MeshConfig;
 use api::networking::{DestinationRule, Protocol, Resolution as SeResolution, VirtualService};
 
@@ -16,6 +17,70 @@ use crate::config::ConfigSnapshot;
 use crate::model::{
     Instance, Labels, Resolution, Service, ServiceModel, ServicePort, host_matches, resolve_host,
 };
+
+/// Config looked up by host, built once per push: every generator asks "which
+/// VirtualService / DestinationRule covers this service?" thousands of times.
+#[derive(Default)]
+struct ConfigIndex {
+    /// Resolved host → (position by namespace/name, object); the first VirtualService wins.
+    vs_exact: HashMap<String, (usize, Arc<ConfigObject>)>,
+    vs_wildcard: Vec<(String, usize, Arc<ConfigObject>)>,
+    dr_exact: HashMap<String, Arc<ConfigObject>>,
+    /// Longest pattern first.
+    dr_wildcard: Vec<(String, Arc<ConfigObject>)>,
+    source_labels: bool,
+}
+
+impl ConfigIndex {
+    fn build(config: &ConfigSnapshot, domain: &str) -> ConfigIndex {
+        let mut index = ConfigIndex::default();
+        let of = |kind| {
+            config
+                .objects
+                .get(&kind)
+                .into_iter()
+                .flat_map(|m| m.values())
+        };
+        for (order, obj) in of(Kind::VirtualService).enumerate() {
+            let Spec::VirtualService(vs) = &obj.spec else {
+                continue;
+            };
+            index.source_labels |= vs
+                .http
+                .iter()
+                .any(|r| r.matches.iter().any(|m| !m.source_labels.is_empty()));
+            if !(vs.gateways.is_empty() || vs.gateways.iter().any(|g| g == "mesh")) {
+                continue;
+            }
+            for host in &vs.hosts {
+                let host = resolve_host(host, &obj.meta.namespace, domain);
+                if host.starts_with('*') {
+                    index.vs_wildcard.push((host, order, obj.clone()));
+                } else {
+                    index
+                        .vs_exact
+                        .entry(host)
+                        .or_insert_with(|| (order, obj.clone()));
+                }
+            }
+        }
+        for obj in of(Kind::DestinationRule) {
+            let Spec::DestinationRule(dr) = &obj.spec else {
+                continue;
+            };
+            let host = resolve_host(&dr.host, &obj.meta.namespace, domain);
+            if host.starts_with('*') {
+                index.dr_wildcard.push((host, obj.clone()));
+            } else {
+                index.dr_exact.entry(host).or_insert_with(|| obj.clone());
+            }
+        }
+        index
+            .dr_wildcard
+            .sort_by_key(|(h, _)| std::cmp::Reverse(h.len()));
+        index
+    }
+}
 
 pub struct PushContext {
     pub version: u64,
@@ -29,10 +94,7 @@ pub struct PushContext {
     pub full: bool,
     pub outbound_clusters: Arc<Vec<Resource>>,
     pub endpoints: Arc<BTreeMap<String, Resource>>,
-    /// Per workload IP, a fingerprint of the service ports it serves. A proxy
-    /// whose fingerprint moves needs its inbound listeners and clusters again,
-    /// even on an endpoint-only push (a pod becoming ready, say).
-    pub inbound: HashMap<String, u64>,
+    index: Arc<ConfigIndex>,
     routes: Mutex<HashMap<RouteKey, Resource>>,
 }
 
@@ -56,6 +118,7 @@ impl PushContext {
         triggered_at: Instant,
     ) -> PushContext {
         let model = Arc::new(merge_service_entries(registry, &config, domain));
+        let config_for_index = config.clone();
         let mut ctx = PushContext {
             version,
             model,
@@ -66,10 +129,9 @@ impl PushContext {
             full: true,
             outbound_clusters: Arc::default(),
             endpoints: Arc::default(),
-            inbound: HashMap::new(),
+            index: Arc::new(ConfigIndex::build(&config_for_index, domain)),
             routes: Mutex::default(),
         };
-        ctx.inbound = inbound_fingerprints(&ctx.model);
         ctx.outbound_clusters = Arc::new(cluster::outbound(&ctx));
         ctx.endpoints = Arc::new(endpoint::all(&ctx));
         ctx
@@ -95,7 +157,7 @@ impl PushContext {
             full: false,
             outbound_clusters: self.outbound_clusters.clone(),
             endpoints: Arc::default(),
-            inbound: HashMap::new(),
+            index: self.index.clone(),
             routes: Mutex::new(
                 self.routes
                     .lock()
@@ -103,7 +165,6 @@ impl PushContext {
                     .clone(),
             ),
         };
-        ctx.inbound = inbound_fingerprints(&ctx.model);
         ctx.endpoints = Arc::new(endpoint::update(&ctx, &self.model, &self.endpoints));
         ctx
     }
@@ -116,63 +177,49 @@ impl PushContext {
     /// True when some VirtualService selects routes by the caller's labels, which
     /// makes outbound routes differ between proxies of one namespace.
     pub fn uses_source_labels(&self) -> bool {
-        self.config.virtual_services().any(|(_, vs)| {
-            vs.http
-                .iter()
-                .any(|r| r.matches.iter().any(|m| !m.source_labels.is_empty()))
-        })
+        self.index.source_labels
     }
 
     /// The VirtualService that routes `hostname` for sidecars: the first, by
     /// namespace/name, that names it and applies to the `mesh` gateway.
     pub fn virtual_service(&self, hostname: &str) -> Option<(&str, &VirtualService)> {
-        self.config
-            .virtual_services()
-            .filter(|(_, vs)| vs.gateways.is_empty() || vs.gateways.iter().any(|g| g == "mesh"))
-            .find(|(obj, vs)| {
-                vs.hosts.iter().any(|h| {
-                    host_matches(
-                        &resolve_host(h, &obj.meta.namespace, &self.domain),
-                        hostname,
-                    )
-                })
-            })
-            .map(|(obj, vs)| (obj.meta.namespace.as_str(), vs))
+        let exact = self.index.vs_exact.get(hostname);
+        let wild = self
+            .index
+            .vs_wildcard
+            .iter()
+            .find(|(h, _, _)| host_matches(h, hostname));
+        let (_, obj) = match (exact, wild) {
+            (Some(e), Some((_, order, obj))) if *order < e.0 => (order, obj),
+            (Some((order, obj)), _) => (order, obj),
+            (None, Some((_, order, obj))) => (order, obj),
+            (None, None) => return None,
+        };
+        match &obj.spec {
+            Spec::VirtualService(vs) => Some((obj.meta.namespace.as_str(), vs)),
+            _ => None,
+        }
     }
 
-    /// The DestinationRule for `hostname`: an exact host match wins over a wildcard.
+    /// The DestinationRule for `hostname`: an exact host match wins over a
+    /// wildcard, and a longer wildcard over a shorter one.
     pub fn destination_rule(&self, hostname: &str) -> Option<&DestinationRule> {
-        let mut best: Option<(&DestinationRule, usize)> = None;
-        for (obj, dr) in self.config.destination_rules() {
-            let host = resolve_host(&dr.host, &obj.meta.namespace, &self.domain);
-            if host == hostname {
-                return Some(dr);
-            }
-            if host_matches(&host, hostname) && best.is_none_or(|(_, len)| host.len() > len) {
-                best = Some((dr, host.len()));
-            }
+        let obj = self.index.dr_exact.get(hostname).or_else(|| {
+            self.index
+                .dr_wildcard
+                .iter()
+                .find(|(h, _)| host_matches(h, hostname))
+                .map(|(_, obj)| obj)
+        })?;
+        match &obj.spec {
+            Spec::DestinationRule(dr) => Some(dr),
+            _ => None,
         }
-        best.map(|(dr, _)| dr)
     }
 
     pub fn service(&self, hostname: &str) -> Option<&Arc<Service>> {
         self.model.services.get(hostname)
     }
-}
-
-fn inbound_fingerprints(model: &ServiceModel) -> HashMap<String, u64> {
-    use std::hash::{DefaultHasher, Hash, Hasher};
-    let mut out: HashMap<String, u64> = HashMap::new();
-    for (host, instances) in &model.instances {
-        for i in instances.iter() {
-            let mut h = DefaultHasher::new();
-            (host, i.service_port, i.port).hash(&mut h);
-            // Order-independent: the same set of ports gives the same sum.
-            let entry = out.entry(i.address.clone()).or_default();
-            *entry = entry.wrapping_add(h.finish());
-        }
-    }
-    out
 }
 
 /// Adds ServiceEntry hosts to the registry's services, as Istio's "external" registry did.
