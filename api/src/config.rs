@@ -134,28 +134,35 @@ impl fmt::Display for ConfigError {
 
 /// Parses every document of a (possibly multi-document) YAML text. Each document
 /// succeeds or fails on its own, so one bad object never hides the good ones.
-pub fn parse_documents(text: &str) -> Vec<Result<Document, ConfigError>> {
-    let mut out = Vec::new();
-    for (index, de) in serde_yaml::Deserializer::from_str(text).enumerate() {
-        let label = format!("document {}", index + 1);
-        let value = match serde_yaml::Value::deserialize(de) {
-            Ok(v) => v,
-            Err(e) => {
-                out.push(Err(ConfigError {
-                    object: label,
-                    field: String::new(),
-                    message: format!("invalid YAML: {e}"),
-                }));
-                // The YAML stream cannot be resumed after a syntax error.
-                break;
+/// Documents are parsed as the iterator is advanced, so only one document's
+/// syntax tree is alive at a time however large the file.
+pub fn parse_documents(text: &str) -> impl Iterator<Item = Result<Document, ConfigError>> + '_ {
+    let mut docs = serde_yaml::Deserializer::from_str(text).enumerate();
+    let mut broken = false;
+    std::iter::from_fn(move || {
+        loop {
+            if broken {
+                return None;
             }
-        };
-        if value.is_null() {
-            continue;
+            let (index, de) = docs.next()?;
+            let label = format!("document {}", index + 1);
+            let value = match serde_yaml::Value::deserialize(de) {
+                Ok(v) => v,
+                Err(e) => {
+                    // The YAML stream cannot be resumed after a syntax error.
+                    broken = true;
+                    return Some(Err(ConfigError {
+                        object: label,
+                        field: String::new(),
+                        message: format!("invalid YAML: {e}"),
+                    }));
+                }
+            };
+            if !value.is_null() {
+                return Some(parse_document(value, label));
+            }
         }
-        out.push(parse_document(value, label));
-    }
-    out
+    })
 }
 
 fn parse_document(value: serde_yaml::Value, label: String) -> Result<Document, ConfigError> {
@@ -287,7 +294,7 @@ mod tests {
     use super::*;
 
     fn one(text: &str) -> Result<Document, ConfigError> {
-        let mut docs = parse_documents(text);
+        let mut docs: Vec<_> = parse_documents(text).collect();
         assert_eq!(docs.len(), 1, "{docs:?}");
         docs.remove(0)
     }
@@ -350,7 +357,8 @@ spec:
 
     #[test]
     fn kubernetes_documents_are_handed_on() {
-        let docs = parse_documents("apiVersion: v1\nkind: Service\nmetadata: {name: a}\n---\n");
+        let docs: Vec<_> =
+            parse_documents("apiVersion: v1\nkind: Service\nmetadata: {name: a}\n---\n").collect();
         assert!(matches!(&docs[0], Ok(Document::Other(d)) if d.kind == "Service"));
     }
 
@@ -359,7 +367,7 @@ spec:
         let text = format!(
             "{VS}\n---\napiVersion: networking.istio.io/v1alpha3\nkind: Gateway\nmetadata: {{name: g}}\nspec: {{}}\n---\n{VS}"
         );
-        let docs = parse_documents(&text);
+        let docs: Vec<_> = parse_documents(&text).collect();
         assert_eq!(docs.len(), 3);
         assert!(docs[0].is_ok() && docs[1].is_err() && docs[2].is_ok());
     }

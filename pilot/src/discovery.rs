@@ -6,7 +6,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use api::mesh::MeshConfig;
-use api::xds::aggregated_discovery_service_server::AggregatedDiscoveryServiceServer;
 use clap::Args;
 use tokio::sync::watch;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -19,6 +18,7 @@ use crate::model::ServiceModel;
 use crate::registry::ServiceRegistry;
 use crate::registry::file::FileRegistry;
 use crate::registry::kubernetes::KubernetesRegistry;
+use crate::xds::grpc::AdsService;
 use crate::xds::metrics::XdsMetrics;
 use crate::xds::push::PushContext;
 use crate::xds::server::DiscoveryServer;
@@ -53,6 +53,9 @@ pub struct DiscoveryArgs {
     /// Quiet time after a config change before pushing.
     #[arg(long, env = "PILOT_DEBOUNCE_AFTER", default_value = "100ms", value_parser = parse_duration)]
     pub debounce_after: Duration,
+    /// How many proxies are generated for and sent to at once.
+    #[arg(long, env = "PILOT_PUSH_THROTTLE", default_value_t = 10)]
+    pub push_throttle: usize,
     /// Longest a config change waits while changes keep coming.
     #[arg(long, env = "PILOT_DEBOUNCE_MAX", default_value = "10s", value_parser = parse_duration)]
     pub debounce_max: Duration,
@@ -197,7 +200,12 @@ pub async fn run(
         });
     }
 
-    let server = DiscoveryServer::new(push_rx.clone(), xds_metrics, shutdown.clone());
+    let server = DiscoveryServer::new(
+        push_rx.clone(),
+        xds_metrics,
+        shutdown.clone(),
+        args.push_throttle,
+    );
     let debug_state = DebugState {
         ready: ready_rx,
         push: push_rx,
@@ -209,7 +217,7 @@ pub async fn run(
         tasks.spawn(async move {
             tonic::transport::Server::builder()
                 .http2_keepalive_interval(Some(Duration::from_secs(30)))
-                .add_service(AggregatedDiscoveryServiceServer::new(server))
+                .add_service(AdsService::new(server))
                 .serve_with_incoming_shutdown(TcpListenerStream::new(grpc), shutdown.cancelled())
                 .await
                 .context("xDS gRPC server failed")

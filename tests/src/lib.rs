@@ -11,14 +11,17 @@ pub mod topology;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-/// Where the workspace's binaries are: next to the test executable's `deps/`.
+/// Where the workspace's binaries are: beside the running executable (a bench
+/// tool in `target/release`), or one level up from a test's `deps/`.
 pub fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
-    let dir = exe
-        .parent()
-        .and_then(|d| d.parent())
-        .expect("target directory");
-    let path = dir.join(name);
+    let beside = exe.parent().map(|d| d.join(name)).filter(|p| p.exists());
+    let path = beside.unwrap_or_else(|| {
+        exe.parent()
+            .and_then(|d| d.parent())
+            .expect("target directory")
+            .join(name)
+    });
     assert!(
         path.exists(),
         "{} is missing: build the binaries first (`cargo build --bins`, done by `make test`)",

@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{ConfigSnapshot, Rejection};
 use crate::registry::ClusterState;
-use crate::registry::state::key;
+use crate::registry::state::{PodInfo, key};
 
 /// What one read of the directory produced.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -258,7 +258,7 @@ fn add_kube_object(cluster: &mut ClusterState, doc: OtherDocument) -> Result<(),
         }
         ("v1", "Pod") => {
             let p: Pod = typed(&doc)?;
-            cluster.pods.insert(key(&p.metadata), p);
+            cluster.pods.insert(key(&p.metadata), PodInfo::from(&p));
         }
         ("v1", "Node") => {
             let n: Node = typed(&doc)?;

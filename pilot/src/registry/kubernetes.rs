@@ -14,7 +14,7 @@ use kube::{Api, Client, Resource};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-use super::state::key;
+use super::state::{PodInfo, key};
 use super::{ClusterState, ServiceRegistry};
 
 pub struct KubernetesRegistry {
@@ -27,8 +27,14 @@ impl KubernetesRegistry {
     }
 }
 
-/// Starts one reflector; every event pokes `changed`. The returned future drives it.
-fn reflect<K>(client: &Client, changed: mpsc::Sender<()>) -> (Store<K>, BoxFuture<'static, ()>)
+/// Starts one reflector; every event pokes `changed`. The returned future drives
+/// it. `slim` trims each object before it is cached: on a large cluster the
+/// reflector caches are most of Pilot's memory.
+fn reflect<K>(
+    client: &Client,
+    changed: mpsc::Sender<()>,
+    slim: fn(&mut K),
+) -> (Store<K>, BoxFuture<'static, ()>)
 where
     K: Resource<DynamicType = ()>
         + Clone
@@ -40,32 +46,39 @@ where
 {
     let (reader, writer) = reflector::store();
     let api: Api<K> = Api::all(client.clone());
-    let stream = reflector::reflector(writer, watcher(api, watcher::Config::default()))
-        .default_backoff()
-        .for_each(move |event| {
-            let changed = changed.clone();
-            async move {
-                match event {
-                    Ok(_) => {
-                        let _ = changed.try_send(());
-                    }
-                    Err(e) => {
-                        tracing::warn!(kind = %K::kind(&()), error = %e, "watch failed; retrying")
-                    }
+    let stream = reflector::reflector(
+        writer,
+        watcher(api, watcher::Config::default()).modify(slim),
+    )
+    .default_backoff()
+    .for_each(move |event| {
+        let changed = changed.clone();
+        async move {
+            match event {
+                Ok(_) => {
+                    let _ = changed.try_send(());
+                }
+                Err(e) => {
+                    tracing::warn!(kind = %K::kind(&()), error = %e, "watch failed; retrying")
                 }
             }
-        });
+        }
+    });
     (reader, stream.boxed())
 }
 
-fn by_key<K: Resource>(store: &Store<K>, key_of: impl Fn(&K) -> String) -> BTreeMap<String, K>
+fn by_key<K, V>(
+    store: &Store<K>,
+    key_of: impl Fn(&K) -> String,
+    value: impl Fn(&K) -> V,
+) -> BTreeMap<String, V>
 where
     K: Clone + Resource<DynamicType = ()>,
 {
     store
         .state()
         .iter()
-        .map(|o| (key_of(o), o.as_ref().clone()))
+        .map(|o| (key_of(o), value(o)))
         .collect()
 }
 
@@ -82,10 +95,11 @@ impl ServiceRegistry for KubernetesRegistry {
         async move {
             // Capacity 1: a pending poke already covers any later change.
             let (tx, mut rx) = mpsc::channel(1);
-            let (services, s) = reflect::<Service>(&self.client, tx.clone());
-            let (endpoints, e) = reflect::<Endpoints>(&self.client, tx.clone());
-            let (pods, p) = reflect::<Pod>(&self.client, tx.clone());
-            let (nodes, n) = reflect::<Node>(&self.client, tx);
+            let (services, s) = reflect::<Service>(&self.client, tx.clone(), drop_managed_fields);
+            let (endpoints, e) =
+                reflect::<Endpoints>(&self.client, tx.clone(), drop_managed_fields);
+            let (pods, p) = reflect::<Pod>(&self.client, tx.clone(), slim_pod);
+            let (nodes, n) = reflect::<Node>(&self.client, tx, slim_node);
             let drivers = futures::future::join4(s, e, p, n);
             let publish = async {
                 for (kind, ready) in [
@@ -101,10 +115,14 @@ impl ServiceRegistry for KubernetesRegistry {
                 }
                 loop {
                     let state = ClusterState {
-                        services: by_key(&services, |o| key(&o.metadata)),
-                        endpoints: by_key(&endpoints, |o| key(&o.metadata)),
-                        pods: by_key(&pods, |o| key(&o.metadata)),
-                        nodes: by_key(&nodes, |o| o.metadata.name.clone().unwrap_or_default()),
+                        services: by_key(&services, |o| key(&o.metadata), Clone::clone),
+                        endpoints: by_key(&endpoints, |o| key(&o.metadata), Clone::clone),
+                        pods: by_key(&pods, |o| key(&o.metadata), |p| PodInfo::from(p)),
+                        nodes: by_key(
+                            &nodes,
+                            |o| o.metadata.name.clone().unwrap_or_default(),
+                            Clone::clone,
+                        ),
                     };
                     out.send_if_modified(|cur| {
                         let changed = cur.as_deref() != Some(&state);
@@ -126,5 +144,37 @@ impl ServiceRegistry for KubernetesRegistry {
             Ok(())
         }
         .boxed()
+    }
+}
+
+fn drop_managed_fields<K: Resource>(o: &mut K) {
+    o.meta_mut().managed_fields = None;
+    o.meta_mut().annotations = None;
+}
+
+/// Keeps what [`PodInfo`] reads.
+fn slim_pod(pod: &mut Pod) {
+    drop_managed_fields(pod);
+    let service_account_name = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.service_account_name.clone());
+    pod.spec = Some(k8s_openapi::api::core::v1::PodSpec {
+        service_account_name,
+        ..Default::default()
+    });
+    let pod_ip = pod.status.as_ref().and_then(|s| s.pod_ip.clone());
+    pod.status = Some(k8s_openapi::api::core::v1::PodStatus {
+        pod_ip,
+        ..Default::default()
+    });
+}
+
+/// Keeps labels (locality) and addresses.
+fn slim_node(node: &mut Node) {
+    drop_managed_fields(node);
+    if let Some(status) = node.status.as_mut() {
+        status.images = None;
+        status.conditions = None;
     }
 }

@@ -6,6 +6,7 @@ pub mod connection;
 pub mod endpoint;
 pub mod fixtures;
 pub mod generator;
+pub mod grpc;
 pub mod listener;
 pub mod metrics;
 pub mod proxy;

@@ -1,24 +1,19 @@
-//! The ADS gRPC service: one task per stream doing the I/O around a
-//! [`Connection`]. Pushes arrive through a `watch` of the latest push context,
-//! so a stream that falls behind skips straight to the newest state.
+//! ADS streams: one task per stream doing the I/O around a [`Connection`]
+//! (the gRPC transport is in [`super::grpc`]). Pushes arrive through a `watch`
+//! of the latest push context, so a stream that falls behind skips straight to
+//! the newest state.
 
 use std::collections::BTreeMap;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
 
-use api::xds::aggregated_discovery_service_server::AggregatedDiscoveryService;
-use api::xds::{
-    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
-};
-use futures::Stream;
+use api::xds::{DiscoveryRequest, DiscoveryResponse};
 use serde::Serialize;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Semaphore, mpsc, watch};
 use tokio_stream::StreamExt;
-use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
-use tonic::{Request, Response, Status, Streaming};
+use tonic::{Status, Streaming};
 
 use super::connection::{Connection, RequestKind, WatchState};
 use super::metrics::XdsMetrics;
@@ -44,13 +39,18 @@ pub struct DiscoveryServer {
     metrics: XdsMetrics,
     shutdown: CancellationToken,
     next_id: Arc<AtomicU64>,
+    throttle: Arc<Semaphore>,
 }
 
 impl DiscoveryServer {
+    /// `throttle` bounds how many streams generate and send at once (Istio's
+    /// `PILOT_PUSH_THROTTLE`): each full response is megabytes once encoded, so a
+    /// reconnect storm must not encode them all at the same time.
     pub fn new(
         push: watch::Receiver<Arc<PushContext>>,
         metrics: XdsMetrics,
         shutdown: CancellationToken,
+        throttle: usize,
     ) -> Self {
         DiscoveryServer {
             push,
@@ -58,6 +58,7 @@ impl DiscoveryServer {
             metrics,
             shutdown,
             next_id: Arc::default(),
+            throttle: Arc::new(Semaphore::new(throttle.max(1))),
         }
     }
 
@@ -66,50 +67,38 @@ impl DiscoveryServer {
     }
 }
 
-type ResponseStream = Pin<Box<dyn Stream<Item = Result<DiscoveryResponse, Status>> + Send>>;
-type DeltaStream = Pin<Box<dyn Stream<Item = Result<DeltaDiscoveryResponse, Status>> + Send>>;
-
 /// Responses queued per stream. Small on purpose: pushes are generated from the
 /// newest state when there is room, so a slow proxy never holds old pushes.
 const STREAM_QUEUE: usize = 4;
 
-#[tonic::async_trait]
-impl AggregatedDiscoveryService for DiscoveryServer {
-    type StreamAggregatedResourcesStream = ResponseStream;
-    type DeltaAggregatedResourcesStream = DeltaStream;
-
-    async fn stream_aggregated_resources(
+impl DiscoveryServer {
+    /// Starts serving one ADS stream; returns the responses to send.
+    pub fn open_stream(
         &self,
-        request: Request<Streaming<DiscoveryRequest>>,
-    ) -> Result<Response<ResponseStream>, Status> {
-        let peer = request
-            .remote_addr()
-            .map(|a| a.to_string())
-            .unwrap_or_default();
-        let inbound = request.into_inner();
+        peer: String,
+        requests: Streaming<DiscoveryRequest>,
+    ) -> mpsc::Receiver<Result<DiscoveryResponse, Status>> {
         let (tx, rx) = mpsc::channel(STREAM_QUEUE);
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let stream = StreamTask {
-            id,
+            id: self.next_id.fetch_add(1, Ordering::Relaxed),
             peer,
             push: self.push.clone(),
             clients: self.clients.clone(),
             metrics: self.metrics.clone(),
             shutdown: self.shutdown.clone(),
+            throttle: self.throttle.clone(),
             conn: Connection::new(),
         };
-        tokio::spawn(stream.run(inbound, tx));
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        tokio::spawn(stream.run(requests, tx));
+        rx
     }
+}
 
-    async fn delta_aggregated_resources(
-        &self,
-        _request: Request<Streaming<DeltaDiscoveryRequest>>,
-    ) -> Result<Response<DeltaStream>, Status> {
-        Err(Status::unimplemented(
-            "delta xDS is not served yet; configure the proxy for state-of-the-world ADS (api_type GRPC)",
-        ))
-    }
+/// Waits (boundedly) until gRPC has taken every queued response for encoding,
+/// so the throttle permit covers the expensive part of sending.
+async fn drained(tx: &mpsc::Sender<Result<DiscoveryResponse, Status>>) {
+    let all = tx.max_capacity();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), tx.reserve_many(all)).await;
 }
 
 struct StreamTask {
@@ -119,6 +108,7 @@ struct StreamTask {
     clients: Clients,
     metrics: XdsMetrics,
     shutdown: CancellationToken,
+    throttle: Arc<Semaphore>,
     conn: Connection,
 }
 
@@ -164,6 +154,7 @@ impl StreamTask {
                         }
                         Some(Ok(r)) => r,
                     };
+                    let _permit = self.throttle.clone().acquire_owned().await;
                     let push = self.push.borrow().clone();
                     let type_url = request.type_url.clone();
                     let first = self.conn.proxy.is_none();
@@ -177,6 +168,7 @@ impl StreamTask {
                     self.observe(&type_url, &kind);
                     if let Some(r) = response {
                         self.send(tx, r).await?;
+                        drained(tx).await;
                     }
                     self.publish_status(&push);
                 }
@@ -184,12 +176,17 @@ impl StreamTask {
                     if changed.is_err() {
                         return Ok(());
                     }
+                    let _permit = self.throttle.clone().acquire_owned().await;
                     let push = self.push.borrow_and_update().clone();
                     let started = Instant::now();
                     let responses = self.conn.on_push(&push);
                     self.metrics.push_time.observe(started.elapsed().as_secs_f64());
+                    let sent = !responses.is_empty();
                     for r in responses {
                         self.send(tx, r).await?;
+                    }
+                    if sent {
+                        drained(tx).await;
                     }
                     self.publish_status(&push);
                 }

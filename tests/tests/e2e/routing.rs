@@ -107,9 +107,10 @@ spec:
 
     let started = Instant::now();
     assert_eq!(mesh.call("/delayed", &[]).await.0, 200);
+    let took = started.elapsed();
     assert!(
-        started.elapsed() >= Duration::from_millis(300),
-        "delay fault not applied"
+        took >= Duration::from_millis(290),
+        "delay fault not applied: answered in {took:?}"
     );
 }
 
