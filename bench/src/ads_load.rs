@@ -187,7 +187,7 @@ async fn main() -> anyhow::Result<()> {
         cpu_seconds(pilot.pid()) - cpu_before,
         rss_kib(pilot.pid(), "VmHWM") as f64 / 1024.0
     );
-    pilot.kill_now();
+    drop(pilot);
     Ok(())
 }
 

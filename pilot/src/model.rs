@@ -11,6 +11,10 @@ use serde::Serialize;
 
 pub type Labels = BTreeMap<String, String>;
 
+/// Labels shared by a Pod's every appearance (its workload and each of its
+/// instances): on a large mesh they are most of the model's memory.
+pub type SharedLabels = Arc<Labels>;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub enum Resolution {
     /// Endpoints come from the registry over EDS.
@@ -52,7 +56,7 @@ pub struct Instance {
     pub service_port: u32,
     pub address: String,
     pub port: u32,
-    pub labels: Labels,
+    pub labels: SharedLabels,
     /// `namespace/name` of the Pod behind it, when known.
     pub pod: Option<String>,
     pub service_account: String,
@@ -63,7 +67,7 @@ pub struct Instance {
 pub struct Workload {
     pub name: String,
     pub namespace: String,
-    pub labels: Labels,
+    pub labels: SharedLabels,
     pub service_account: String,
 }
 

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use api::networking::Protocol;
 use k8s_openapi::api::core::v1::{Endpoints, Node, Pod, Service};
 
-use crate::model::{Instance, Labels, Resolution, ServiceModel, ServicePort, Workload};
+use crate::model::{Instance, Resolution, ServiceModel, ServicePort, SharedLabels, Workload};
 
 /// The Kubernetes objects Pilot reads, keyed `namespace/name` (nodes by name).
 /// Pods, by far the most numerous, are kept as the few fields Pilot uses.
@@ -19,7 +19,7 @@ pub struct ClusterState {
 /// What Pilot needs of a Pod: ~100 bytes instead of the several kilobytes of a full object.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PodInfo {
-    pub labels: Labels,
+    pub labels: SharedLabels,
     pub service_account: String,
     pub ip: Option<String>,
 }
@@ -27,7 +27,7 @@ pub struct PodInfo {
 impl From<&Pod> for PodInfo {
     fn from(pod: &Pod) -> PodInfo {
         PodInfo {
-            labels: pod.metadata.labels.clone().unwrap_or_default(),
+            labels: Arc::new(pod.metadata.labels.clone().unwrap_or_default()),
             service_account: pod
                 .spec
                 .as_ref()

@@ -3,6 +3,7 @@
 //! server task owns the socket; everything here is tested without one.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Instant;
 
 use api::xds::{Any, DiscoveryRequest, DiscoveryResponse};
@@ -17,7 +18,8 @@ use super::resource::{Resource, XdsType};
 /// Per-type protocol state, as shown on `/debug/syncz`.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct WatchState {
-    pub names: Vec<String>,
+    /// Shared with the `/debug/syncz` copy; an EDS subscription names every cluster.
+    pub names: Arc<Vec<String>>,
     pub sent_version: String,
     pub sent_nonce: String,
     pub acked_version: String,
@@ -91,7 +93,7 @@ impl Connection {
         let mut names = req.resource_names;
         names.sort();
         names.dedup();
-        let names_changed = watch.names != names;
+        let names_changed = *watch.names != names;
         if !req.response_nonce.is_empty() {
             if req.response_nonce != watch.sent_nonce {
                 return Ok((RequestKind::Stale, None));
@@ -106,14 +108,14 @@ impl Connection {
             let converged_in = watch.push_triggered_at.take().map(|t| t.elapsed());
             // Envoy changes its RDS/EDS subscription by ACKing with new names.
             let response = if names_changed && !kind.is_wildcard() {
-                watch.names = names;
+                watch.names = Arc::new(names);
                 self.respond(kind, push, false)
             } else {
                 None
             };
             return Ok((RequestKind::Ack { converged_in }, response));
         }
-        watch.names = names;
+        watch.names = Arc::new(names);
         Ok((RequestKind::Initial, self.respond(kind, push, false)))
     }
 
@@ -150,7 +152,7 @@ impl Connection {
     ) -> Option<DiscoveryResponse> {
         let proxy = self.proxy.as_ref()?;
         let watch = self.watches.get_mut(&kind)?;
-        let resources = generate(push, proxy, kind, &watch.names);
+        let resources = generate(push, proxy, kind, watch.names.as_slice());
         let hash = content_hash(&resources);
         if only_if_changed && watch.sent_hash == Some(hash) {
             return None;

@@ -87,7 +87,7 @@ impl Proxy {
         let mut labels = model
             .workloads
             .get(ip)
-            .map(|w| w.labels.clone())
+            .map(|w| (*w.labels).clone())
             .unwrap_or_default();
         if labels.is_empty()
             && let Some(json) = metadata.get("LABELS")
@@ -109,7 +109,7 @@ impl Proxy {
     /// Registry labels may arrive after the proxy connects; refresh them on each push.
     pub fn refresh(&mut self, model: &ServiceModel) {
         if let Some(w) = model.workloads.get(&self.ip) {
-            self.labels = w.labels.clone();
+            self.labels = (*w.labels).clone();
         }
     }
 }

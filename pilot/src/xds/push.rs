@@ -257,7 +257,7 @@ fn merge_service_entries(
                         service_port: port.port,
                         address: hostname.clone(),
                         port: port.port,
-                        labels: Labels::new(),
+                        labels: Arc::default(),
                         pod: None,
                         service_account: String::new(),
                     });
@@ -267,7 +267,7 @@ fn merge_service_entries(
                         service_port: port.port,
                         address: ep.address.clone(),
                         port: ep.ports.get(&port.name).copied().unwrap_or(port.port),
-                        labels: ep.labels.clone(),
+                        labels: Arc::new(ep.labels.clone()),
                         pod: None,
                         service_account: String::new(),
                     });
