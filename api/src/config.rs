@@ -73,7 +73,7 @@ pub struct Meta {
 #[serde(untagged)]
 pub enum Spec {
     VirtualService(VirtualService),
-    DestinationRule(DestinationRule),
+    DestinationRule(Box<DestinationRule>),
     ServiceEntry(ServiceEntry),
     Sidecar(Sidecar),
 }
@@ -108,7 +108,7 @@ pub struct OtherDocument {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Document {
-    Config(ConfigObject),
+    Config(Box<ConfigObject>),
     Other(OtherDocument),
 }
 
@@ -241,7 +241,11 @@ fn parse_document(value: serde_yaml::Value, label: String) -> Result<Document, C
         let message = describe(&errors);
         return Err(err(&object, &first.field, message));
     }
-    Ok(Document::Config(ConfigObject { kind, meta, spec }))
+    Ok(Document::Config(Box::new(ConfigObject {
+        kind,
+        meta,
+        spec,
+    })))
 }
 
 /// The first error's message, plus a count of the rest so none is silently lost.
@@ -283,7 +287,7 @@ fn parse_spec(kind: Kind, value: serde_yaml::Value) -> Result<Spec, (String, Str
     }
     Ok(match kind {
         Kind::VirtualService => Spec::VirtualService(typed(value)?),
-        Kind::DestinationRule => Spec::DestinationRule(typed(value)?),
+        Kind::DestinationRule => Spec::DestinationRule(Box::new(typed(value)?)),
         Kind::ServiceEntry => Spec::ServiceEntry(typed(value)?),
         Kind::Sidecar => Spec::Sidecar(typed(value)?),
     })

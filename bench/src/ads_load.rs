@@ -79,7 +79,7 @@ async fn main() -> anyhow::Result<()> {
     .iter()
     .map(|s| s.to_string())
     .collect();
-    let mut pilot = Proc::spawn(
+    let pilot = Proc::spawn(
         "pilot-discovery",
         &pilot_bin,
         &pilot_args,

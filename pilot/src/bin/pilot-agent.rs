@@ -17,7 +17,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run Envoy as a sidecar or a router (gateway).
-    Proxy(ProxyArgs),
+    Proxy(Box<ProxyArgs>),
     /// Print version information.
     Version,
 }
@@ -34,7 +34,7 @@ async fn main() {
             println!("{}", agent::INFO.to_json());
             return;
         }
-        Command::Proxy(args) => args,
+        Command::Proxy(args) => *args,
     };
     tracing::info!(version = agent::INFO.version, role = ?args.role, "starting pilot-agent");
     let shutdown = mesh::shutdown::on_signal();

@@ -18,7 +18,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Serve xDS to Envoy proxies.
-    Discovery(DiscoveryArgs),
+    Discovery(Box<DiscoveryArgs>),
     /// Print version information.
     Version,
 }
@@ -35,7 +35,7 @@ async fn main() {
             println!("{}", discovery::INFO.to_json());
             return;
         }
-        Command::Discovery(args) => args,
+        Command::Discovery(args) => *args,
     };
     tracing::info!(
         version = discovery::INFO.version,

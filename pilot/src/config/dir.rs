@@ -164,7 +164,7 @@ impl Accumulator {
         for doc in parse_documents(text) {
             match doc {
                 Ok(Document::Config(obj)) => {
-                    good.insert(obj.key(), Arc::new(obj));
+                    good.insert(obj.key(), Arc::from(obj));
                 }
                 Ok(Document::Other(other)) => {
                     if let Err(error) = add_kube_object(&mut self.cluster, other) {

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use api::config::{ConfigError, ConfigObject, Kind, Spec};
-use api::networking::{DestinationRule, ServiceEntry, Sidecar, VirtualService};
+use api::networking::{ServiceEntry, Sidecar};
 use serde::Serialize;
 
 /// A rejected object and the file it came from.
@@ -38,21 +38,6 @@ impl ConfigSnapshot {
 
     fn of(&self, kind: Kind) -> impl Iterator<Item = &Arc<ConfigObject>> {
         self.objects.get(&kind).into_iter().flat_map(|m| m.values())
-    }
-
-    pub fn virtual_services(&self) -> impl Iterator<Item = (&ConfigObject, &VirtualService)> {
-        self.of(Kind::VirtualService).filter_map(|o| match &o.spec {
-            Spec::VirtualService(s) => Some((o.as_ref(), s)),
-            _ => None,
-        })
-    }
-
-    pub fn destination_rules(&self) -> impl Iterator<Item = (&ConfigObject, &DestinationRule)> {
-        self.of(Kind::DestinationRule)
-            .filter_map(|o| match &o.spec {
-                Spec::DestinationRule(s) => Some((o.as_ref(), s)),
-                _ => None,
-            })
     }
 
     pub fn service_entries(&self) -> impl Iterator<Item = (&ConfigObject, &ServiceEntry)> {

@@ -71,7 +71,7 @@ pub fn mesh_yaml(services: usize, endpoints: usize) -> String {
         }
         y.push_str("---\n");
         for e in 0..endpoints {
-            let v = if e % 2 == 0 { "v1" } else { "v2" };
+            let v = if e.is_multiple_of(2) { "v1" } else { "v2" };
             y.push_str(&format!(
                 "apiVersion: v1\nkind: Pod\nmetadata: {{name: svc-{s}-{e}, namespace: default, labels: {{app: svc-{s}, version: {v}}}}}\nspec: {{containers: [{{name: app}}]}}\nstatus: {{podIP: 10.{}.{b}.{}}}\n---\n",
                 100 + a,

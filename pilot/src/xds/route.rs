@@ -156,13 +156,12 @@ fn routes_for(push: &PushContext, proxy: &Proxy, service: &Service, port: u32) -
             http.matches.iter().map(Some).collect()
         };
         for m in matches {
-            if let Some(m) = m {
-                if m.port.is_some_and(|p| p != port)
+            if let Some(m) = m
+                && (m.port.is_some_and(|p| p != port)
                     || !(m.gateways.is_empty() || m.gateways.iter().any(|g| g == "mesh"))
-                    || !labels_match(&m.source_labels, &proxy.labels)
-                {
-                    continue;
-                }
+                    || !labels_match(&m.source_labels, &proxy.labels))
+            {
+                continue;
             }
             routes.push(translate(push, vs_namespace, http, m, port));
         }
@@ -474,7 +473,6 @@ fn fault_config(fault: &HttpFaultInjection) -> HttpFault {
                 .fixed_delay
                 .map(|fd| FaultDelaySecifier::FixedDelay(duration(fd.0))),
             percentage: Some(per_million(fault_share(d.percentage, d.percent))),
-            ..Default::default()
         }),
         abort: fault.abort.as_ref().map(|a| FaultAbort {
             error_type: a.http_status.map(|s| ErrorType::HttpStatus(s as u32)),
