@@ -52,10 +52,10 @@ async fn main() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let config = dir.path().join("config");
     std::fs::create_dir_all(&config)?;
-    std::fs::write(
-        config.join("mesh.yaml"),
-        mesh_yaml(args.services, args.endpoints),
-    )?;
+    // The cluster in one file, routing in another: the edit below touches only routing.
+    let (routing, cluster) = split_routing(&mesh_yaml(args.services, args.endpoints));
+    std::fs::write(config.join("cluster.yaml"), cluster)?;
+    std::fs::write(config.join("routing.yaml"), &routing)?;
     let pilot_bin = args
         .pilot
         .clone()
@@ -159,13 +159,13 @@ async fn main() -> anyhow::Result<()> {
     );
 
     // One VirtualService edit, pushed to every client.
-    let vs = mesh_yaml(args.services, args.endpoints)
+    let vs = routing
         .replacen("weight: 90", "weight: 80", 1)
         .replacen("weight: 10", "weight: 20", 1);
     let t1 = Instant::now();
     edit_tx.send_replace(1);
     std::fs::write(config.join(".tmp"), vs)?;
-    std::fs::rename(config.join(".tmp"), config.join("mesh.yaml"))?;
+    std::fs::rename(config.join(".tmp"), config.join("routing.yaml"))?;
     let mut updated = Vec::new();
     while updated.len() < clients {
         match tokio::time::timeout(deadline, done_rx.recv()).await {
@@ -301,6 +301,15 @@ async fn client(
         }
     }
     Ok(())
+}
+
+/// (Istio documents, Kubernetes documents) of a multi-document YAML text.
+fn split_routing(yaml: &str) -> (String, String) {
+    let (istio, kube): (Vec<&str>, Vec<&str>) = yaml
+        .split("---\n")
+        .filter(|d| !d.trim().is_empty())
+        .partition(|d| d.contains("networking.istio.io"));
+    (istio.join("---\n"), kube.join("---\n"))
 }
 
 fn cpu_seconds(pid: u32) -> f64 {

@@ -29,51 +29,57 @@ pub struct DirSnapshot {
     pub rejections: Arc<Vec<Rejection>>,
 }
 
-/// Reads the directory, remembering each file's last good objects.
+/// Reads the directory. Each file's parse is kept until the file changes: an
+/// edit re-parses one file, not the whole directory, and a file's last good
+/// objects stand in for the ones its new version gets wrong.
 #[derive(Debug)]
 pub struct DirLoader {
     dir: PathBuf,
-    last_good: HashMap<PathBuf, BTreeMap<String, Arc<ConfigObject>>>,
+    files: HashMap<PathBuf, ParsedFile>,
 }
 
 impl DirLoader {
     pub fn new(dir: impl Into<PathBuf>) -> DirLoader {
         DirLoader {
             dir: dir.into(),
-            last_good: HashMap::new(),
+            files: HashMap::new(),
         }
     }
 
     pub fn load(&mut self) -> DirSnapshot {
         let mut acc = Accumulator::default();
-        let files = match yaml_files(&self.dir) {
-            Ok(files) => files,
+        let paths = match yaml_files(&self.dir) {
+            Ok(paths) => paths,
             Err(e) => {
                 acc.reject(
                     &self.dir.display().to_string(),
                     "directory",
+                    "",
                     format!("cannot read: {e}"),
                 );
                 Vec::new()
             }
         };
-        let mut seen_files = Vec::new();
-        for file in files {
-            let file_name = file.display().to_string();
-            let text = match std::fs::read_to_string(&file) {
+        let mut files = HashMap::new();
+        for path in paths {
+            let name = path.display().to_string();
+            let text = match std::fs::read_to_string(&path) {
                 Ok(t) => t,
                 Err(e) => {
                     // Vanished between listing and reading: treat like a deleted file.
-                    tracing::debug!(file = %file_name, error = %e, "skipping unreadable file");
+                    tracing::debug!(file = %name, error = %e, "skipping unreadable file");
                     continue;
                 }
             };
-            let previous = self.last_good.remove(&file).unwrap_or_default();
-            let good = acc.add_file(&file_name, &text, &previous);
-            self.last_good.insert(file.clone(), good);
-            seen_files.push(file);
+            let previous = self.files.remove(&path);
+            let parsed = match previous {
+                Some(p) if p.hash == text_hash(&text) => p,
+                previous => parse_file(&name, &text, previous.as_ref()),
+            };
+            acc.add(&name, &parsed);
+            files.insert(path, parsed);
         }
-        self.last_good.retain(|f, _| seen_files.contains(f));
+        self.files = files;
         acc.finish()
     }
 
@@ -129,9 +135,57 @@ impl DirLoader {
 pub fn snapshot_from_texts(files: &[(&str, &str)]) -> DirSnapshot {
     let mut acc = Accumulator::default();
     for (name, text) in files {
-        acc.add_file(name, text, &BTreeMap::new());
+        acc.add(name, &parse_file(name, text, None));
     }
     acc.finish()
+}
+
+/// One file's objects, accepted and rejected.
+#[derive(Debug, Default)]
+struct ParsedFile {
+    hash: u64,
+    good: BTreeMap<String, Arc<ConfigObject>>,
+    cluster: ClusterState,
+    rejections: Vec<Rejection>,
+}
+
+fn text_hash(text: &str) -> u64 {
+    use std::hash::{DefaultHasher, Hasher};
+    let mut h = DefaultHasher::new();
+    h.write(text.as_bytes());
+    h.finish()
+}
+
+fn parse_file(file: &str, text: &str, previous: Option<&ParsedFile>) -> ParsedFile {
+    let mut parsed = ParsedFile {
+        hash: text_hash(text),
+        ..Default::default()
+    };
+    let reject = |parsed: &mut ParsedFile, error| {
+        parsed.rejections.push(Rejection {
+            file: file.to_string(),
+            error,
+        })
+    };
+    for doc in parse_documents(text) {
+        match doc {
+            Ok(Document::Config(obj)) => {
+                parsed.good.insert(obj.key(), Arc::from(obj));
+            }
+            Ok(Document::Other(other)) => {
+                if let Err(error) = add_kube_object(&mut parsed.cluster, other) {
+                    reject(&mut parsed, error);
+                }
+            }
+            Err(error) => {
+                if let Some(old) = previous.and_then(|p| p.good.get(&error.object)) {
+                    parsed.good.insert(error.object.clone(), old.clone());
+                }
+                reject(&mut parsed, error);
+            }
+        }
+    }
+    parsed
 }
 
 #[derive(Default)]
@@ -142,65 +196,40 @@ struct Accumulator {
 }
 
 impl Accumulator {
-    fn reject(&mut self, file: &str, object: &str, message: String) {
+    fn reject(&mut self, file: &str, object: &str, field: &str, message: String) {
         self.rejections.push(Rejection {
             file: file.to_string(),
             error: ConfigError {
                 object: object.to_string(),
-                field: String::new(),
+                field: field.to_string(),
                 message,
             },
         });
     }
 
-    /// Adds one file's objects; returns the ones accepted from it, for next time's last-good.
-    fn add_file(
-        &mut self,
-        file: &str,
-        text: &str,
-        previous: &BTreeMap<String, Arc<ConfigObject>>,
-    ) -> BTreeMap<String, Arc<ConfigObject>> {
-        let mut good = BTreeMap::new();
-        for doc in parse_documents(text) {
-            match doc {
-                Ok(Document::Config(obj)) => {
-                    good.insert(obj.key(), Arc::from(obj));
-                }
-                Ok(Document::Other(other)) => {
-                    if let Err(error) = add_kube_object(&mut self.cluster, other) {
-                        self.rejections.push(Rejection {
-                            file: file.to_string(),
-                            error,
-                        });
-                    }
-                }
-                Err(error) => {
-                    if let Some(old) = previous.get(&error.object) {
-                        good.insert(error.object.clone(), old.clone());
-                    }
-                    self.rejections.push(Rejection {
-                        file: file.to_string(),
-                        error,
-                    });
-                }
-            }
-        }
-        for (key, obj) in &good {
+    fn add(&mut self, file: &str, parsed: &ParsedFile) {
+        let c = &parsed.cluster;
+        self.cluster
+            .services
+            .extend(c.services.iter().map(|(k, v)| (k.clone(), v.clone())));
+        self.cluster
+            .endpoints
+            .extend(c.endpoints.iter().map(|(k, v)| (k.clone(), v.clone())));
+        self.cluster
+            .pods
+            .extend(c.pods.iter().map(|(k, v)| (k.clone(), v.clone())));
+        self.cluster
+            .nodes
+            .extend(c.nodes.iter().map(|(k, v)| (k.clone(), v.clone())));
+        self.rejections.extend(parsed.rejections.iter().cloned());
+        for (key, obj) in &parsed.good {
             if let Some(earlier) = self.config.insert(obj.clone())
                 && earlier != *obj
             {
-                self.rejections.push(Rejection {
-                    file: file.to_string(),
-                    error: ConfigError {
-                        object: key.clone(),
-                        field: "metadata.name".into(),
-                        message: "defined more than once in the directory; the last file read wins"
-                            .into(),
-                    },
-                });
+                let message = "defined more than once in the directory; the last file read wins";
+                self.reject(file, key, "metadata.name", message.into());
             }
         }
-        good
     }
 
     fn finish(self) -> DirSnapshot {
