@@ -8,9 +8,7 @@ build:
 
 # Every test: unit tests and end-to-end tests against real Envoy.
 test:
-	@envoy=$$(scripts/envoy.sh) && \
-	$(CARGO) build --workspace --bins && \
-	TRIREME_ENVOY=$$envoy $(CARGO) test --workspace
+	@scripts/test.sh
 
 # Pilot, two versions of a service behind their own sidecars, and traffic
 # moving between them as the VirtualService changes.

@@ -9,7 +9,7 @@
 //! by) every client.
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -28,6 +28,7 @@ use prost::Message;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
+use trireme_tests::mesh::{pilot_args, wait_ok};
 use trireme_tests::process::Proc;
 
 #[derive(Parser)]
@@ -61,24 +62,7 @@ async fn main() -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(|| trireme_tests::bin("pilot-discovery"));
     let ip = "127.0.66.1";
-    let pilot_args: Vec<String> = [
-        "discovery",
-        "--registries",
-        "File",
-        "--configDir",
-        &config.display().to_string(),
-        "--meshConfig",
-        "/nonexistent",
-        "--grpcAddr",
-        &format!("{ip}:15010"),
-        "--httpAddr",
-        &format!("{ip}:8080"),
-        "--monitoringAddr",
-        &format!("{ip}:15014"),
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    let pilot_args = pilot_args(ip, &config, Path::new("/nonexistent"));
     let pilot = Proc::spawn(
         "pilot-discovery",
         &pilot_bin,
@@ -86,22 +70,15 @@ async fn main() -> anyhow::Result<()> {
         &[("RUST_LOG", "warn".into())],
         &dir.path().join("pilot.log"),
     );
-    let http = reqwest::Client::new();
     let started = Instant::now();
-    loop {
-        if let Ok(r) = http.get(format!("http://{ip}:8080/ready")).send().await
-            && r.status().is_success()
-        {
-            break;
-        }
-        if started.elapsed() > Duration::from_secs(args.timeout) {
-            bail!(
-                "pilot-discovery not ready; see {}",
-                dir.path().join("pilot.log").display()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let ready = format!("http://{ip}:8080/ready");
+    wait_ok(
+        &reqwest::Client::new(),
+        &ready,
+        "pilot-discovery /ready",
+        Duration::from_secs(args.timeout),
+    )
+    .await;
     println!(
         "mesh: {} services x {} endpoints; pilot-discovery ready in {:.2}s, RSS {:.0} MiB",
         args.services,
@@ -159,9 +136,10 @@ async fn main() -> anyhow::Result<()> {
     );
 
     // One VirtualService edit, pushed to every client.
-    let vs = routing
-        .replacen("weight: 90", "weight: 80", 1)
-        .replacen("weight: 10", "weight: 20", 1);
+    let vs =
+        routing
+            .replacen("weight: 90", "weight: 80", 1)
+            .replacen("weight: 10", "weight: 20", 1);
     let t1 = Instant::now();
     edit_tx.send_replace(1);
     std::fs::write(config.join(".tmp"), vs)?;

@@ -8,47 +8,26 @@
 //! - `next_proxy`: one more proxy's config on a warm push: what each further
 //!   proxy costs.
 
-use std::sync::Arc;
-use std::time::Instant;
-
-use api::mesh::MeshConfig;
 use criterion::{Criterion, criterion_group, criterion_main};
-use pilot::xds::fixtures::{bench_inputs, full_config_bytes, sidecar_node};
-use pilot::xds::proxy::Proxy;
-use pilot::xds::push::PushContext;
+use pilot::xds::fixtures::{BenchMesh, full_config_bytes};
 
 // The allocator pilot-discovery runs with.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn bench(c: &mut Criterion) {
-    let (registry, config) = bench_inputs(1000, 10);
-    let mesh = Arc::new(MeshConfig::default());
-    let build = || {
-        PushContext::build(
-            1,
-            &registry,
-            config.clone(),
-            mesh.clone(),
-            "cluster.local",
-            Instant::now(),
-        )
-    };
-    let warm = build();
-    let proxy =
-        Proxy::from_node(&sidecar_node("10.100.0.2", "svc-0-0", false), &warm.model).expect("node");
-    let other = Proxy::from_node(&sidecar_node("10.101.0.2", "svc-250-0", false), &warm.model)
-        .expect("node");
-    full_config_bytes(&warm, &proxy);
+    let mesh = BenchMesh::new(1000, 10);
+    let warm = mesh.build();
+    full_config_bytes(&warm, &mesh.proxy);
 
     let mut group = c.benchmark_group("1000 services x 10 endpoints");
     group.sample_size(20);
-    group.bench_function("push_context", |b| b.iter(build));
+    group.bench_function("push_context", |b| b.iter(|| mesh.build()));
     group.bench_function("first_proxy", |b| {
-        b.iter(|| full_config_bytes(&build(), &proxy))
+        b.iter(|| full_config_bytes(&mesh.build(), &mesh.proxy))
     });
     group.bench_function("next_proxy", |b| {
-        b.iter(|| full_config_bytes(&warm, &other))
+        b.iter(|| full_config_bytes(&warm, &mesh.other))
     });
     group.finish();
 }

@@ -19,6 +19,8 @@ use crate::xds::server::Clients;
 #[derive(Clone)]
 pub struct DebugState {
     pub ready: watch::Receiver<bool>,
+    /// Once cancelled, `/ready` fails so load balancers stop sending new proxies.
+    pub shutdown: tokio_util::sync::CancellationToken,
     pub push: watch::Receiver<Arc<PushContext>>,
     pub dir: Option<watch::Receiver<Option<Arc<DirSnapshot>>>>,
     pub clients: Clients,
@@ -37,7 +39,9 @@ pub fn router(state: DebugState) -> Router {
 }
 
 async fn ready(State(s): State<DebugState>) -> impl IntoResponse {
-    if *s.ready.borrow() {
+    if s.shutdown.is_cancelled() {
+        (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n")
+    } else if *s.ready.borrow() {
         (StatusCode::OK, "ready\n")
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "caches not synced\n")

@@ -208,6 +208,7 @@ pub async fn run(
     );
     let debug_state = DebugState {
         ready: ready_rx,
+        shutdown: shutdown.clone(),
         push: push_rx,
         dir: args.config_dir.as_ref().map(|_| dir_rx.clone()),
         clients: server.clients(),

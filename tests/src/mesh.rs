@@ -1,5 +1,5 @@
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
 
@@ -24,6 +24,39 @@ pub struct Mesh {
     pub http: reqwest::Client,
     /// Sends through the client pod's sidecar, as its application would.
     pub client: reqwest::Client,
+}
+
+/// `pilot-discovery discovery` on `ip` with the File registry over `config_dir`.
+pub fn pilot_args(ip: &str, config_dir: &Path, mesh_config: &Path) -> Vec<String> {
+    let config_dir = config_dir.display().to_string();
+    let mesh_config = mesh_config.display().to_string();
+    [
+        "discovery",
+        "--registries",
+        "File",
+        "--configDir",
+        &config_dir,
+        "--meshConfig",
+        &mesh_config,
+        "--grpcAddr",
+        &format!("{ip}:15010"),
+        "--httpAddr",
+        &format!("{ip}:8080"),
+        "--monitoringAddr",
+        &format!("{ip}:15014"),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+/// Waits until `url` answers 2xx.
+pub async fn wait_ok(http: &reqwest::Client, url: &str, what: &str, timeout: Duration) {
+    eventually(what, timeout, || async {
+        let r = http.get(url).send().await.ok()?;
+        r.status().is_success().then_some(())
+    })
+    .await;
 }
 
 fn next_subnet() -> u8 {
@@ -105,25 +138,8 @@ impl Mesh {
     }
 
     pub async fn start_pilot(&mut self) {
-        let ip = self.topology.pilot_ip();
-        let args: Vec<String> = [
-            "discovery",
-            "--registries",
-            "File",
-            "--configDir",
-            &self.config_dir().display().to_string(),
-            "--meshConfig",
-            &self.dir.path().join("mesh.yaml").display().to_string(),
-            "--grpcAddr",
-            &format!("{ip}:15010"),
-            "--httpAddr",
-            &format!("{ip}:8080"),
-            "--monitoringAddr",
-            &format!("{ip}:15014"),
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+        let mesh_config = self.dir.path().join("mesh.yaml");
+        let args = pilot_args(&self.topology.pilot_ip(), &self.config_dir(), &mesh_config);
         let log = self.log("pilot-discovery");
         self.pilot = Some(Proc::spawn(
             "pilot-discovery",
@@ -133,15 +149,7 @@ impl Mesh {
             &log,
         ));
         let url = format!("{}/ready", self.pilot_http());
-        let http = self.http.clone();
-        eventually("pilot-discovery /ready", STARTUP, || {
-            let (http, url) = (http.clone(), url.clone());
-            async move {
-                let r = http.get(&url).send().await.ok()?;
-                r.status().is_success().then_some(())
-            }
-        })
-        .await;
+        wait_ok(&self.http, &url, "pilot-discovery /ready", STARTUP).await;
     }
 
     async fn start_backend(&mut self, pod: &Pod) {
@@ -213,14 +221,12 @@ impl Mesh {
 
     pub async fn wait_sidecar_ready(&self, pod: &Pod) {
         let url = format!("http://{}:15020/healthz/ready", pod.ip);
-        let http = self.http.clone();
-        eventually(&format!("sidecar {} ready", pod.name), STARTUP, || {
-            let (http, url) = (http.clone(), url.clone());
-            async move {
-                let r = http.get(&url).send().await.ok()?;
-                r.status().is_success().then_some(())
-            }
-        })
+        wait_ok(
+            &self.http,
+            &url,
+            &format!("sidecar {} ready", pod.name),
+            STARTUP,
+        )
         .await;
     }
 
@@ -281,27 +287,25 @@ impl Mesh {
     }
 
     pub async fn pilot_json(&self, path: &str) -> Value {
-        let url = format!("{}{path}", self.pilot_http());
-        self.http
-            .get(&url)
-            .send()
-            .await
-            .expect(&url)
-            .json()
-            .await
-            .expect("json")
+        self.get_json(&format!("{}{path}", self.pilot_http())).await
     }
 
     pub async fn config_dump(&self, pod: &str) -> Value {
-        let url = format!("http://{}:15000/config_dump", self.pod(pod).ip);
-        self.http
-            .get(&url)
+        self.get_json(&format!("http://{}:15000/config_dump", self.pod(pod).ip))
+            .await
+    }
+
+    async fn get_json(&self, url: &str) -> Value {
+        let response = self
+            .http
+            .get(url)
             .send()
             .await
-            .expect(&url)
+            .unwrap_or_else(|e| panic!("{url}: {e}"));
+        response
             .json()
             .await
-            .expect("json")
+            .unwrap_or_else(|e| panic!("{url}: {e}"))
     }
 
     /// The route tables in Envoy's config_dump, as JSON text.
