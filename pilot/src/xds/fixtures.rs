@@ -99,14 +99,45 @@ pub fn full_config_bytes(push: &PushContext, proxy: &Proxy) -> usize {
         .sum()
 }
 
-/// The benchmark mesh (`services` × `endpoints`) as a registry model and config.
-pub fn bench_inputs(
-    services: usize,
-    endpoints: usize,
-) -> (
-    crate::model::ServiceModel,
-    Arc<crate::config::ConfigSnapshot>,
-) {
-    let snap = snapshot_from_texts(&[("mesh.yaml", &mesh_yaml(services, endpoints))]);
-    (snap.cluster.to_model(DOMAIN), snap.config.clone())
+/// The benchmark mesh ([`mesh_yaml`]) ready to build pushes from, with two
+/// sidecars of different services.
+pub struct BenchMesh {
+    registry: crate::model::ServiceModel,
+    config: Arc<crate::config::ConfigSnapshot>,
+    mesh: Arc<MeshConfig>,
+    pub proxy: Proxy,
+    pub other: Proxy,
+}
+
+impl BenchMesh {
+    pub fn new(services: usize, endpoints: usize) -> BenchMesh {
+        let snap = snapshot_from_texts(&[("mesh.yaml", &mesh_yaml(services, endpoints))]);
+        let registry = snap.cluster.to_model(DOMAIN);
+        let proxy = |ip: &str, pod: &str| {
+            Proxy::from_node(&sidecar_node(ip, pod, false), &registry).expect("benchmark node")
+        };
+        let (proxy, other) = (
+            proxy("10.100.0.2", "svc-0-0"),
+            proxy("10.101.0.2", "svc-250-0"),
+        );
+        BenchMesh {
+            config: snap.config.clone(),
+            registry,
+            mesh: Arc::default(),
+            proxy,
+            other,
+        }
+    }
+
+    /// A new push, as after a config change.
+    pub fn build(&self) -> PushContext {
+        PushContext::build(
+            1,
+            &self.registry,
+            self.config.clone(),
+            self.mesh.clone(),
+            DOMAIN,
+            Instant::now(),
+        )
+    }
 }
