@@ -144,53 +144,55 @@ impl StreamTask {
     ) -> Result<(), Status> {
         loop {
             tokio::select! {
-                _ = self.shutdown.cancelled() => return Ok(()),
-                request = inbound.next() => {
-                    let request = match request {
-                        None => return Ok(()),
-                        Some(Err(status)) => {
-                            tracing::debug!(peer = %self.peer, %status, "ADS stream ended by the client");
-                            return Ok(());
+                            _ = self.shutdown.cancelled() => return Ok(()),
+                            request = inbound.next() => {
+                                let request = match request {
+                                    None => return Ok(()),
+            Some(Err(status)) => {
+                                        // A reset stream or an undecodable request: the status
+                                        // goes back in the trailers if the client is still there.
+                                        tracing::debug!(peer = %self.peer, %status, "ADS stream failed");
+                                        return Err(status);
+                                    }
+                                    Some(Ok(r)) => r,
+                                };
+                                let _permit = self.throttle.clone().acquire_owned().await;
+                                let push = self.push.borrow().clone();
+                                let type_url = request.type_url.clone();
+                                let first = self.conn.proxy.is_none();
+                                let (kind, response) = self
+                                    .conn
+                                    .on_request(request, &push)
+                                    .map_err(|e| Status::invalid_argument(e.to_string()))?;
+                                if first {
+                                    tracing::info!(peer = %self.peer, proxy = ?self.proxy_id(), "ADS stream connected");
+                                }
+                                self.observe(&type_url, &kind);
+                                if let Some(r) = response {
+                                    self.send(tx, r).await?;
+                                    drained(tx).await;
+                                }
+                                self.publish_status(&push);
+                            }
+                            changed = self.push.changed() => {
+                                if changed.is_err() {
+                                    return Ok(());
+                                }
+                                let _permit = self.throttle.clone().acquire_owned().await;
+                                let push = self.push.borrow_and_update().clone();
+                                let started = Instant::now();
+                                let responses = self.conn.on_push(&push);
+                                self.metrics.push_time.observe(started.elapsed().as_secs_f64());
+                                let sent = !responses.is_empty();
+                                for r in responses {
+                                    self.send(tx, r).await?;
+                                }
+                                if sent {
+                                    drained(tx).await;
+                                }
+                                self.publish_status(&push);
+                            }
                         }
-                        Some(Ok(r)) => r,
-                    };
-                    let _permit = self.throttle.clone().acquire_owned().await;
-                    let push = self.push.borrow().clone();
-                    let type_url = request.type_url.clone();
-                    let first = self.conn.proxy.is_none();
-                    let (kind, response) = self
-                        .conn
-                        .on_request(request, &push)
-                        .map_err(|e| Status::invalid_argument(e.to_string()))?;
-                    if first {
-                        tracing::info!(peer = %self.peer, proxy = ?self.proxy_id(), "ADS stream connected");
-                    }
-                    self.observe(&type_url, &kind);
-                    if let Some(r) = response {
-                        self.send(tx, r).await?;
-                        drained(tx).await;
-                    }
-                    self.publish_status(&push);
-                }
-                changed = self.push.changed() => {
-                    if changed.is_err() {
-                        return Ok(());
-                    }
-                    let _permit = self.throttle.clone().acquire_owned().await;
-                    let push = self.push.borrow_and_update().clone();
-                    let started = Instant::now();
-                    let responses = self.conn.on_push(&push);
-                    self.metrics.push_time.observe(started.elapsed().as_secs_f64());
-                    let sent = !responses.is_empty();
-                    for r in responses {
-                        self.send(tx, r).await?;
-                    }
-                    if sent {
-                        drained(tx).await;
-                    }
-                    self.publish_status(&push);
-                }
-            }
         }
     }
 
