@@ -48,13 +48,14 @@ for pod in "productpage 127.77.1.1 productpage" "reviews-v1 127.77.1.2 reviews" 
 done
 for ip in 1 2 3; do wait_http "http://127.77.1.$ip:15020/healthz/ready" "sidecar 127.77.1.$ip"; done
 
+# The productpage proxy's RDS version once Envoy has ACKed it (empty while a push is unacknowledged).
 acked_rds() {
-  curl -fsS http://127.77.0.1:8080/debug/syncz | python3 -c '
-import json, sys
-for c in json.load(sys.stdin):
-    if c["proxy"].startswith("sidecar~127.77.1.1~"):
-        w = c["watches"].get("rds", {})
-        print(w.get("acked_version", "") if w.get("acked_version") == w.get("sent_version") else "")'
+  local rds acked sent
+  rds=$(curl -fsS 'http://127.77.0.1:8080/debug/syncz?proxyID=sidecar~127.77.1.1~productpage.default~default.svc.cluster.local' |
+    grep -o '"rds":{[^}]*}' || true)
+  acked=$(sed -n 's/.*"acked_version":"\([^"]*\)".*/\1/p' <<<"$rds")
+  sent=$(sed -n 's/.*"sent_version":"\([^"]*\)".*/\1/p' <<<"$rds")
+  [ "$acked" = "$sent" ] && echo "$acked" || true
 }
 
 bar() { local s="" i; for ((i = 0; i < $1 / 4; i++)); do s+="#"; done; echo "$s"; }
@@ -81,7 +82,7 @@ apply() { # file title
   for _ in $(seq 200); do
     now=$(acked_rds)
     if [ -n "$now" ] && [ "$now" != "$before" ]; then break; fi
-    sleep 0.02
+    sleep 0.005
   done
   echo "== $2 (applied; Envoy ACKed in $(( ($(date +%s%N) - started) / 1000000 )) ms)"
 }
