@@ -112,28 +112,47 @@ fn outbound_cluster(
         }
         Resolution::Passthrough => original_dst_cluster(name, push),
     };
-    if port.protocol.is_http2() {
-        cluster.typed_extension_protocol_options.insert(
-            UPSTREAM_HTTP_OPTIONS.into(),
-            any(&UpstreamHttpOptions {
-                upstream_protocol_options: Some(UpstreamProtocolOptions::ExplicitHttpConfig(
-                    ExplicitHttpConfig {
-                        protocol_config: Some(ProtocolConfig::Http2ProtocolOptions(
-                            Http2ProtocolOptions::default(),
-                        )),
-                    },
-                )),
-                ..Default::default()
-            }),
-        );
+    let common = policy
+        .and_then(|p| p.connection_pool.as_ref())
+        .and_then(|p| p.http.as_ref())
+        .filter(|h| h.max_requests_per_connection.is_some() || h.idle_timeout.is_some())
+        .map(|h| HttpProtocolOptions {
+            max_requests_per_connection: h.max_requests_per_connection.map(u32_value),
+            idle_timeout: h.idle_timeout.map(|d| duration(d.0)),
+            ..Default::default()
+        });
+    if port.protocol.is_http2() || common.is_some() {
+        set_upstream_http(&mut cluster, port.protocol.is_http2(), common);
     }
     if let Some(policy) = policy {
-        apply_policy(&mut cluster, policy, port);
+        apply_policy(&mut cluster, policy);
     }
     Resource::encode(name, &cluster)
 }
 
-fn apply_policy(cluster: &mut Cluster, policy: &TrafficPolicy, port: &ServicePort) {
+/// Pins the upstream protocol (HTTP/2 for `http2`/`grpc` ports) and sets the
+/// connection pool's per-connection HTTP limits.
+fn set_upstream_http(cluster: &mut Cluster, http2: bool, common: Option<HttpProtocolOptions>) {
+    let protocol = if http2 {
+        ProtocolConfig::Http2ProtocolOptions(Http2ProtocolOptions::default())
+    } else {
+        ProtocolConfig::HttpProtocolOptions(Default::default())
+    };
+    let options = UpstreamHttpOptions {
+        common_http_protocol_options: common,
+        upstream_protocol_options: Some(UpstreamProtocolOptions::ExplicitHttpConfig(
+            ExplicitHttpConfig {
+                protocol_config: Some(protocol),
+            },
+        )),
+        ..Default::default()
+    };
+    cluster
+        .typed_extension_protocol_options
+        .insert(UPSTREAM_HTTP_OPTIONS.into(), any(&options));
+}
+
+fn apply_policy(cluster: &mut Cluster, policy: &TrafficPolicy) {
     if let Some(lb) = &policy.load_balancer {
         match (lb.simple, &lb.consistent_hash) {
             (Some(SimpleLb::RoundRobin), _) => cluster.lb_policy = LbPolicy::RoundRobin as i32,
@@ -152,7 +171,7 @@ fn apply_policy(cluster: &mut Cluster, policy: &TrafficPolicy, port: &ServicePor
         }
     }
     if let Some(pool) = &policy.connection_pool {
-        apply_connection_pool(cluster, pool, port);
+        apply_connection_pool(cluster, pool);
     }
     if let Some(od) = &policy.outlier_detection {
         cluster.outlier_detection = Some(outlier_detection(od));
@@ -167,7 +186,7 @@ fn apply_policy(cluster: &mut Cluster, policy: &TrafficPolicy, port: &ServicePor
     }
 }
 
-fn apply_connection_pool(cluster: &mut Cluster, pool: &ConnectionPoolSettings, port: &ServicePort) {
+fn apply_connection_pool(cluster: &mut Cluster, pool: &ConnectionPoolSettings) {
     let mut t = Thresholds::default();
     if let Some(tcp) = &pool.tcp {
         t.max_connections = tcp.max_connections.map(u32_value);
@@ -179,37 +198,6 @@ fn apply_connection_pool(cluster: &mut Cluster, pool: &ConnectionPoolSettings, p
         t.max_pending_requests = http.http1_max_pending_requests.map(u32_value);
         t.max_requests = http.http2_max_requests.map(u32_value);
         t.max_retries = http.max_retries.map(u32_value);
-        if http.max_requests_per_connection.is_some() || http.idle_timeout.is_some() {
-            let common = HttpProtocolOptions {
-                max_requests_per_connection: http.max_requests_per_connection.map(u32_value),
-                idle_timeout: http.idle_timeout.map(|d| duration(d.0)),
-                ..Default::default()
-            };
-            let existing = cluster
-                .typed_extension_protocol_options
-                .get(UPSTREAM_HTTP_OPTIONS);
-            let mut options =
-                existing
-                    .and_then(|a| prost::Message::decode(a.value.as_slice()).ok())
-                    .unwrap_or_else(|| UpstreamHttpOptions {
-                        upstream_protocol_options: Some(
-                            UpstreamProtocolOptions::ExplicitHttpConfig(ExplicitHttpConfig {
-                                protocol_config: Some(if port.protocol.is_http2() {
-                                    ProtocolConfig::Http2ProtocolOptions(
-                                        Http2ProtocolOptions::default(),
-                                    )
-                                } else {
-                                    ProtocolConfig::HttpProtocolOptions(Default::default())
-                                }),
-                            }),
-                        ),
-                        ..Default::default()
-                    });
-            options.common_http_protocol_options = Some(common);
-            cluster
-                .typed_extension_protocol_options
-                .insert(UPSTREAM_HTTP_OPTIONS.into(), any(&options));
-        }
     }
     if t != Thresholds::default() {
         cluster.circuit_breakers = Some(CircuitBreakers {
@@ -249,19 +237,7 @@ pub fn inbound(push: &PushContext, proxy: &Proxy) -> Vec<Resource> {
                 ..base(push, &ib.cluster)
             };
             if ib.protocol.is_http2() {
-                c.typed_extension_protocol_options.insert(
-                    UPSTREAM_HTTP_OPTIONS.into(),
-                    any(&UpstreamHttpOptions {
-                        upstream_protocol_options: Some(
-                            UpstreamProtocolOptions::ExplicitHttpConfig(ExplicitHttpConfig {
-                                protocol_config: Some(ProtocolConfig::Http2ProtocolOptions(
-                                    Default::default(),
-                                )),
-                            }),
-                        ),
-                        ..Default::default()
-                    }),
-                );
+                set_upstream_http(&mut c, true, None);
             }
             Resource::encode(&ib.cluster, &c)
         })
