@@ -68,6 +68,7 @@ fn pool() -> &'static DescriptorPool {
             "envoy/extensions/filters/network/tcp_proxy/v3/tcp_proxy.proto",
             "envoy/extensions/filters/http/router/v3/router.proto",
             "envoy/extensions/filters/http/fault/v3/fault.proto",
+            "envoy/extensions/filters/http/cors/v3/cors.proto",
             "envoy/extensions/filters/listener/original_dst/v3/original_dst.proto",
             "envoy/extensions/upstreams/http/v3/http_protocol_options.proto",
             "envoy/extensions/retry/host/previous_hosts/v3/previous_hosts.proto",

@@ -41,6 +41,15 @@ pub struct HttpRoute {
     pub fault: Option<HttpFaultInjection>,
     #[serde(default)]
     pub headers: Option<Headers>,
+    #[serde(default)]
+    pub mirror: Option<Destination>,
+    /// Istio 1.4's integer share of requests mirrored; `mirrorPercentage` (1.5+) wins when both are set.
+    #[serde(default)]
+    pub mirror_percent: Option<u32>,
+    #[serde(default)]
+    pub mirror_percentage: Option<super::Percent>,
+    #[serde(default)]
+    pub cors_policy: Option<CorsPolicy>,
     /// Deprecated in 1.x in favour of `headers`, still honoured.
     #[serde(default)]
     pub append_headers: BTreeMap<String, String>,
@@ -125,6 +134,27 @@ pub struct HeaderOperations {
     pub add: BTreeMap<String, String>,
     #[serde(default)]
     pub remove: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CorsPolicy {
+    /// Exact origins (Istio 1.x).
+    #[serde(default)]
+    pub allow_origin: Vec<String>,
+    /// Origins by match (Istio 1.5+).
+    #[serde(default)]
+    pub allow_origins: Vec<StringMatch>,
+    #[serde(default)]
+    pub allow_methods: Vec<String>,
+    #[serde(default)]
+    pub allow_headers: Vec<String>,
+    #[serde(default)]
+    pub expose_headers: Vec<String>,
+    #[serde(default)]
+    pub max_age: Option<IstioDuration>,
+    #[serde(default)]
+    pub allow_credentials: Option<bool>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize, Default)]
@@ -338,6 +368,25 @@ impl HttpRoute {
         for (i, d) in self.route.iter().enumerate() {
             d.destination
                 .validate(&format!("{path}.route[{i}].destination"), errors);
+        }
+        if let Some(m) = &self.mirror {
+            m.validate(&format!("{path}.mirror"), errors);
+        }
+        if let Some(p) = self.mirror_percent
+            && p > 100
+        {
+            errors.push(
+                format!("{path}.mirrorPercent"),
+                format!("{p} is not in [0, 100]"),
+            );
+        }
+        if let Some(p) = self.mirror_percentage {
+            validate_percent(p.value, &format!("{path}.mirrorPercentage.value"), errors);
+        }
+        if let Some(c) = &self.cors_policy {
+            for (i, o) in c.allow_origins.iter().enumerate() {
+                o.validate(&format!("{path}.corsPolicy.allowOrigins[{i}]"), errors);
+            }
         }
         if let Some(r) = &self.retries {
             if r.attempts < 0 {

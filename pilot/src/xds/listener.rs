@@ -12,6 +12,7 @@ use envoy_types::pb::envoy::config::listener::v3::{
     Filter, FilterChain, FilterChainMatch, Listener, ListenerFilter, filter::ConfigType,
     listener_filter::ConfigType as ListenerFilterConfig,
 };
+use envoy_types::pb::envoy::extensions::filters::http::cors::v3::Cors;
 use envoy_types::pb::envoy::extensions::filters::http::fault::v3::HttpFault;
 use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
 use envoy_types::pb::envoy::extensions::filters::listener::original_dst::v3::OriginalDst;
@@ -27,7 +28,7 @@ use super::push::{
     inbound_cluster_name, outbound_cluster_name, port_route_name,
 };
 use super::resource::{Resource, any, bool_value};
-use super::route::{self, FAULT_FILTER};
+use super::route::{self, CORS_FILTER, FAULT_FILTER};
 
 pub const VIRTUAL_OUTBOUND: &str = "virtualOutbound";
 pub const VIRTUAL_INBOUND: &str = "virtualInbound";
@@ -306,6 +307,12 @@ fn hcm_rds(stat_prefix: &str, route_name: &str) -> Filter {
 fn hcm(stat_prefix: &str, routes: RouteSpecifier, outbound: bool) -> Filter {
     let mut http_filters = Vec::new();
     if outbound {
+        // CORS before fault injection, as in Istio: a preflight is answered, not faulted.
+        http_filters.push(HttpFilter {
+            name: CORS_FILTER.into(),
+            config_type: Some(http_filter::ConfigType::TypedConfig(any(&Cors::default()))),
+            ..Default::default()
+        });
         http_filters.push(HttpFilter {
             name: FAULT_FILTER.into(),
             config_type: Some(http_filter::ConfigType::TypedConfig(any(

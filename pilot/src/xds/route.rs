@@ -7,7 +7,9 @@ use api::networking::{
     self as istio, HeaderOperations, HttpFaultInjection, HttpMatchRequest, HttpRoute, fault_share,
 };
 use envoy_types::pb::envoy::config::core::v3::header_value_option::HeaderAppendAction;
-use envoy_types::pb::envoy::config::core::v3::{HeaderValue, HeaderValueOption};
+use envoy_types::pb::envoy::config::core::v3::{
+    HeaderValue, HeaderValueOption, RuntimeFractionalPercent,
+};
 use envoy_types::pb::envoy::config::route::v3::header_matcher::HeaderMatchSpecifier;
 use envoy_types::pb::envoy::config::route::v3::query_parameter_matcher::QueryParameterMatchSpecifier;
 use envoy_types::pb::envoy::config::route::v3::redirect_action::{
@@ -17,6 +19,7 @@ use envoy_types::pb::envoy::config::route::v3::retry_policy::{
     RetryHostPredicate, retry_host_predicate,
 };
 use envoy_types::pb::envoy::config::route::v3::route::Action;
+use envoy_types::pb::envoy::config::route::v3::route_action::RequestMirrorPolicy;
 use envoy_types::pb::envoy::config::route::v3::route_action::{
     ClusterSpecifier, HostRewriteSpecifier,
 };
@@ -29,6 +32,7 @@ use envoy_types::pb::envoy::config::route::v3::{
 use envoy_types::pb::envoy::extensions::filters::common::fault::v3::{
     FaultDelay, fault_delay::FaultDelaySecifier,
 };
+use envoy_types::pb::envoy::extensions::filters::http::cors::v3::CorsPolicy;
 use envoy_types::pb::envoy::extensions::filters::http::fault::v3::{
     FaultAbort, HttpFault, fault_abort::ErrorType,
 };
@@ -44,6 +48,7 @@ use super::resource::{Resource, any, bool_value, duration, u32_value};
 use crate::model::{Service, labels_match};
 
 pub const FAULT_FILTER: &str = "envoy.filters.http.fault";
+pub const CORS_FILTER: &str = "envoy.filters.http.cors";
 
 /// The outbound route table `name` (a port number or `http_proxy`) for `proxy`.
 pub fn outbound(push: &PushContext, proxy: &Proxy, name: &str) -> Option<Resource> {
@@ -257,6 +262,21 @@ fn translate(
             }),
             ..Default::default()
         };
+        if let Some(mirror) = &http.mirror {
+            let share = match (http.mirror_percentage, http.mirror_percent) {
+                (Some(p), _) => p.value,
+                (None, Some(p)) => p as f64,
+                (None, None) => 100.0,
+            };
+            action.request_mirror_policies = vec![RequestMirrorPolicy {
+                cluster: cluster_of(mirror),
+                runtime_fraction: Some(RuntimeFractionalPercent {
+                    default_value: Some(per_million(share)),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }];
+        }
         if let Some(rw) = &http.rewrite {
             if !rw.uri.is_empty() {
                 action.prefix_rewrite = rw.uri.clone();
@@ -292,6 +312,11 @@ fn translate(
         route
             .typed_per_filter_config
             .insert(FAULT_FILTER.into(), any(&fault_config(fault)));
+    }
+    if let Some(cors) = &http.cors_policy {
+        route
+            .typed_per_filter_config
+            .insert(CORS_FILTER.into(), any(&cors_config(cors)));
     }
     route
 }
@@ -479,6 +504,28 @@ fn fault_config(fault: &HttpFaultInjection) -> HttpFault {
             percentage: Some(per_million(fault_share(a.percentage, a.percent))),
             ..Default::default()
         }),
+        ..Default::default()
+    }
+}
+
+fn cors_config(c: &istio::CorsPolicy) -> CorsPolicy {
+    let exact = c.allow_origin.iter().map(|o| istio::StringMatch {
+        exact: Some(o.clone()),
+        ..Default::default()
+    });
+    CorsPolicy {
+        allow_origin_string_match: exact
+            .chain(c.allow_origins.iter().cloned())
+            .map(|m| string_matcher(&m))
+            .collect(),
+        allow_methods: c.allow_methods.join(","),
+        allow_headers: c.allow_headers.join(","),
+        expose_headers: c.expose_headers.join(","),
+        max_age: c
+            .max_age
+            .map(|d| d.0.as_secs().to_string())
+            .unwrap_or_default(),
+        allow_credentials: c.allow_credentials.map(bool_value),
         ..Default::default()
     }
 }

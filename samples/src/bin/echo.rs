@@ -1,6 +1,7 @@
 //! A tiny HTTP backend that says who it is: every response is JSON naming the
 //! service, version and pod, with the request's path and headers. `/delay/<ms>`
-//! answers after that many milliseconds; `/status/<code>` answers with that code.
+//! answers after that many milliseconds; `/status/<code>` answers with that code;
+//! `/requests` says how many requests came before it (mirrored ones included).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -12,6 +13,8 @@ use axum::response::{IntoResponse, Json};
 use axum::routing::get;
 use clap::Parser;
 use serde_json::json;
+
+static REQUESTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 #[derive(Parser, Clone)]
 struct Args {
@@ -38,6 +41,12 @@ async fn main() {
     let app = Router::new()
         .route("/delay/{ms}", get(delay))
         .route("/status/{code}", get(status))
+        .route(
+            "/requests",
+            get(|| async {
+                Json(json!({ "requests": REQUESTS.load(std::sync::atomic::Ordering::Relaxed) }))
+            }),
+        )
         .fallback(echo)
         .with_state(args.clone());
     eprintln!(
@@ -57,6 +66,7 @@ async fn main() {
 }
 
 fn body(args: &Args, uri: &Uri, headers: &HeaderMap) -> serde_json::Value {
+    REQUESTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let headers: BTreeMap<&str, &str> = headers
         .iter()
         .map(|(k, v)| (k.as_str(), v.to_str().unwrap_or("<binary>")))

@@ -194,3 +194,70 @@ async fn edited_virtual_service_reaches_envoy() {
     let counts = mesh.tally(50, "/", &[]).await;
     assert_eq!(counts.get("v2"), Some(&50), "{counts:?}");
 }
+
+/// A mirrored request reaches the mirror's app; a CORS preflight is answered by Envoy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mirror_and_cors() {
+    let vs = r#"
+apiVersion: networking.istio.io/v1alpha3
+kind: VirtualService
+metadata: {name: reviews, namespace: default}
+spec:
+  hosts: [reviews]
+  http:
+  - route:
+    - destination: {host: reviews, subset: v1}
+    mirror: {host: reviews, subset: v2}
+    mirrorPercent: 100
+    corsPolicy:
+      allowOrigin: [https://bookinfo.example.com]
+      allowMethods: [GET, POST]
+      maxAge: 1h
+"#;
+    let mesh = Mesh::start(&["v1", "v2"], &[("vs.yaml", vs)]).await;
+    let counts = mesh.tally(10, "/", &[]).await;
+    assert_eq!(counts.get("v1"), Some(&10), "{counts:?}");
+    let v2_app = mesh.pod("reviews-v2").app_addr.unwrap();
+    let mirrored = eventually(
+        "mirrored requests at v2",
+        Duration::from_secs(10),
+        || async {
+            let body: serde_json::Value = mesh
+                .http
+                .get(format!("http://{v2_app}/requests"))
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            let n = body["requests"].as_u64()?;
+            (n >= 10).then_some(n)
+        },
+    )
+    .await;
+    assert!(mirrored >= 10);
+
+    let preflight = mesh
+        .client
+        .request(reqwest::Method::OPTIONS, "http://reviews:9080/")
+        .header("origin", "https://bookinfo.example.com")
+        .header("access-control-request-method", "POST")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(preflight.status(), 200);
+    let allowed = preflight
+        .headers()
+        .get("access-control-allow-origin")
+        .map(|v| v.to_str().unwrap().to_string());
+    assert_eq!(allowed.as_deref(), Some("https://bookinfo.example.com"));
+    let other = mesh
+        .client
+        .get("http://reviews:9080/")
+        .header("origin", "https://evil.example.com")
+        .send()
+        .await
+        .unwrap();
+    assert!(other.headers().get("access-control-allow-origin").is_none());
+}
