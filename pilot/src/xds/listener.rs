@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use api::networking::Protocol;
+use api::networking::{L4MatchAttributes, Protocol};
 use envoy_types::pb::envoy::config::core::v3::{Address, Pipe, TrafficDirection, address};
 use envoy_types::pb::envoy::config::listener::v3::{
     Filter, FilterChain, FilterChainMatch, Listener, ListenerFilter, filter::ConfigType,
@@ -29,6 +29,7 @@ use super::push::{
 };
 use super::resource::{Resource, any, bool_value};
 use super::route::{self, CORS_FILTER, FAULT_FILTER};
+use crate::model::{Service, labels_match};
 
 pub const VIRTUAL_OUTBOUND: &str = "virtualOutbound";
 pub const VIRTUAL_INBOUND: &str = "virtualInbound";
@@ -123,7 +124,7 @@ pub fn build(push: &PushContext, proxy: &Proxy) -> Vec<Resource> {
             InterceptionMode::Redirect => {
                 listeners.push(virtual_outbound(push));
                 listeners.push(virtual_inbound(&inbound));
-                listeners.extend(outbound_port_listeners(push));
+                listeners.extend(outbound_port_listeners(push, proxy));
             }
         }
         if push.mesh.proxy_http_port != 0 {
@@ -247,7 +248,7 @@ fn virtual_inbound(inbound: &[InboundPort]) -> Listener {
 
 /// `0.0.0.0_<port>` for HTTP ports (RDS by port) and `<VIP>_<port>` for TCP ports,
 /// never bound themselves: virtualOutbound hands connections to them.
-fn outbound_port_listeners(push: &PushContext) -> Vec<Listener> {
+fn outbound_port_listeners(push: &PushContext, proxy: &Proxy) -> Vec<Listener> {
     let mut by_name: BTreeMap<String, Listener> = BTreeMap::new();
     for port in http_ports(push) {
         let name = format!("0.0.0.0_{port}");
@@ -273,15 +274,15 @@ fn outbound_port_listeners(push: &PushContext) -> Vec<Listener> {
         for sp in service.ports.iter().filter(|p| !p.protocol.is_http()) {
             let ip = service.address.as_deref().unwrap_or("0.0.0.0");
             let name = format!("{ip}_{}", sp.port);
-            let cluster = outbound_cluster_name(sp.port, "", &service.hostname);
+            let clusters = tcp_destinations(push, proxy, service, sp.port);
             by_name.entry(name.clone()).or_insert_with(|| Listener {
                 name: name.clone(),
                 address: Some(socket_address(ip, sp.port)),
                 bind_to_port: Some(bool_value(false)),
                 filter_chains: vec![FilterChain {
-                    filters: vec![tcp_proxy(
+                    filters: vec![tcp_proxy_to(
                         &format!("outbound|{}||{}", sp.port, service.hostname),
-                        &cluster,
+                        &clusters,
                     )],
                     ..Default::default()
                 }],
@@ -341,10 +342,67 @@ fn hcm(stat_prefix: &str, routes: RouteSpecifier, outbound: bool) -> Filter {
     }
 }
 
+/// Where a TCP service port's connections go: the first `tcp` route of its
+/// VirtualService that applies to this port and proxy, weights kept; else the
+/// service itself.
+fn tcp_destinations(
+    push: &PushContext,
+    proxy: &Proxy,
+    service: &Service,
+    port: u32,
+) -> Vec<(String, u32)> {
+    let plain = || vec![(outbound_cluster_name(port, "", &service.hostname), 100)];
+    let Some((namespace, vs)) = push.virtual_service(&service.hostname) else {
+        return plain();
+    };
+    let applies = |m: &L4MatchAttributes| {
+        m.port.is_none_or(|p| p == port)
+            && (m.gateways.is_empty() || m.gateways.iter().any(|g| g == "mesh"))
+            && labels_match(&m.source_labels, &proxy.labels)
+    };
+    let Some(route) = vs
+        .tcp
+        .iter()
+        .find(|r| r.matches.is_empty() || r.matches.iter().any(applies))
+    else {
+        return plain();
+    };
+    route
+        .route
+        .iter()
+        .filter(|d| d.weight != Some(0) || route.route.len() == 1)
+        .map(|d| {
+            (
+                push.destination_cluster(&d.destination, namespace, port),
+                d.weight.unwrap_or(100) as u32,
+            )
+        })
+        .collect()
+}
+
 fn tcp_proxy(stat_prefix: &str, cluster: &str) -> Filter {
+    tcp_proxy_to(stat_prefix, &[(cluster.to_string(), 100)])
+}
+
+fn tcp_proxy_to(stat_prefix: &str, clusters: &[(String, u32)]) -> Filter {
+    let cluster_specifier = match clusters {
+        [(only, _)] => tcp_proxy::ClusterSpecifier::Cluster(only.clone()),
+        many => tcp_proxy::ClusterSpecifier::WeightedClusters(tcp_proxy::WeightedCluster {
+            clusters: many
+                .iter()
+                .map(
+                    |(name, weight)| tcp_proxy::weighted_cluster::ClusterWeight {
+                        name: name.clone(),
+                        weight: *weight,
+                        ..Default::default()
+                    },
+                )
+                .collect(),
+        }),
+    };
     let proxy = TcpProxy {
         stat_prefix: stat_prefix.to_string(),
-        cluster_specifier: Some(tcp_proxy::ClusterSpecifier::Cluster(cluster.to_string())),
+        cluster_specifier: Some(cluster_specifier),
         ..Default::default()
     };
     Filter {

@@ -217,6 +217,26 @@ impl PushContext {
         }
     }
 
+    /// The cluster a VirtualService destination names. Without a port it is the
+    /// service's only port, or else the port the traffic arrived on.
+    pub fn destination_cluster(
+        &self,
+        d: &api::networking::Destination,
+        vs_namespace: &str,
+        port: u32,
+    ) -> String {
+        let host = resolve_host(&d.host, vs_namespace, &self.domain);
+        let dest_port =
+            d.port
+                .as_ref()
+                .map(|p| p.number)
+                .unwrap_or_else(|| match self.service(&host) {
+                    Some(s) if s.ports.len() == 1 => s.ports[0].port,
+                    _ => port,
+                });
+        outbound_cluster_name(dest_port, &d.subset, &host)
+    }
+
     pub fn service(&self, hostname: &str) -> Option<&Arc<Service>> {
         self.model.services.get(hostname)
     }

@@ -205,17 +205,7 @@ fn translate(
             ..Default::default()
         }));
     } else {
-        let cluster_of =
-            |d: &istio::Destination| {
-                let host = crate::model::resolve_host(&d.host, vs_namespace, &push.domain);
-                let dest_port = d.port.as_ref().map(|p| p.number).unwrap_or_else(|| {
-                    match push.service(&host) {
-                        Some(s) if s.ports.len() == 1 => s.ports[0].port,
-                        _ => port,
-                    }
-                });
-                outbound_cluster_name(dest_port, &d.subset, &host)
-            };
+        let cluster_of = |d: &istio::Destination| push.destination_cluster(d, vs_namespace, port);
         let weighted: Vec<_> = http
             .route
             .iter()
