@@ -11,7 +11,13 @@ use trireme_tests::mesh::Mesh;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn envoy_serves_without_pilot_and_reconverges_after_restart() {
     let mut mesh = Mesh::start(&["v1", "v2"], &[]).await;
-    mesh.pilot.as_mut().unwrap().kill_now();
+    // SIGTERM: pilot-discovery closes its streams and exits on its own.
+    let pilot = mesh.pilot.as_mut().unwrap();
+    pilot.signal(Signal::SIGTERM);
+    assert!(
+        pilot.wait_exit(Duration::from_secs(10)),
+        "pilot-discovery exits after SIGTERM"
+    );
     let counts = mesh.tally(20, "/", &[]).await;
     assert_eq!(counts.values().sum::<usize>(), 20);
     assert!(
