@@ -65,6 +65,11 @@ impl Builder {
         let mut version = 1;
         let mut config = current_config(&config_rx);
         let mut registry = self.registry_model(&registry_rxs);
+        // The services `ctx` was built from. An endpoint push is derived from
+        // `ctx`, so it is only safe while the services still match these: a
+        // service change that waits in the debounce must not have its
+        // endpoints paired with the clusters of the push before it.
+        let mut pushed_services = registry.clone();
         let mut ctx = Arc::new(self.full(version, &registry, &config, std::time::Instant::now()));
         out.send_replace(ctx.clone());
         ready.send_replace(true);
@@ -98,8 +103,9 @@ impl Builder {
                 r = registry_changed, if has_registries => {
                     if r.is_err() { return }
                     let new = self.registry_model(&registry_rxs);
-                    if new.same_services(&registry) {
+                    if new.same_services(&pushed_services) {
                         registry = new;
+                        pushed_services = registry.clone();
                         version += 1;
                         let derived = ctx.with_endpoints(version, &registry, std::time::Instant::now());
                         ctx = Arc::new(derived);
@@ -115,6 +121,7 @@ impl Builder {
                     let Some((_, _, seen)) = pending.take() else { continue };
                     version += 1;
                     ctx = Arc::new(self.full(version, &registry, &config, seen));
+                    pushed_services = registry.clone();
                     tracing::info!(
                         version,
                         services = ctx.model.services.len(),
@@ -284,7 +291,7 @@ mod tests {
         h.config.send_replace(Some(edited_config(50)));
         h.out.changed().await.unwrap();
         let waited = t0.elapsed();
-        assert!(h.out.borrow().full);
+        assert!(h.out.borrow().is_full());
         assert!(
             waited >= Duration::from_millis(100) && waited < Duration::from_millis(150),
             "{waited:?}"
@@ -332,9 +339,43 @@ mod tests {
         h.out.changed().await.unwrap();
         assert_eq!(t0.elapsed(), Duration::ZERO);
         let push = h.out.borrow().clone();
-        assert!(!push.full, "an endpoint push, not a full one");
+        assert!(!push.is_full(), "an endpoint push, not a full one");
         assert_eq!(
             push.model.instances["svc-1.default.svc.cluster.local"].len(),
+            1
+        );
+    }
+
+    /// A new service waits in the debounce; an endpoint change arriving behind
+    /// it must not be pushed on the previous push's clusters.
+    #[tokio::test(start_paused = true)]
+    async fn endpoints_behind_a_pending_service_change_wait_for_its_full_push() {
+        let mut h = start(Debounce::default()).await;
+        let (_, grown) = snapshot(3, 2);
+        h.registry.send_replace(Some(grown.clone()));
+        // Virtual time: lets the builder take the first change before the second.
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let mut churned = (*grown).clone();
+        let eps = churned.endpoints.get_mut("default/svc-2").unwrap();
+        eps.subsets.as_mut().unwrap()[0]
+            .addresses
+            .as_mut()
+            .unwrap()
+            .pop();
+        h.registry.send_replace(Some(Arc::new(churned)));
+        h.out.changed().await.unwrap();
+        let push = h.out.borrow().clone();
+        assert!(
+            push.is_full(),
+            "the service change's own full push comes first"
+        );
+        assert!(
+            push.outbound_clusters
+                .iter()
+                .any(|c| c.name == "outbound|8080||svc-2.default.svc.cluster.local")
+        );
+        assert_eq!(
+            push.model.instances["svc-2.default.svc.cluster.local"].len(),
             1
         );
     }

@@ -99,7 +99,7 @@ async fn adsz(State(s): State<DebugState>) -> Json<Value> {
                 "proxy": c.proxy,
                 "peer": c.peer,
                 "connectedAt": c.connected_at,
-                "resources": c.watches.iter().map(|(k, w)| (k.short().to_string(), json!(w.resources))).collect::<serde_json::Map<_, _>>(),
+                "resources": c.watches.iter().map(|(k, w)| (k.short().to_string(), json!(w.cache.resources))).collect::<serde_json::Map<_, _>>(),
             })
         })
         .collect();
@@ -120,7 +120,7 @@ async fn push_status(State(s): State<DebugState>) -> Json<Value> {
     let push = s.push.borrow().clone();
     Json(json!({
         "version": push.version,
-        "full": push.full,
+        "full": push.is_full(),
         "services": push.model.services.len(),
         "configs": push.config.len(),
         "outboundClusters": push.outbound_clusters.len(),

@@ -202,6 +202,7 @@ pub async fn run(
 
     let server = DiscoveryServer::new(
         push_rx.clone(),
+        ready_rx.clone(),
         xds_metrics,
         shutdown.clone(),
         args.push_throttle,

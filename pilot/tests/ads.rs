@@ -8,9 +8,11 @@ use api::mesh::MeshConfig;
 use api::xds::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
 use api::xds::{DiscoveryRequest, DiscoveryResponse};
 use envoy_types::pb::envoy::config::cluster::v3::Cluster;
+use pilot::config::dir::snapshot_from_texts;
 use pilot::xds::fixtures::{mesh_yaml, push_from_yaml, sidecar_node};
 use pilot::xds::grpc::AdsService;
 use pilot::xds::metrics::XdsMetrics;
+use pilot::xds::push::PushContext;
 use pilot::xds::resource::{CLUSTER, ENDPOINT};
 use pilot::xds::server::DiscoveryServer;
 use prost::Message;
@@ -22,20 +24,30 @@ use tonic::Code;
 
 struct Server {
     addr: String,
-    push: watch::Sender<Arc<pilot::xds::push::PushContext>>,
+    push: watch::Sender<Arc<PushContext>>,
+    clients: pilot::xds::server::Clients,
     _shutdown: tokio_util::sync::DropGuard,
 }
 
 async fn serve() -> Server {
     let push = push_from_yaml(1, &mesh_yaml(3, 2), MeshConfig::default());
-    let (tx, rx) = watch::channel(Arc::new(push));
+    serve_with(watch::channel(Arc::new(push)).0, watch::channel(true).1, 10).await
+}
+
+async fn serve_with(
+    push: watch::Sender<Arc<PushContext>>,
+    ready: watch::Receiver<bool>,
+    throttle: usize,
+) -> Server {
     let shutdown = CancellationToken::new();
     let server = DiscoveryServer::new(
-        rx,
+        push.subscribe(),
+        ready,
         XdsMetrics::new(&mesh::metrics::Metrics::default()),
         shutdown.clone(),
-        10,
+        throttle,
     );
+    let clients = server.clients();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = format!("http://{}", listener.local_addr().unwrap());
     let stop = shutdown.clone();
@@ -47,7 +59,8 @@ async fn serve() -> Server {
     });
     Server {
         addr,
-        push: tx,
+        push,
+        clients,
         _shutdown: shutdown.drop_guard(),
     }
 }
@@ -71,6 +84,33 @@ async fn next(stream: &mut tonic::Streaming<DiscoveryResponse>) -> DiscoveryResp
         .expect("a response, not an error")
 }
 
+/// A stream that has asked for clusters; the sender keeps it open.
+async fn open_cds_stream(
+    server: &Server,
+) -> (
+    mpsc::Sender<DiscoveryRequest>,
+    tonic::Streaming<DiscoveryResponse>,
+) {
+    let mut client = AggregatedDiscoveryServiceClient::connect(server.addr.clone())
+        .await
+        .unwrap();
+    let (tx, rx) = mpsc::channel(4);
+    tx.send(request(CLUSTER, &[], None)).await.unwrap();
+    let responses = client
+        .stream_aggregated_resources(ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    (tx, responses)
+}
+
+fn cluster_names(cds: &DiscoveryResponse) -> Vec<String> {
+    cds.resources
+        .iter()
+        .map(|a| Cluster::decode(a.value.clone()).unwrap().name)
+        .collect()
+}
+
 /// A well-behaved client still gets its clusters.
 async fn still_serves(client: &mut AggregatedDiscoveryServiceClient<tonic::transport::Channel>) {
     let mut good = client
@@ -84,24 +124,11 @@ async fn still_serves(client: &mut AggregatedDiscoveryServiceClient<tonic::trans
 #[tokio::test]
 async fn state_of_the_world_over_grpc() {
     let server = serve().await;
-    let mut client = AggregatedDiscoveryServiceClient::connect(server.addr.clone())
-        .await
-        .unwrap();
-    let (tx, rx) = mpsc::channel(4);
-    tx.send(request(CLUSTER, &[], None)).await.unwrap();
-    let mut responses = client
-        .stream_aggregated_resources(ReceiverStream::new(rx))
-        .await
-        .unwrap()
-        .into_inner();
+    let (tx, mut responses) = open_cds_stream(&server).await;
 
     let cds = next(&mut responses).await;
     assert_eq!(cds.type_url, CLUSTER);
-    let names: Vec<String> = cds
-        .resources
-        .iter()
-        .map(|a| Cluster::decode(a.value.clone()).unwrap().name)
-        .collect();
+    let names = cluster_names(&cds);
     assert!(
         names.contains(&"outbound|8080|v1|svc-2.default.svc.cluster.local".to_string()),
         "{names:?}"
@@ -259,4 +286,122 @@ async fn delta_xds_is_refused_clearly() {
         .unwrap_err();
     assert_eq!(status.code(), Code::Unimplemented);
     assert!(status.message().contains("state-of-the-world"));
+}
+
+/// Until the registries have synced, a connecting proxy is told nothing: an
+/// empty mesh would make a reconnecting Envoy drop every cluster it has.
+#[tokio::test]
+async fn xds_waits_until_the_registries_have_synced() {
+    use pilot::debounce::{Builder, Debounce, Inputs};
+    let empty = PushContext::build(
+        0,
+        &Default::default(),
+        Arc::default(),
+        Arc::default(),
+        "cluster.local",
+        Instant::now(),
+    );
+    let (push_tx, _) = watch::channel(Arc::new(empty));
+    let (ready_tx, ready_rx) = watch::channel(false);
+    let server = serve_with(push_tx.clone(), ready_rx, 10).await;
+    let snap = snapshot_from_texts(&[("mesh.yaml", &mesh_yaml(3, 2))]);
+    let (_config_tx, config_rx) = watch::channel(Some(snap.config.clone()));
+    // The registry has not listed anything yet: a slow API server.
+    let (registry_tx, registry_rx) = watch::channel(None);
+    let builder = Builder {
+        mesh: Arc::default(),
+        domain: "cluster.local".into(),
+        debounce: Debounce::default(),
+        metrics: XdsMetrics::new(&mesh::metrics::Metrics::default()),
+    };
+    let inputs = Inputs {
+        config: config_rx,
+        registries: vec![registry_rx],
+    };
+    let stop = CancellationToken::new();
+    tokio::spawn(builder.run(inputs, push_tx, ready_tx, stop.clone()));
+    let _stop = stop.drop_guard();
+
+    let (tx, mut responses) = open_cds_stream(&server).await;
+    let early = tokio::time::timeout(Duration::from_millis(500), responses.next()).await;
+    assert!(
+        early.is_err(),
+        "answered before the registry synced: {early:?}"
+    );
+
+    registry_tx.send_replace(Some(snap.cluster.clone()));
+    let cds = next(&mut responses).await;
+    let names = cluster_names(&cds);
+    assert!(
+        names.contains(&"outbound|8080||svc-2.default.svc.cluster.local".to_string()),
+        "the first answer is the synced mesh: {names:?}"
+    );
+}
+
+/// A proxy that stops reading blocks only its own stream: with a throttle of
+/// one, a stuck stream holding the permit would stall every other proxy.
+#[tokio::test]
+async fn a_client_that_never_reads_does_not_stall_the_others() {
+    let server = serve_with(
+        watch::channel(Arc::new(push_from_yaml(
+            1,
+            &mesh_yaml(200, 2),
+            MeshConfig::default(),
+        )))
+        .0,
+        watch::channel(true).1,
+        1,
+    )
+    .await;
+    // Small HTTP/2 windows so that the stuck stream fills up quickly.
+    let channel = tonic::transport::Endpoint::from_shared(server.addr.clone())
+        .unwrap()
+        .initial_stream_window_size(Some(65_535))
+        .initial_connection_window_size(Some(65_535))
+        .connect()
+        .await
+        .unwrap();
+    let mut stuck = AggregatedDiscoveryServiceClient::new(channel);
+    let (stuck_tx, rx) = mpsc::channel(1);
+    stuck_tx.send(request(CLUSTER, &[], None)).await.unwrap();
+    let mut stuck_responses = stuck
+        .stream_aggregated_resources(ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(next(&mut stuck_responses).await.type_url, CLUSTER);
+    // From here on the stuck client reads nothing.
+
+    let seen = |version: u64| {
+        let clients = server.clients.lock().unwrap();
+        clients.values().any(|c| c.push_version >= version)
+    };
+    let mut blocked = false;
+    for version in 2..40u64 {
+        let push = push_from_yaml(
+            version,
+            &mesh_yaml(200 + version as usize, 2),
+            MeshConfig::default(),
+        );
+        server.push.send_replace(Arc::new(push));
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while !seen(version) && Instant::now() < deadline {
+            tokio::task::yield_now().await;
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        if !seen(version) {
+            blocked = true;
+            break;
+        }
+    }
+    assert!(
+        blocked,
+        "the stuck stream never filled up; the test proves nothing"
+    );
+
+    let mut client = AggregatedDiscoveryServiceClient::connect(server.addr.clone())
+        .await
+        .unwrap();
+    still_serves(&mut client).await;
+    drop(stuck_tx);
 }

@@ -1,34 +1,35 @@
 //! One ADS stream as a state machine with no I/O: fed requests (first
 //! requests, ACKs, NACKs) and pushes, it returns the responses to send. The
-//! server task owns the socket; everything here is tested without one.
+//! server task owns the socket; everything here is tested without one. What a
+//! response holds is the resource cache's business ([`super::cache`]).
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Instant;
 
 use api::xds::{Any, DiscoveryRequest, DiscoveryResponse};
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 
+use super::cache::{Scope, TypeCache};
 use super::generator::generate;
 use super::proxy::Proxy;
 use super::push::PushContext;
-use super::resource::{Resource, XdsType};
+use super::resource::XdsType;
 
 /// Per-type protocol state, as shown on `/debug/syncz`.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct WatchState {
-    /// Shared with the `/debug/syncz` copy; an EDS subscription names every cluster.
-    pub names: Arc<Vec<String>>,
-    pub sent_version: String,
+    #[serde(flatten)]
+    pub cache: TypeCache,
     pub sent_nonce: String,
     pub acked_version: String,
     pub acked_nonce: String,
     /// The last NACK's message, cleared by the next ACK.
     pub nack: Option<String>,
-    pub resources: usize,
+    /// The parent type (CDS for EDS, LDS for RDS) was answered since this type
+    /// last was: Envoy's warming clusters and listeners wait for an answer to
+    /// the request that follows, even if it names nothing new.
     #[serde(skip)]
-    sent_hash: Option<[u8; 32]>,
+    owed: bool,
     #[serde(skip)]
     push_triggered_at: Option<Instant>,
 }
@@ -63,6 +64,12 @@ pub struct Connection {
     nonce: u64,
     /// The push context's inbound fingerprint for this proxy when last generated.
     inbound: u64,
+    /// The newest push this connection has caught up with. Pushes are skipped
+    /// when a stream falls behind, so what is stale is worked out from the
+    /// versions at which each kind of content last changed, never from the
+    /// newest push alone: a full push followed by an endpoint push is still a
+    /// full push for a stream that saw neither.
+    seen: u64,
 }
 
 impl Connection {
@@ -78,12 +85,8 @@ impl Connection {
         if self.proxy.is_none() {
             let node = req.node.as_ref().ok_or(ConnectionError::MissingNode)?;
             let proxy = Proxy::from_node(node, &push.model)?;
-            self.inbound = push
-                .model
-                .inbound
-                .get(&proxy.ip)
-                .copied()
-                .unwrap_or_default();
+            self.inbound = push.inbound_fingerprint(&proxy.ip);
+            self.seen = push.version;
             self.proxy = Some(proxy);
         }
         let Some(kind) = XdsType::from_url(&req.type_url) else {
@@ -93,81 +96,91 @@ impl Connection {
         let mut names = req.resource_names;
         names.sort();
         names.dedup();
-        let names_changed = *watch.names != names;
-        if !req.response_nonce.is_empty() {
-            if req.response_nonce != watch.sent_nonce {
-                return Ok((RequestKind::Stale, None));
-            }
-            if let Some(error) = req.error_detail {
-                watch.nack = Some(error.message.clone());
-                return Ok((RequestKind::Nack(error.message), None));
-            }
+        // Envoy changes its RDS/EDS subscription by ACKing (or NACKing) with new names.
+        let resubscribed = !kind.is_wildcard() && *watch.cache.names != names;
+        if req.response_nonce.is_empty() {
+            watch.cache.subscribe(names);
+            return Ok((RequestKind::Initial, self.respond(kind, push, Scope::All)));
+        }
+        if req.response_nonce != watch.sent_nonce {
+            return Ok((RequestKind::Stale, None));
+        }
+        if resubscribed {
+            watch.cache.subscribe(names);
+        }
+        let result = if let Some(error) = req.error_detail {
+            watch.nack = Some(error.message.clone());
+            RequestKind::Nack(error.message)
+        } else {
             watch.acked_version = req.version_info;
             watch.acked_nonce = req.response_nonce;
             watch.nack = None;
-            let converged_in = watch.push_triggered_at.take().map(|t| t.elapsed());
-            // Envoy changes its RDS/EDS subscription by ACKing with new names.
-            let response = if names_changed && !kind.is_wildcard() {
-                watch.names = Arc::new(names);
-                self.respond(kind, push, false)
-            } else {
-                None
-            };
-            return Ok((RequestKind::Ack { converged_in }, response));
-        }
-        watch.names = Arc::new(names);
-        Ok((RequestKind::Initial, self.respond(kind, push, false)))
+            RequestKind::Ack {
+                converged_in: watch.push_triggered_at.take().map(|t| t.elapsed()),
+            }
+        };
+        let response = if resubscribed || watch.owed {
+            self.respond(kind, push, Scope::All)
+        } else {
+            None
+        };
+        Ok((result, response))
     }
 
-    /// Responses for everything `push` changed for this proxy, in CDS, EDS, LDS,
-    /// RDS order. An endpoint-only push regenerates EDS alone, unless the
-    /// proxy's own inbound ports changed with it.
+    /// Responses for everything that went stale for this proxy since the last
+    /// push it saw, in CDS, EDS, LDS, RDS order. After CDS, EDS is sent in
+    /// full (and RDS after LDS): rewritten clusters and listeners warm until
+    /// their endpoints and routes arrive, changed or not.
     pub fn on_push(&mut self, push: &PushContext) -> Vec<DiscoveryResponse> {
         let Some(proxy) = &mut self.proxy else {
             return Vec::new();
         };
         proxy.refresh(&push.model);
-        let inbound = push
-            .model
-            .inbound
-            .get(&proxy.ip)
-            .copied()
-            .unwrap_or_default();
-        let full = push.full || inbound != self.inbound;
+        let inbound = push.inbound_fingerprint(&proxy.ip);
+        let full = push.full_version > self.seen || inbound != self.inbound;
+        let endpoints = push.version > self.seen;
         self.inbound = inbound;
+        self.seen = self.seen.max(push.version);
         let kinds: Vec<XdsType> = self.watches.keys().copied().collect();
-        kinds
-            .into_iter()
-            .filter(|k| full || *k == XdsType::Endpoint)
-            .filter_map(|k| self.respond(k, push, true))
-            .collect()
+        let mut out: Vec<DiscoveryResponse> = Vec::new();
+        for kind in kinds {
+            let parent_sent = kind
+                .parent()
+                .is_some_and(|p| out.iter().any(|r| r.type_url == p.url()));
+            let response = if parent_sent {
+                self.respond(kind, push, Scope::All)
+            } else if full || (endpoints && kind == XdsType::Endpoint) {
+                self.respond(kind, push, Scope::Changed)
+            } else {
+                None
+            };
+            out.extend(response);
+        }
+        out
     }
 
-    /// Builds a response unless `only_if_changed` and the content is what was last sent.
     fn respond(
         &mut self,
         kind: XdsType,
         push: &PushContext,
-        only_if_changed: bool,
+        scope: Scope,
     ) -> Option<DiscoveryResponse> {
         let proxy = self.proxy.as_ref()?;
         let watch = self.watches.get_mut(&kind)?;
-        let resources = generate(push, proxy, kind, watch.names.as_slice());
-        let hash = content_hash(&resources);
-        if only_if_changed && watch.sent_hash == Some(hash) {
-            return None;
-        }
+        let resources = generate(push, proxy, kind, watch.cache.names.as_slice());
+        let update = watch.cache.update(kind, resources, scope)?;
         self.nonce += 1;
-        let version = hex::encode(&hash[..8]);
         let nonce = format!("{}-{}", push.version, self.nonce);
-        watch.sent_hash = Some(hash);
-        watch.sent_version = version.clone();
         watch.sent_nonce = nonce.clone();
-        watch.resources = resources.len();
+        watch.owed = false;
         watch.push_triggered_at = Some(push.triggered_at);
+        if let Some(child) = kind.child().and_then(|c| self.watches.get_mut(&c)) {
+            child.owed = true;
+        }
         Some(DiscoveryResponse {
-            version_info: version,
-            resources: resources
+            version_info: update.version,
+            resources: update
+                .resources
                 .into_iter()
                 .map(|r| Any {
                     type_url: kind.url().to_string(),
@@ -178,15 +191,6 @@ impl Connection {
             nonce,
         })
     }
-}
-
-fn content_hash(resources: &[Resource]) -> [u8; 32] {
-    let mut h = Sha256::new();
-    for r in resources {
-        h.update(r.name.as_bytes());
-        h.update(r.hash.to_le_bytes());
-    }
-    h.finalize().into()
 }
 
 #[cfg(test)]
@@ -361,5 +365,154 @@ mod tests {
             Connection::new().on_request(req, &push),
             Err(ConnectionError::BadNode(_))
         ));
+    }
+
+    /// A connection subscribed to everything for the `mesh_yaml(2, 2)` mesh.
+    fn subscribed(push: &PushContext) -> Connection {
+        let mut conn = Connection::new();
+        for t in [CLUSTER, LISTENER] {
+            let r = conn
+                .on_request(request(t, &[], "", ""), push)
+                .unwrap()
+                .1
+                .unwrap();
+            conn.on_request(ack(&r, &[]), push).unwrap();
+        }
+        let eds = [
+            "outbound|8080|v1|svc-1.default.svc.cluster.local",
+            "outbound|8080||svc-0.default.svc.cluster.local",
+        ];
+        for (t, names) in [(ROUTE, &["8080"][..]), (ENDPOINT, &eds[..])] {
+            let r = conn
+                .on_request(request(t, names, "", ""), push)
+                .unwrap()
+                .1
+                .unwrap();
+            conn.on_request(ack(&r, names), push).unwrap();
+        }
+        conn
+    }
+
+    fn types(sent: &[DiscoveryResponse]) -> Vec<&str> {
+        sent.iter().map(|r| r.type_url.as_str()).collect()
+    }
+
+    /// Envoy warms rewritten clusters until their endpoints arrive, so a CDS
+    /// change is followed by every load assignment, changed or not.
+    #[test]
+    fn a_cluster_change_resends_its_endpoints() {
+        let yaml = mesh_yaml(2, 2);
+        let push1 = push_from_yaml(1, &yaml, MeshConfig::default());
+        let mut conn = subscribed(&push1);
+        let pooled = yaml.replace(
+            "  host: svc-1\n",
+            "  host: svc-1\n  trafficPolicy: {connectionPool: {tcp: {maxConnections: 7}}}\n",
+        );
+        let push2 = push_from_yaml(2, &pooled, MeshConfig::default());
+        let sent = conn.on_push(&push2);
+        assert_eq!(types(&sent), vec![CLUSTER, ENDPOINT]);
+        assert_eq!(sent[1].resources.len(), 2, "every subscribed assignment");
+    }
+
+    /// The EDS request Envoy sends after taking new clusters names nothing new
+    /// and carries the last EDS nonce, like an ACK; it is answered all the same.
+    #[test]
+    fn the_eds_request_after_clusters_is_answered() {
+        let push = push_from_yaml(1, &mesh_yaml(2, 2), MeshConfig::default());
+        let mut conn = Connection::new();
+        let eds_names = ["outbound|8080||svc-0.default.svc.cluster.local"];
+        let eds = conn
+            .on_request(request(ENDPOINT, &eds_names, "", ""), &push)
+            .unwrap()
+            .1
+            .unwrap();
+        let (_, none) = conn.on_request(ack(&eds, &eds_names), &push).unwrap();
+        assert!(none.is_none(), "a plain ACK is not answered");
+        conn.on_request(request(CLUSTER, &[], "", ""), &push)
+            .unwrap();
+        let (kind, again) = conn.on_request(ack(&eds, &eds_names), &push).unwrap();
+        assert!(matches!(kind, RequestKind::Ack { .. }));
+        assert_eq!(again.expect("answered after CDS").resources.len(), 1);
+        let (_, once) = conn.on_request(ack(&eds, &eds_names), &push).unwrap();
+        assert!(
+            once.is_none(),
+            "only the first request after CDS is owed an answer"
+        );
+    }
+
+    /// A stream that missed a full push and then sees an endpoint push still
+    /// gets everything the full push changed.
+    #[test]
+    fn a_missed_full_push_is_not_lost_behind_an_endpoint_push() {
+        let yaml = mesh_yaml(2, 2);
+        let push1 = push_from_yaml(1, &yaml, MeshConfig::default());
+        let mut conn = subscribed(&push1);
+        let rerouted = push_from_yaml(
+            2,
+            &yaml
+                .replace("weight: 90", "weight: 80")
+                .replace("weight: 10", "weight: 20"),
+            MeshConfig::default(),
+        );
+        let moved = push_from_yaml(
+            9,
+            &yaml.replace("  - ip: 10.100.1.2\n", "  - ip: 10.100.1.99\n"),
+            MeshConfig::default(),
+        );
+        let eds_only = rerouted.with_endpoints(3, &moved.model, Instant::now());
+        assert!(!eds_only.is_full());
+        let sent = conn.on_push(&eds_only);
+        assert_eq!(types(&sent), vec![ENDPOINT, ROUTE]);
+    }
+
+    #[test]
+    fn endpoint_pushes_carry_only_changed_assignments() {
+        let yaml = mesh_yaml(2, 2);
+        let push1 = push_from_yaml(1, &yaml, MeshConfig::default());
+        let mut conn = subscribed(&push1);
+        let moved = push_from_yaml(
+            9,
+            &yaml.replace("  - ip: 10.100.1.2\n", "  - ip: 10.100.1.99\n"),
+            MeshConfig::default(),
+        );
+        let sent = conn.on_push(&push1.with_endpoints(2, &moved.model, Instant::now()));
+        assert_eq!(types(&sent), vec![ENDPOINT]);
+        assert_eq!(
+            sent[0].resources.len(),
+            1,
+            "svc-0's assignment did not change"
+        );
+        assert_eq!(conn.watches[&XdsType::Endpoint].cache.resources, 2);
+    }
+
+    #[test]
+    fn a_nack_that_changes_names_records_them() {
+        let push = push_from_yaml(1, &mesh_yaml(2, 2), MeshConfig::default());
+        let mut conn = Connection::new();
+        let a = "outbound|8080||svc-0.default.svc.cluster.local";
+        let b = "outbound|8080||svc-1.default.svc.cluster.local";
+        let first = conn
+            .on_request(request(ENDPOINT, &[a], "", ""), &push)
+            .unwrap()
+            .1
+            .unwrap();
+        let mut nack = ack(&first, &[a, b]);
+        nack.error_detail = Some(Status {
+            code: 3,
+            message: "rejected".into(),
+        });
+        let (kind, response) = conn.on_request(nack, &push).unwrap();
+        assert_eq!(kind, RequestKind::Nack("rejected".into()));
+        assert_eq!(
+            *conn.watches[&XdsType::Endpoint].cache.names,
+            vec![a.to_string(), b.to_string()]
+        );
+        assert_eq!(
+            response
+                .expect("the new names are answered")
+                .resources
+                .len(),
+            2
+        );
     }
 }

@@ -1,6 +1,7 @@
 //! Envoy xDS v3 over ADS: the push context, the generators (one module per
 //! resource type), the per-stream state machine and the gRPC server.
 
+pub mod cache;
 pub mod cluster;
 pub mod connection;
 pub mod endpoint;

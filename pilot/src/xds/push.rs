@@ -90,8 +90,10 @@ pub struct PushContext {
     pub domain: String,
     /// When the change that caused this push was first seen.
     pub triggered_at: Instant,
-    /// Did services or config change (full push), or only endpoints?
-    pub full: bool,
+    /// The version of the newest full push this context descends from: equal
+    /// to `version` when services or config changed, older when only
+    /// endpoints did.
+    pub full_version: u64,
     pub outbound_clusters: Arc<Vec<Resource>>,
     pub endpoints: Arc<BTreeMap<String, Resource>>,
     index: Arc<ConfigIndex>,
@@ -126,7 +128,7 @@ impl PushContext {
             mesh,
             domain: domain.to_string(),
             triggered_at,
-            full: true,
+            full_version: version,
             outbound_clusters: Arc::default(),
             endpoints: Arc::default(),
             index: Arc::new(ConfigIndex::build(&config_for_index, domain)),
@@ -154,7 +156,7 @@ impl PushContext {
             mesh: self.mesh.clone(),
             domain: self.domain.clone(),
             triggered_at,
-            full: false,
+            full_version: self.full_version,
             outbound_clusters: self.outbound_clusters.clone(),
             endpoints: Arc::default(),
             index: self.index.clone(),
@@ -167,6 +169,16 @@ impl PushContext {
         };
         ctx.endpoints = Arc::new(endpoint::update(&ctx, &self.model, &self.endpoints));
         ctx
+    }
+
+    pub fn is_full(&self) -> bool {
+        self.full_version == self.version
+    }
+
+    /// A fingerprint of the service ports served at `ip`: when it moves, that
+    /// proxy's inbound listeners and clusters change, even on an endpoint push.
+    pub fn inbound_fingerprint(&self, ip: &str) -> u64 {
+        self.model.inbound.get(ip).copied().unwrap_or_default()
     }
 
     pub fn route(&self, key: RouteKey, build: impl FnOnce() -> Resource) -> Resource {

@@ -58,6 +58,24 @@ impl XdsType {
     pub fn is_wildcard(self) -> bool {
         matches!(self, XdsType::Cluster | XdsType::Listener)
     }
+
+    /// The type whose resources name this type's: clusters name their load
+    /// assignments, listeners their route tables.
+    pub fn parent(self) -> Option<XdsType> {
+        match self {
+            XdsType::Endpoint => Some(XdsType::Cluster),
+            XdsType::Route => Some(XdsType::Listener),
+            _ => None,
+        }
+    }
+
+    pub fn child(self) -> Option<XdsType> {
+        match self {
+            XdsType::Cluster => Some(XdsType::Endpoint),
+            XdsType::Listener => Some(XdsType::Route),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -40,6 +40,7 @@ pub struct DiscoveryServer {
     shutdown: CancellationToken,
     next_id: Arc<AtomicU64>,
     throttle: Arc<Semaphore>,
+    ready: watch::Receiver<bool>,
 }
 
 impl DiscoveryServer {
@@ -48,6 +49,7 @@ impl DiscoveryServer {
     /// reconnect storm must not encode them all at the same time.
     pub fn new(
         push: watch::Receiver<Arc<PushContext>>,
+        ready: watch::Receiver<bool>,
         metrics: XdsMetrics,
         shutdown: CancellationToken,
         throttle: usize,
@@ -59,6 +61,7 @@ impl DiscoveryServer {
             shutdown,
             next_id: Arc::default(),
             throttle: Arc::new(Semaphore::new(throttle.max(1))),
+            ready,
         }
     }
 
@@ -87,18 +90,12 @@ impl DiscoveryServer {
             metrics: self.metrics.clone(),
             shutdown: self.shutdown.clone(),
             throttle: self.throttle.clone(),
+            ready: self.ready.clone(),
             conn: Connection::new(),
         };
         tokio::spawn(stream.run(requests, tx));
         rx
     }
-}
-
-/// Waits (boundedly) until gRPC has taken every queued response for encoding,
-/// so the throttle permit covers the expensive part of sending.
-async fn drained(tx: &mpsc::Sender<Result<DiscoveryResponse, Status>>) {
-    let all = tx.max_capacity();
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), tx.reserve_many(all)).await;
 }
 
 struct StreamTask {
@@ -109,6 +106,7 @@ struct StreamTask {
     metrics: XdsMetrics,
     shutdown: CancellationToken,
     throttle: Arc<Semaphore>,
+    ready: watch::Receiver<bool>,
     conn: Connection,
 }
 
@@ -119,7 +117,6 @@ impl StreamTask {
         tx: mpsc::Sender<Result<DiscoveryResponse, Status>>,
     ) {
         self.metrics.connected.inc();
-        self.push.borrow_and_update();
         let outcome = self.serve(&mut inbound, &tx).await;
         if let Err(status) = outcome {
             tracing::warn!(peer = %self.peer, proxy = ?self.proxy_id(), %status, "closing ADS stream");
@@ -142,57 +139,61 @@ impl StreamTask {
         inbound: &mut Streaming<DiscoveryRequest>,
         tx: &mpsc::Sender<Result<DiscoveryResponse, Status>>,
     ) -> Result<(), Status> {
+        // Until the registries and config have synced the push context is
+        // empty: an Envoy reconnecting to a restarted Pilot must wait (its
+        // requests queue in the stream) rather than be told the mesh is empty.
+        tokio::select! {
+            _ = self.shutdown.cancelled() => return Ok(()),
+            synced = self.ready.wait_for(|r| *r) => if synced.is_err() { return Ok(()) },
+        }
+        self.push.borrow_and_update();
         loop {
-            tokio::select! {
-                            _ = self.shutdown.cancelled() => return Ok(()),
-                            request = inbound.next() => {
-                                let request = match request {
-                                    None => return Ok(()),
-            Some(Err(status)) => {
-                                        // A reset stream or an undecodable request: the status
-                                        // goes back in the trailers if the client is still there.
-                                        tracing::debug!(peer = %self.peer, %status, "ADS stream failed");
-                                        return Err(status);
-                                    }
-                                    Some(Ok(r)) => r,
-                                };
-                                let _permit = self.throttle.clone().acquire_owned().await;
-                                let push = self.push.borrow().clone();
-                                let type_url = request.type_url.clone();
-                                let first = self.conn.proxy.is_none();
-                                let (kind, response) = self
-                                    .conn
-                                    .on_request(request, &push)
-                                    .map_err(|e| Status::invalid_argument(e.to_string()))?;
-                                if first {
-                                    tracing::info!(peer = %self.peer, proxy = ?self.proxy_id(), "ADS stream connected");
-                                }
-                                self.observe(&type_url, &kind);
-                                if let Some(r) = response {
-                                    self.send(tx, r).await?;
-                                    drained(tx).await;
-                                }
-                                self.publish_status(&push);
-                            }
-                            changed = self.push.changed() => {
-                                if changed.is_err() {
-                                    return Ok(());
-                                }
-                                let _permit = self.throttle.clone().acquire_owned().await;
-                                let push = self.push.borrow_and_update().clone();
-                                let started = Instant::now();
-                                let responses = self.conn.on_push(&push);
-                                self.metrics.push_time.observe(started.elapsed().as_secs_f64());
-                                let sent = !responses.is_empty();
-                                for r in responses {
-                                    self.send(tx, r).await?;
-                                }
-                                if sent {
-                                    drained(tx).await;
-                                }
-                                self.publish_status(&push);
-                            }
+            // The throttle covers generation only: a proxy that does not read
+            // blocks its own stream in `send`, never the permits of the others.
+            let responses = tokio::select! {
+                _ = self.shutdown.cancelled() => return Ok(()),
+                request = inbound.next() => {
+                    let request = match request {
+                        None => return Ok(()),
+                        Some(Err(status)) => {
+                            // A reset stream or an undecodable request: the status
+                            // goes back in the trailers if the client is still there.
+                            tracing::debug!(peer = %self.peer, %status, "ADS stream failed");
+                            return Err(status);
                         }
+                        Some(Ok(r)) => r,
+                    };
+                    let _permit = self.throttle.acquire().await;
+                    let push = self.push.borrow().clone();
+                    let type_url = request.type_url.clone();
+                    let first = self.conn.proxy.is_none();
+                    let (kind, response) = self
+                        .conn
+                        .on_request(request, &push)
+                        .map_err(|e| Status::invalid_argument(e.to_string()))?;
+                    if first {
+                        tracing::info!(peer = %self.peer, proxy = ?self.proxy_id(), "ADS stream connected");
+                    }
+                    self.observe(&type_url, &kind);
+                    self.publish_status(&push);
+                    Vec::from_iter(response)
+                }
+                changed = self.push.changed() => {
+                    if changed.is_err() {
+                        return Ok(());
+                    }
+                    let _permit = self.throttle.acquire().await;
+                    let push = self.push.borrow_and_update().clone();
+                    let started = Instant::now();
+                    let responses = self.conn.on_push(&push);
+                    self.metrics.push_time.observe(started.elapsed().as_secs_f64());
+                    self.publish_status(&push);
+                    responses
+                }
+            };
+            for r in responses {
+                self.send(tx, r).await?;
+            }
         }
     }
 
