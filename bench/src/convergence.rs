@@ -1,20 +1,92 @@
 //! Config change → real Envoy updated.
 //!
 //! Runs the local-mode mesh of the end-to-end tests (pilot-discovery, reviews
-//! v1/v2 and a client, each behind pilot-agent + Envoy), then rewrites the
-//! VirtualService `--edits` times. Each edit sets a new request header value on
-//! the route; the time is from the file's rename to the moment the client's
-//! Envoy shows that value in its `/config_dump`. Prints median, p90, p99, max.
+//! v1/v2 and a client, each behind pilot-agent + Envoy), then makes `--edits`
+//! changes of each kind asked for, and times each from the file's rename to
+//! the moment the client's Envoy shows it in `/config_dump`:
+//! - `vs`: a VirtualService edit (a new request header value on the route);
+//! - `dr`: a DestinationRule edit (a new connection limit), timed until every
+//!   rewritten cluster is active, not warming;
+//! - `endpoints`: an Endpoints edit (one more address), an endpoint-only push.
+//!
+//! Prints median, p90, p99 and max per kind.
 
 use std::time::{Duration, Instant};
 
-use clap::Parser;
+use clap::{Parser, ValueEnum};
 use trireme_tests::mesh::Mesh;
+use trireme_tests::topology::{REVIEWS_PORT, Topology};
 
 #[derive(Parser)]
 struct Args {
     #[arg(long, default_value_t = 100)]
     edits: usize,
+    /// Which changes to time; all of them when not given.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    change: Vec<Change>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, ValueEnum)]
+enum Change {
+    Vs,
+    Dr,
+    Endpoints,
+}
+
+impl Change {
+    /// The file to rewrite, its content for `edit`, and what the client's
+    /// config_dump shows once Envoy has it: (resource, text, times it appears).
+    fn edit(self, topology: &Topology, edit: usize) -> (&'static str, String, Probe) {
+        match self {
+            Change::Vs => (
+                "vs.yaml",
+                virtual_service(edit),
+                Probe {
+                    resource: "dynamic_route_configs",
+                    marker: format!("edit-{edit}"),
+                    count: 1,
+                },
+            ),
+            Change::Dr => (
+                "dr.yaml",
+                topology.destination_rule_yaml(&format!(
+                    "  trafficPolicy:\n    connectionPool:\n      tcp: {{maxConnections: {}}}\n",
+                    1000 + edit
+                )),
+                // The plain cluster and both subsets.
+                Probe {
+                    resource: "dynamic_active_clusters",
+                    marker: format!("\"max_connections\":{}", 1000 + edit),
+                    count: 3,
+                },
+            ),
+            Change::Endpoints => {
+                let extra = format!("10.99.{}.{}", edit / 250, edit % 250 + 1);
+                // The Endpoints' port line, after its addresses.
+                let ports = format!("  ports: [{{name: http, port: {REVIEWS_PORT}}}]");
+                let yaml = topology.cluster_yaml().replacen(
+                    &ports,
+                    &format!("  - ip: {extra}\n{ports}"),
+                    1,
+                );
+                (
+                    "cluster.yaml",
+                    yaml,
+                    Probe {
+                        resource: "dynamic_endpoint_configs&include_eds",
+                        marker: format!("\"address\":\"{extra}\""),
+                        count: 1,
+                    },
+                )
+            }
+        }
+    }
+}
+
+struct Probe {
+    resource: &'static str,
+    marker: String,
+    count: usize,
 }
 
 fn virtual_service(edit: usize) -> String {
@@ -28,41 +100,56 @@ fn virtual_service(edit: usize) -> String {
     )
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
-    let mesh = Mesh::start(&["v1", "v2"], &[("vs.yaml", &virtual_service(0))]).await;
-    let admin = format!(
-        "http://{}:15000/config_dump?resource=dynamic_route_configs",
-        mesh.pod("client").ip
-    );
-    let mut times = Vec::with_capacity(args.edits);
-    for edit in 1..=args.edits {
-        let marker = format!("edit-{edit}");
+async fn time_edits(mesh: &Mesh, change: Change, edits: usize) -> anyhow::Result<Vec<Duration>> {
+    let mut times = Vec::with_capacity(edits);
+    for edit in 1..=edits {
+        let (file, yaml, probe) = change.edit(&mesh.topology, edit);
+        let admin = format!(
+            "http://{}:15000/config_dump?resource={}",
+            mesh.pod("client").ip,
+            probe.resource
+        );
         let started = Instant::now();
-        mesh.write_config("vs.yaml", &virtual_service(edit));
+        mesh.write_config(file, &yaml);
         loop {
-            let dump = mesh.http.get(&admin).send().await?.text().await?;
-            if dump.contains(&marker) {
+            let dump: serde_json::Value = mesh.http.get(&admin).send().await?.json().await?;
+            if dump.to_string().matches(&probe.marker).count() >= probe.count {
                 break;
             }
             anyhow::ensure!(
-                started.elapsed() < Duration::from_secs(10),
-                "edit {edit} did not reach Envoy in 10s"
+                started.elapsed() < Duration::from_secs(20),
+                "{change:?} edit {edit} did not reach Envoy in 20s"
             );
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
         times.push(started.elapsed());
     }
     times.sort();
-    let at = |q: f64| times[((times.len() as f64 * q).ceil() as usize).clamp(1, times.len()) - 1];
-    println!(
-        "{} edits, VirtualService file → client Envoy config_dump: median {:.0} ms, p90 {:.0} ms, p99 {:.0} ms, max {:.0} ms (PILOT_DEBOUNCE_AFTER 100 ms included)",
-        times.len(),
-        at(0.5).as_secs_f64() * 1000.0,
-        at(0.9).as_secs_f64() * 1000.0,
-        at(0.99).as_secs_f64() * 1000.0,
-        at(1.0).as_secs_f64() * 1000.0
-    );
+    Ok(times)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let changes = if args.change.is_empty() {
+        vec![Change::Vs, Change::Dr, Change::Endpoints]
+    } else {
+        args.change
+    };
+    let mesh = Mesh::start(&["v1", "v2"], &[("vs.yaml", &virtual_service(0))]).await;
+    for change in changes {
+        let times = time_edits(&mesh, change, args.edits).await?;
+        let at =
+            |q: f64| times[((times.len() as f64 * q).ceil() as usize).clamp(1, times.len()) - 1];
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        println!(
+            "{change:?}: {} edits, file → client Envoy config_dump: median {:.0} ms, p90 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
+            times.len(),
+            ms(at(0.5)),
+            ms(at(0.9)),
+            ms(at(0.99)),
+            ms(at(1.0)),
+        );
+    }
     Ok(())
 }

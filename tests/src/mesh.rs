@@ -102,6 +102,7 @@ impl Mesh {
             client,
         };
         mesh.write_config("cluster.yaml", &mesh.topology.cluster_yaml());
+        mesh.write_config("dr.yaml", &mesh.topology.destination_rule_yaml(""));
         for (file, yaml) in config {
             mesh.write_config(file, yaml);
         }
@@ -306,6 +307,15 @@ impl Mesh {
             .json()
             .await
             .unwrap_or_else(|e| panic!("{url}: {e}"))
+    }
+
+    /// The clusters a pod's Envoy has taken into use (not those still warming), as JSON text.
+    pub async fn active_clusters(&self, pod: &str) -> String {
+        let url = format!(
+            "http://{}:15000/config_dump?resource=dynamic_active_clusters",
+            self.pod(pod).ip
+        );
+        self.get_json(&url).await.to_string()
     }
 
     /// The route tables in Envoy's config_dump, as JSON text.

@@ -58,7 +58,7 @@ impl Topology {
         std::iter::once(&self.client).chain(&self.versions)
     }
 
-    /// Service, Endpoints, Pods, per-pod Sidecars and the subset DestinationRule.
+    /// Service, Endpoints, Pods and per-pod Sidecars.
     pub fn cluster_yaml(&self) -> String {
         let mut y = String::new();
         let _ = write!(
@@ -95,17 +95,21 @@ impl Topology {
                 );
             }
         }
+        y
+    }
+
+    /// The subset DestinationRule, with `traffic_policy` (YAML, indented for
+    /// `spec`) when given.
+    pub fn destination_rule_yaml(&self, traffic_policy: &str) -> String {
         let subsets: Vec<String> = self
             .versions
             .iter()
             .filter_map(|p| p.labels.iter().find(|(k, _)| k == "version"))
             .map(|(_, v)| format!("  - {{name: {v}, labels: {{version: {v}}}}}"))
             .collect();
-        let _ = write!(
-            y,
-            "apiVersion: networking.istio.io/v1alpha3\nkind: DestinationRule\nmetadata: {{name: reviews, namespace: default}}\nspec:\n  host: reviews\n  subsets:\n{}\n",
+        format!(
+            "apiVersion: networking.istio.io/v1alpha3\nkind: DestinationRule\nmetadata: {{name: reviews, namespace: default}}\nspec:\n  host: reviews\n{traffic_policy}  subsets:\n{}\n",
             subsets.join("\n")
-        );
-        y
+        )
     }
 }

@@ -1,5 +1,6 @@
 //! End-to-end: real pilot-discovery, real pilot-agent, real Envoy, real HTTP.
 
+mod change;
 mod lifecycle;
 mod routing;
 mod validation;
