@@ -322,7 +322,7 @@ async fn xds_waits_until_the_registries_have_synced() {
     tokio::spawn(builder.run(inputs, push_tx, ready_tx, stop.clone()));
     let _stop = stop.drop_guard();
 
-    let (tx, mut responses) = open_cds_stream(&server).await;
+    let (_requests, mut responses) = open_cds_stream(&server).await;
     let early = tokio::time::timeout(Duration::from_millis(500), responses.next()).await;
     assert!(
         early.is_err(),
