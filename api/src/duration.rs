@@ -15,7 +15,15 @@ impl IstioDuration {
     }
 }
 
-/// Parses `1h2m3.5s`, `100ms`, `250us`, `0`. Rejects negative and unit-less values.
+/// The longest duration Go's `time.ParseDuration` (and so Istio 1.x) accepts:
+/// 2^63 - 1 nanoseconds, about 292 years. It is also well inside the range of
+/// `google.protobuf.Duration` that Envoy accepts, so every parsed duration can
+/// be sent to Envoy as it is.
+pub const MAX: Duration = Duration::new(9_223_372_036, 854_775_807);
+
+/// Parses `1h2m3.5s`, `100ms`, `250us`, `0`. Rejects negative and unit-less
+/// values, and anything longer than [`MAX`]. Exact: the arithmetic is on whole
+/// nanoseconds, never floats.
 pub fn parse(text: &str) -> Result<Duration, String> {
     let s = text.trim();
     if s == "0" {
@@ -24,35 +32,78 @@ pub fn parse(text: &str) -> Result<Duration, String> {
     if s.is_empty() {
         return Err("empty duration".into());
     }
-    let mut total = 0f64;
+    let too_long = || {
+        format!(
+            "duration {text:?} is longer than the maximum of {}",
+            format(MAX)
+        )
+    };
+    let mut total: u128 = 0;
     let mut rest = s;
     while !rest.is_empty() {
         let num_len = rest
             .find(|c: char| !(c.is_ascii_digit() || c == '.'))
             .ok_or_else(|| format!("duration {text:?} is missing a unit (ns, us, ms, s, m, h)"))?;
-        if num_len == 0 {
-            return Err(format!("invalid duration {text:?}"));
+        let (whole, frac) = rest[..num_len]
+            .split_once('.')
+            .unwrap_or((&rest[..num_len], ""));
+        if (whole.is_empty() && frac.is_empty()) || frac.contains('.') {
+            return Err(format!("invalid number in duration {text:?}"));
         }
-        let value: f64 = rest[..num_len]
-            .parse()
-            .map_err(|_| format!("invalid number in duration {text:?}"))?;
         rest = &rest[num_len..];
         let unit_len = rest
             .find(|c: char| c.is_ascii_digit() || c == '.')
             .unwrap_or(rest.len());
-        let scale = match &rest[..unit_len] {
-            "ns" => 1e-9,
-            "us" | "µs" => 1e-6,
-            "ms" => 1e-3,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
+        let scale: u128 = match &rest[..unit_len] {
+            "ns" => 1,
+            "us" | "µs" => 1_000,
+            "ms" => 1_000_000,
+            "s" => 1_000_000_000,
+            "m" => 60_000_000_000,
+            "h" => 3_600_000_000_000,
             unit => return Err(format!("unknown unit {unit:?} in duration {text:?}")),
         };
-        total += value * scale;
         rest = &rest[unit_len..];
+        // More digits than this cannot fit whatever the unit.
+        if whole.len() > 20 {
+            return Err(too_long());
+        }
+        let whole: u128 = if whole.is_empty() {
+            0
+        } else {
+            whole.parse().map_err(|_| too_long())?
+        };
+        // Digits past nanosecond precision of the largest unit are dropped, as Go does.
+        let mut frac_ns: u128 = 0;
+        let mut place = scale;
+        for digit in frac.bytes().take(13) {
+            place /= 10;
+            frac_ns += u128::from(digit - b'0') * place;
+        }
+        total = whole
+            .checked_mul(scale)
+            .and_then(|v| v.checked_add(frac_ns))
+            .and_then(|v| v.checked_add(total))
+            .ok_or_else(too_long)?;
+        if total > MAX.as_nanos() {
+            return Err(too_long());
+        }
     }
-    Ok(Duration::from_secs_f64(total))
+    let secs = (total / 1_000_000_000) as u64;
+    let nanos = (total % 1_000_000_000) as u32;
+    Ok(Duration::new(secs, nanos))
+}
+
+/// [`parse`], for a flag or setting that has no use beyond `max`.
+pub fn parse_at_most(text: &str, max: Duration) -> Result<Duration, String> {
+    let d = parse(text)?;
+    if d > max {
+        return Err(format!(
+            "{text:?} is longer than the maximum of {}",
+            format(max)
+        ));
+    }
+    Ok(d)
 }
 
 /// Formats like Go's `Duration.String` for the common cases (`1.5s`, `100ms`).
@@ -102,6 +153,27 @@ mod tests {
         assert!(parse("5d").is_err());
         assert!(parse("").is_err());
         assert!(parse("s").is_err());
+    }
+
+    #[test]
+    fn is_exact_and_bounded() {
+        assert_eq!(parse("1.5h"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse(".5s"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse("1.000000001s"), Ok(Duration::new(1, 1)));
+        assert_eq!(parse("2562047h47m16.854775807s"), Ok(MAX));
+        for huge in [
+            "99999999999999999999s",
+            "2562047h47m16.854775808s",
+            "9223372036854775808ns",
+            "999999999999999999999999999999h",
+            "2562048h",
+        ] {
+            let err = parse(huge).unwrap_err();
+            assert!(err.contains("longer than the maximum"), "{huge}: {err}");
+        }
+        for bad in ["1..5s", ".s", "1.2.3s"] {
+            assert!(parse(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -61,7 +61,15 @@ impl MeshConfig {
         if text.trim().is_empty() {
             return Ok(MeshConfig::default());
         }
-        serde_path_to_error::deserialize(serde_yaml::Deserializer::from_str(text))
-            .map_err(|e| format!("{}: {}", e.path(), e.inner()))
+        let mesh: MeshConfig =
+            serde_path_to_error::deserialize(serde_yaml::Deserializer::from_str(text))
+                .map_err(|e| format!("{}: {}", e.path(), e.inner()))?;
+        if mesh.proxy_http_port > 65535 {
+            return Err(format!(
+                "proxyHttpPort: {} is not a port (0 to turn it off, else 1..65535)",
+                mesh.proxy_http_port
+            ));
+        }
+        Ok(mesh)
     }
 }

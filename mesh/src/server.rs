@@ -57,7 +57,8 @@ pub fn monitoring_router(metrics: Metrics, info: Info) -> Router {
         )
 }
 
-/// Serves `router` until `shutdown` is cancelled, then lets in-flight requests finish.
+/// Serves `router` until `shutdown` is cancelled, then lets in-flight requests
+/// finish. Handlers may ask who is calling with `ConnectInfo<SocketAddr>`.
 pub async fn serve_http(
     listener: TcpListener,
     router: Router,
@@ -65,7 +66,10 @@ pub async fn serve_http(
 ) -> std::io::Result<()> {
     let addr: Option<SocketAddr> = listener.local_addr().ok();
     tracing::debug!(?addr, "HTTP server started");
-    axum::serve(listener, router)
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move { shutdown.cancelled().await })
+    .await
 }

@@ -37,6 +37,7 @@ pub struct Inputs {
     pub registries: Vec<watch::Receiver<Option<Arc<ClusterState>>>>,
 }
 
+#[derive(Clone)]
 pub struct Builder {
     pub mesh: Arc<MeshConfig>,
     pub domain: String,
@@ -64,13 +65,15 @@ impl Builder {
         }
         let mut version = 1;
         let mut config = current_config(&config_rx);
-        let mut registry = self.registry_model(&registry_rxs);
+        let mut registry = self.registry_model(&registry_rxs).await;
         // The services `ctx` was built from. An endpoint push is derived from
         // `ctx`, so it is only safe while the services still match these: a
         // service change that waits in the debounce must not have its
         // endpoints paired with the clusters of the push before it.
         let mut pushed_services = registry.clone();
-        let mut ctx = Arc::new(self.full(version, &registry, &config, std::time::Instant::now()));
+        let mut ctx = self
+            .full(version, &registry, &config, std::time::Instant::now())
+            .await;
         out.send_replace(ctx.clone());
         ready.send_replace(true);
         tracing::info!(
@@ -102,13 +105,13 @@ impl Builder {
                 }
                 r = registry_changed, if has_registries => {
                     if r.is_err() { return }
-                    let new = self.registry_model(&registry_rxs);
+                    let new = self.registry_model(&registry_rxs).await;
                     if new.same_services(&pushed_services) {
                         registry = new;
                         pushed_services = registry.clone();
                         version += 1;
-                        let derived = ctx.with_endpoints(version, &registry, std::time::Instant::now());
-                        ctx = Arc::new(derived);
+                        let (prev, model) = (ctx.clone(), registry.clone());
+                        ctx = blocking(move || Arc::new(prev.with_endpoints(version, &model, std::time::Instant::now()))).await;
                         self.metrics.push_contexts.get_or_create(&vec![("kind", "eds".into())]).inc();
                         tracing::debug!(version, "endpoints changed; pushing at once");
                         out.send_replace(ctx.clone());
@@ -120,7 +123,7 @@ impl Builder {
                 _ = sleep_until(deadline) => {
                     let Some((_, _, seen)) = pending.take() else { continue };
                     version += 1;
-                    ctx = Arc::new(self.full(version, &registry, &config, seen));
+                    ctx = self.full(version, &registry, &config, seen).await;
                     pushed_services = registry.clone();
                     tracing::info!(
                         version,
@@ -134,58 +137,77 @@ impl Builder {
         }
     }
 
-    fn full(
+    async fn full(
         &self,
         version: u64,
         registry: &ServiceModel,
         config: &Arc<ConfigSnapshot>,
         seen: std::time::Instant,
-    ) -> PushContext {
+    ) -> Arc<PushContext> {
         self.metrics
             .push_contexts
             .get_or_create(&vec![("kind", "full".into())])
             .inc();
-        PushContext::build(
-            version,
-            registry,
-            config.clone(),
-            self.mesh.clone(),
-            &self.domain,
-            seen,
-        )
+        let (this, registry, config) = (self.clone(), registry.clone(), config.clone());
+        blocking(move || {
+            Arc::new(PushContext::build(
+                version,
+                &registry,
+                config,
+                this.mesh.clone(),
+                &this.domain,
+                seen,
+            ))
+        })
+        .await
     }
 
     /// Merges every registry's services; the first registry to name a host wins.
-    fn registry_model(
+    async fn registry_model(
         &self,
         registries: &[watch::Receiver<Option<Arc<ClusterState>>>],
     ) -> ServiceModel {
-        let mut merged = ServiceModel::default();
-        let mut workloads = std::collections::HashMap::new();
-        for r in registries {
-            let Some(state) = r.borrow().clone() else {
-                continue;
-            };
-            let model = state.to_model(&self.domain);
-            for (host, svc) in model.services {
-                if !merged.services.contains_key(&host) {
-                    if let Some(i) = model.instances.get(&host) {
-                        merged.instances.insert(host.clone(), i.clone());
-                    }
-                    merged.services.insert(host, svc);
+        let states: Vec<Arc<ClusterState>> = registries
+            .iter()
+            .filter_map(|r| r.borrow().clone())
+            .collect();
+        let domain = self.domain.clone();
+        blocking(move || merge_registries(&states, &domain)).await
+    }
+}
+
+/// Runs a push context or model build (tens of milliseconds on a large mesh)
+/// off the async workers, so ADS streams keep being served meanwhile.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(v) => v,
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
+    }
+}
+
+fn merge_registries(states: &[Arc<ClusterState>], domain: &str) -> ServiceModel {
+    let mut merged = ServiceModel::default();
+    let mut workloads = std::collections::HashMap::new();
+    for state in states {
+        let model = state.to_model(domain);
+        for (host, svc) in model.services {
+            if !merged.services.contains_key(&host) {
+                if let Some(i) = model.instances.get(&host) {
+                    merged.instances.insert(host.clone(), i.clone());
                 }
-            }
-            if registries.len() == 1 {
-                workloads = Arc::unwrap_or_clone(model.workloads);
-                continue;
-            }
-            for (ip, w) in model.workloads.iter() {
-                workloads.entry(ip.clone()).or_insert_with(|| w.clone());
+                merged.services.insert(host, svc);
             }
         }
-        merged.workloads = Arc::new(workloads);
-        merged.finish()
+        if states.len() == 1 {
+            workloads = Arc::unwrap_or_clone(model.workloads);
+            continue;
+        }
+        for (ip, w) in model.workloads.iter() {
+            workloads.entry(ip.clone()).or_insert_with(|| w.clone());
+        }
     }
+    merged.workloads = Arc::new(workloads);
+    merged.finish()
 }
 
 fn bump(

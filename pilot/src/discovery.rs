@@ -53,16 +53,19 @@ pub struct DiscoveryArgs {
     /// Quiet time after a config change before pushing.
     #[arg(long, env = "PILOT_DEBOUNCE_AFTER", default_value = "100ms", value_parser = parse_duration)]
     pub debounce_after: Duration,
-    /// How many proxies are generated for and sent to at once.
-    #[arg(long, env = "PILOT_PUSH_THROTTLE", default_value_t = 10)]
-    pub push_throttle: usize,
+    /// How many proxies are generated for at once.
+    #[arg(long, env = "PILOT_PUSH_THROTTLE", default_value_t = 10,
+          value_parser = clap::value_parser!(u16).range(1..=1000))]
+    pub push_throttle: u16,
     /// Longest a config change waits while changes keep coming.
     #[arg(long, env = "PILOT_DEBOUNCE_MAX", default_value = "10s", value_parser = parse_duration)]
     pub debounce_max: Duration,
 }
 
+/// An hour of quiet or of waiting is already far past any use; the bound keeps
+/// the debounce's deadline arithmetic trivially in range.
 fn parse_duration(s: &str) -> Result<Duration, String> {
-    api::duration::parse(s)
+    api::duration::parse_at_most(s, Duration::from_secs(3600))
 }
 
 /// Everything that can be checked before a port is bound.
@@ -72,6 +75,13 @@ pub struct Validated {
 }
 
 pub fn validate(args: &DiscoveryArgs) -> anyhow::Result<Validated> {
+    if args.debounce_after > args.debounce_max {
+        anyhow::bail!(
+            "PILOT_DEBOUNCE_AFTER ({}) is longer than PILOT_DEBOUNCE_MAX ({})",
+            api::duration::format(args.debounce_after),
+            api::duration::format(args.debounce_max)
+        );
+    }
     let mut registries = Vec::new();
     for r in &args.registries {
         match r.as_str() {
@@ -205,7 +215,7 @@ pub async fn run(
         ready_rx.clone(),
         xds_metrics,
         shutdown.clone(),
-        args.push_throttle,
+        usize::from(args.push_throttle),
     );
     let debug_state = DebugState {
         ready: ready_rx,

@@ -4,8 +4,8 @@
 //! `envoy-types` crate ships, compiled here with protox) and printed as the
 //! proto3 JSON Envoy's `/config_dump` uses, then compared with
 //! `tests/golden/<proxy>.json`. `UPDATE_GOLDEN=1` rewrites the files; review the
-//! diff. With `TRIREME_ENVOY` set (as `make test` does), real Envoy also
-//! validates each proxy's listeners and clusters in `--mode validate`.
+//! diff. Real Envoy (`TRIREME_ENVOY`, set by `make test`) also validates each
+//! proxy's listeners and clusters in `--mode validate`.
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -20,35 +20,48 @@ use pilot::xds::resource::XdsType;
 use prost_reflect::{DescriptorPool, DynamicMessage, SerializeOptions};
 use serde_json::{Value, json};
 
+/// The protos the `envoy-types` crate in this build ships, found through
+/// `cargo metadata` (wherever the crate was unpacked, whatever its version).
 fn envoy_protos() -> PathBuf {
-    let home = std::env::var("CARGO_HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| {
-            PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cargo")
-        });
-    let mut found: Vec<PathBuf> = std::fs::read_dir(home.join("registry/src"))
+    let rustc = std::process::Command::new("rustc")
+        .arg("-vV")
+        .output()
+        .expect("run rustc -vV");
+    let host = String::from_utf8_lossy(&rustc.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("host: ").map(str::to_string))
+        .expect("rustc names its host");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    // This platform's packages only: the others were never downloaded.
+    let out = std::process::Command::new(cargo)
+        .args([
+            "metadata",
+            "--format-version",
+            "1",
+            "--offline",
+            "--filter-platform",
+            &host,
+        ])
+        .arg("--manifest-path")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml"))
+        .output()
+        .expect("run cargo metadata");
+    assert!(
+        out.status.success(),
+        "cargo metadata: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let metadata: Value = serde_json::from_slice(&out.stdout).expect("cargo metadata JSON");
+    let manifest = metadata["packages"]
+        .as_array()
         .into_iter()
         .flatten()
-        .filter_map(Result::ok)
-        .flat_map(|index| {
-            std::fs::read_dir(index.path())
-                .into_iter()
-                .flatten()
-                .filter_map(Result::ok)
-        })
-        .map(|e| e.path())
-        .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("envoy-types-0.7."))
-        })
-        .map(|p| p.join("proto"))
-        .filter(|p| p.is_dir())
-        .collect();
-    found.sort();
-    found
-        .pop()
-        .expect("envoy-types sources with protos in the cargo registry")
+        .find(|p| p["name"] == "envoy-types")
+        .and_then(|p| p["manifest_path"].as_str())
+        .expect("envoy-types among the build's packages");
+    let protos = Path::new(manifest).with_file_name("proto");
+    assert!(protos.is_dir(), "{} is missing", protos.display());
+    protos
 }
 
 fn pool() -> &'static DescriptorPool {
@@ -136,11 +149,11 @@ fn check_golden(name: &str, actual: &Value) {
     }
 }
 
-/// Real Envoy accepts the listeners and clusters as static config.
+/// Real Envoy accepts the listeners and clusters as static config. Without
+/// Envoy the test fails: a golden file nobody validated proves little.
 fn envoy_validates(name: &str, config: &Value) {
-    let Ok(envoy) = std::env::var("TRIREME_ENVOY") else {
-        return;
-    };
+    let envoy = std::env::var("TRIREME_ENVOY")
+        .expect("TRIREME_ENVOY names the Envoy binary (`make test` installs and sets it)");
     let xds = json!({
         "name": "xds-grpc", "type": "STATIC", "connect_timeout": "1s",
         "load_assignment": {"cluster_name": "xds-grpc", "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 15010}}}}]}]},

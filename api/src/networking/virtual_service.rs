@@ -474,7 +474,8 @@ fn validate_weights(weights: &[Option<i32>], path: &str, errors: &mut Errors) {
             .iter()
             .any(|w| w.is_some_and(|w| w != 100 && w != 0))
     {
-        let sum: i32 = weights.iter().map(|w| w.unwrap_or(0)).sum();
+        // Wide enough that no list of i32 weights can overflow it.
+        let sum: i64 = weights.iter().map(|w| i64::from(w.unwrap_or(0))).sum();
         if sum != 100 {
             errors.push(path, format!("weights add up to {sum}, not 100"));
         }

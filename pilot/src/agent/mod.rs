@@ -53,7 +53,9 @@ pub struct ProxyArgs {
     /// How long in-flight requests get to finish after SIGTERM before Envoy is stopped.
     #[arg(long = "terminationDrainDuration", env = "TERMINATION_DRAIN_DURATION", default_value = "5s", value_parser = parse_duration)]
     pub termination_drain_duration: Duration,
-    #[arg(long = "concurrency", default_value_t = 2)]
+    /// Envoy worker threads; 0 is one per core.
+    #[arg(long = "concurrency", default_value_t = 2,
+          value_parser = clap::value_parser!(u32).range(0..=1024))]
     pub concurrency: u32,
     #[arg(long = "proxyLogLevel", default_value = "warning")]
     pub proxy_log_level: String,
@@ -65,8 +67,9 @@ pub struct ProxyArgs {
     pub instance_ip: String,
 }
 
+/// Drain and shutdown waits beyond an hour would only hold a Pod in Terminating.
 fn parse_duration(s: &str) -> Result<Duration, String> {
-    api::duration::parse(s)
+    api::duration::parse_at_most(s, Duration::from_secs(3600))
 }
 
 /// Resolved identity of this proxy.
@@ -158,7 +161,7 @@ pub async fn run(args: ProxyArgs, shutdown: CancellationToken) -> anyhow::Result
     )
     .await?;
     let admin = format!("http://{}:{}", identity.local_bind, args.proxy_admin_port);
-    let status_state = status::StatusState::new(admin.clone(), shutdown.clone());
+    let status_state = status::StatusState::new(admin.clone(), &identity.ip, shutdown.clone());
     let status_task = tokio::spawn(mesh::server::serve_http(
         status_listener,
         status::router(status_state),

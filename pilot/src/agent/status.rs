@@ -1,10 +1,11 @@
 //! The agent's status port (15020): `/healthz/ready` is ready only once Envoy
 //! is live and has received both clusters and listeners from Pilot.
 
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
@@ -15,11 +16,16 @@ pub struct StatusState {
     admin: String,
     client: reqwest::Client,
     shutdown: CancellationToken,
+    /// Who may ask the proxy to quit: the pod itself, from its loopback or its own IP.
+    own_addresses: Vec<IpAddr>,
 }
 
 impl StatusState {
-    pub fn new(admin: String, shutdown: CancellationToken) -> StatusState {
+    pub fn new(admin: String, pod_ip: &str, shutdown: CancellationToken) -> StatusState {
+        let mut own_addresses = vec![Ipv4Addr::LOCALHOST.into(), Ipv6Addr::LOCALHOST.into()];
+        own_addresses.extend(pod_ip.parse::<IpAddr>());
         StatusState {
+            own_addresses,
             admin,
             client: reqwest::Client::builder()
                 .timeout(Duration::from_secs(1))
@@ -54,10 +60,22 @@ async fn ready(State(s): State<StatusState>) -> impl IntoResponse {
     }
 }
 
-async fn quit(State(s): State<StatusState>) -> &'static str {
-    tracing::info!("quitquitquit received; shutting down");
+/// Only POST (the route) and only from the pod's own addresses: anything else
+/// on the network reaching port 15020 must not be able to stop a sidecar.
+async fn quit(
+    State(s): State<StatusState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+) -> (StatusCode, &'static str) {
+    if !s.own_addresses.contains(&peer.ip().to_canonical()) {
+        tracing::warn!(%peer, "quitquitquit refused: not from this pod");
+        return (
+            StatusCode::FORBIDDEN,
+            "only the pod itself may stop its proxy\n",
+        );
+    }
+    tracing::info!(%peer, "quitquitquit received; shutting down");
     s.shutdown.cancel();
-    "ok\n"
+    (StatusCode::OK, "ok\n")
 }
 
 /// Envoy's own counters say whether it is live and has taken config from Pilot.

@@ -10,16 +10,13 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use api::config::{ConfigError, ConfigObject, Document, OtherDocument, parse_documents};
-use k8s_openapi::api::core::v1::{Endpoints, Node, Pod, Service};
+use api::config::{ConfigError, ConfigObject, Document, parse_documents};
 use notify::{RecursiveMode, Watcher};
-use serde::de::DeserializeOwned;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::{ConfigSnapshot, Rejection};
 use crate::registry::ClusterState;
-use crate::registry::state::{PodInfo, key};
 
 /// What one read of the directory produced.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -46,38 +43,46 @@ impl DirLoader {
         }
     }
 
+    /// Reads the directory. What cannot be read now (a directory listing or a
+    /// file failing with permissions or too many open files) keeps its last
+    /// good objects and is reported; only a file that is gone takes its objects
+    /// with it.
     pub fn load(&mut self) -> DirSnapshot {
         let mut acc = Accumulator::default();
-        let paths = match yaml_files(&self.dir) {
-            Ok(paths) => paths,
-            Err(e) => {
-                acc.reject(
-                    &self.dir.display().to_string(),
-                    "directory",
-                    "",
-                    format!("cannot read: {e}"),
-                );
-                Vec::new()
-            }
-        };
+        let listing = list_yaml_files(&self.dir);
         let mut files = HashMap::new();
-        for path in paths {
+        for (dir, error) in &listing.errors {
+            let name = dir.display().to_string();
+            acc.reject(&name, "directory", "", error.clone());
+            // Everything last read from below an unreadable directory stays.
+            for (path, parsed) in self.files.extract_if(|p, _| p.starts_with(dir)) {
+                files.insert(path, parsed);
+            }
+        }
+        for path in listing.files {
             let name = path.display().to_string();
-            let text = match std::fs::read_to_string(&path) {
-                Ok(t) => t,
+            let previous = self.files.remove(&path);
+            let parsed = match std::fs::read_to_string(&path) {
+                Ok(text) => match previous {
+                    Some(p) if p.hash == text_hash(&text) => p,
+                    previous => parse_file(&name, &text, previous),
+                },
+                // Vanished between listing and reading: like a deleted file.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
                 Err(e) => {
-                    // Vanished between listing and reading: treat like a deleted file.
-                    tracing::debug!(file = %name, error = %e, "skipping unreadable file");
-                    continue;
+                    acc.reject(&name, "file", "", format!("cannot read: {e}"));
+                    match previous {
+                        Some(p) => p,
+                        None => continue,
+                    }
                 }
             };
-            let previous = self.files.remove(&path);
-            let parsed = match previous {
-                Some(p) if p.hash == text_hash(&text) => p,
-                previous => parse_file(&name, &text, previous.as_ref()),
-            };
-            acc.add(&name, &parsed);
             files.insert(path, parsed);
+        }
+        let mut paths: Vec<&PathBuf> = files.keys().collect();
+        paths.sort();
+        for path in paths {
+            acc.add(&path.display().to_string(), &files[path]);
         }
         self.files = files;
         acc.finish()
@@ -104,7 +109,13 @@ impl DirLoader {
                 anyhow::anyhow!("cannot watch {} (--configDir): {e}", self.dir.display())
             })?;
         loop {
-            let snapshot = self.load();
+            // Reading and parsing a directory blocks; it runs off the async workers.
+            let (loader, snapshot) = tokio::task::spawn_blocking(move || {
+                let snapshot = self.load();
+                (self, snapshot)
+            })
+            .await?;
+            self = loader;
             for r in snapshot.rejections.iter() {
                 tracing::warn!(rejection = %r, "config rejected");
             }
@@ -156,35 +167,50 @@ fn text_hash(text: &str) -> u64 {
     h.finish()
 }
 
-fn parse_file(file: &str, text: &str, previous: Option<&ParsedFile>) -> ParsedFile {
+/// Parses one file. A YAML syntax error anywhere in it keeps the whole of its
+/// last good version in force (the file cannot be read, so nothing in it can
+/// be trusted to be gone); an error in one object keeps that object's last
+/// good version.
+fn parse_file(file: &str, text: &str, previous: Option<ParsedFile>) -> ParsedFile {
     let mut parsed = ParsedFile {
         hash: text_hash(text),
         ..Default::default()
     };
-    let reject = |parsed: &mut ParsedFile, error| {
-        parsed.rejections.push(Rejection {
-            file: file.to_string(),
-            error,
-        })
-    };
+    let mut errors = Vec::new();
     for doc in parse_documents(text) {
         match doc {
             Ok(Document::Config(obj)) => {
                 parsed.good.insert(obj.key(), Arc::from(obj));
             }
             Ok(Document::Other(other)) => {
-                if let Err(error) = add_kube_object(&mut parsed.cluster, other) {
-                    reject(&mut parsed, error);
+                if let Err(error) = crate::registry::file::add_object(&mut parsed.cluster, other) {
+                    errors.push(error);
                 }
             }
+            Err(error) if error.is_syntax() => {
+                let mut kept = previous.unwrap_or_default();
+                kept.hash = parsed.hash;
+                kept.rejections = vec![Rejection {
+                    file: file.to_string(),
+                    error,
+                }];
+                return kept;
+            }
             Err(error) => {
-                if let Some(old) = previous.and_then(|p| p.good.get(&error.object)) {
+                if let Some(old) = previous.as_ref().and_then(|p| p.good.get(&error.object)) {
                     parsed.good.insert(error.object.clone(), old.clone());
                 }
-                reject(&mut parsed, error);
+                errors.push(error);
             }
         }
     }
+    parsed.rejections = errors
+        .into_iter()
+        .map(|error| Rejection {
+            file: file.to_string(),
+            error,
+        })
+        .collect();
     parsed
 }
 
@@ -241,71 +267,88 @@ impl Accumulator {
     }
 }
 
-fn yaml_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
-    let mut out = Vec::new();
+struct Listing {
+    files: Vec<PathBuf>,
+    /// Directories that could not be read, with why.
+    errors: Vec<(PathBuf, String)>,
+}
+
+/// Every `.yaml`/`.yml` file below `dir`, following symlinks but never into
+/// a directory already visited (a symlink loop is reported, not followed).
+fn list_yaml_files(dir: &Path) -> Listing {
+    use std::os::unix::fs::MetadataExt;
+    let mut listing = Listing {
+        files: Vec::new(),
+        errors: Vec::new(),
+    };
+    let mut visited = std::collections::HashSet::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d)? {
-            let path = entry?.path();
+        let entries = std::fs::metadata(&d).and_then(|m| {
+            if visited.insert((m.dev(), m.ino())) {
+                std::fs::read_dir(&d).map(Some)
+            } else {
+                Ok(None)
+            }
+        });
+        let entries = match entries {
+            Ok(Some(entries)) => entries,
+            Ok(None) => {
+                if is_loop(&d) {
+                    let why = "symlink loop: links back to a directory above it; not followed";
+                    listing.errors.push((d, why.into()));
+                } else {
+                    tracing::debug!(dir = %d.display(), "directory already read through another link");
+                }
+                continue;
+            }
+            Err(e) => {
+                listing.errors.push((d, format!("cannot read: {e}")));
+                continue;
+            }
+        };
+        for entry in entries {
+            let path = match entry {
+                Ok(entry) => entry.path(),
+                Err(e) => {
+                    listing
+                        .errors
+                        .push((d.clone(), format!("cannot read: {e}")));
+                    continue;
+                }
+            };
+            // Hidden entries are editors' temporaries and Kubernetes' own
+            // `..data` links of a mounted ConfigMap, which would read every
+            // file twice.
+            if path
+                .file_name()
+                .is_some_and(|n| n.as_encoded_bytes().starts_with(b"."))
+            {
+                continue;
+            }
             if path.is_dir() {
                 stack.push(path);
             } else if matches!(
                 path.extension().and_then(|e| e.to_str()),
                 Some("yaml" | "yml")
             ) {
-                out.push(path);
+                listing.files.push(path);
             }
         }
     }
-    out.sort();
-    Ok(out)
+    listing.files.sort();
+    listing
 }
 
-fn add_kube_object(cluster: &mut ClusterState, doc: OtherDocument) -> Result<(), ConfigError> {
-    fn typed<T: DeserializeOwned>(doc: &OtherDocument) -> Result<T, ConfigError> {
-        serde_path_to_error::deserialize(&doc.value).map_err(|e| ConfigError {
-            object: format!(
-                "{} {}",
-                doc.kind,
-                doc.value
-                    .pointer("/metadata/name")
-                    .and_then(|v| v.as_str())
-                    .unwrap_or("(unnamed)")
-            ),
-            field: e.path().to_string(),
-            message: e.into_inner().to_string(),
-        })
-    }
-    match (doc.api_version.as_str(), doc.kind.as_str()) {
-        ("v1", "Service") => {
-            let s: Service = typed(&doc)?;
-            cluster.services.insert(key(&s.metadata), s);
-        }
-        ("v1", "Endpoints") => {
-            let e: Endpoints = typed(&doc)?;
-            cluster.endpoints.insert(key(&e.metadata), e);
-        }
-        ("v1", "Pod") => {
-            let p: Pod = typed(&doc)?;
-            cluster.pods.insert(key(&p.metadata), PodInfo::from(&p));
-        }
-        ("v1", "Node") => {
-            let n: Node = typed(&doc)?;
-            cluster
-                .nodes
-                .insert(n.metadata.name.clone().unwrap_or_default(), n);
-        }
-        // Read by other components (Citadel, the injector), not Pilot.
-        ("v1", "ServiceAccount" | "Namespace" | "ConfigMap" | "Secret") => {}
-        (api_version, kind) => {
-            return Err(ConfigError {
-                object: kind.to_string(),
-                field: "apiVersion".into(),
-                message: format!("{api_version} {kind} is not a kind Pilot reads"),
-            });
-        }
-    }
-    Ok(())
+/// Does `dir` resolve to one of the directories it is reached through?
+fn is_loop(dir: &Path) -> bool {
+    let (Ok(target), Some(Ok(parent))) = (
+        std::fs::canonicalize(dir),
+        dir.parent().map(std::fs::canonicalize),
+    ) else {
+        return false;
+    };
+    parent.starts_with(target)
 }
 
 #[cfg(test)]
@@ -353,5 +396,99 @@ mod tests {
         let snap = snapshot_from_texts(&[("a.yaml", VS), ("b.yaml", &VS.replace("[r]", "[s]"))]);
         assert_eq!(snap.config.len(), 1);
         assert!(snap.rejections[0].error.message.contains("more than once"));
+    }
+
+    const SVC: &str = "apiVersion: v1\nkind: Service\nmetadata: {name: r, namespace: default}\nspec: {ports: [{name: http, port: 80}]}\n";
+
+    #[test]
+    fn a_yaml_syntax_error_keeps_the_whole_file_in_force() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("mesh.yaml");
+        let mut loader = DirLoader::new(dir.path());
+        std::fs::write(&file, format!("{VS}---\n{SVC}")).unwrap();
+        let good = loader.load();
+        assert_eq!((good.config.len(), good.cluster.services.len()), (1, 1));
+        std::fs::write(&file, format!("{VS}---\n{SVC}---\nspec: [unclosed\n")).unwrap();
+        let broken = loader.load();
+        assert_eq!(broken.config, good.config);
+        assert_eq!(broken.cluster, good.cluster);
+        assert_eq!(broken.rejections.len(), 1);
+        assert!(broken.rejections[0].file.ends_with("mesh.yaml"));
+        assert!(
+            broken.rejections[0].error.is_syntax(),
+            "{:?}",
+            broken.rejections
+        );
+    }
+
+    #[test]
+    fn an_unreadable_file_keeps_its_last_good_objects() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("vs.yaml");
+        let mut loader = DirLoader::new(dir.path());
+        std::fs::write(&file, VS).unwrap();
+        let good = loader.load();
+        // Not UTF-8: reading it as text fails, as a permission error would.
+        std::fs::write(&file, b"\xff\xfe\x00garbage").unwrap();
+        let unreadable = loader.load();
+        assert_eq!(unreadable.config, good.config);
+        assert_eq!(unreadable.rejections.len(), 1);
+        assert!(
+            unreadable.rejections[0]
+                .error
+                .message
+                .starts_with("cannot read")
+        );
+    }
+
+    #[test]
+    fn symlink_loops_are_reported_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("sub")).unwrap();
+        std::fs::write(dir.path().join("sub/vs.yaml"), VS).unwrap();
+        std::os::unix::fs::symlink(dir.path(), dir.path().join("sub/loop")).unwrap();
+        let snap = DirLoader::new(dir.path()).load();
+        assert_eq!(snap.config.len(), 1);
+        assert_eq!(snap.rejections.len(), 1, "{:?}", snap.rejections);
+        assert!(snap.rejections[0].error.message.contains("symlink loop"));
+        assert!(snap.rejections[0].file.ends_with("sub/loop"));
+    }
+
+    /// The layout of a ConfigMap volume: the files are links through `..data`.
+    #[test]
+    fn a_mounted_config_map_is_read_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir(root.join("..2026_11_24")).unwrap();
+        std::fs::write(root.join("..2026_11_24/vs.yaml"), VS).unwrap();
+        std::os::unix::fs::symlink("..2026_11_24", root.join("..data")).unwrap();
+        std::os::unix::fs::symlink("..data/vs.yaml", root.join("vs.yaml")).unwrap();
+        let snap = DirLoader::new(root).load();
+        assert_eq!(snap.config.len(), 1);
+        assert!(snap.rejections.is_empty(), "{:?}", snap.rejections);
+    }
+
+    #[test]
+    fn ports_out_of_range_are_rejected_with_their_field() {
+        let snap = snapshot_from_texts(&[(
+            "c.yaml",
+            &format!(
+                "{}---\napiVersion: v1\nkind: Endpoints\nmetadata: {{name: r}}\nsubsets: [{{ports: [{{port: -1}}]}}]\n",
+                SVC.replace("port: 80", "port: 70000")
+            ),
+        )]);
+        assert!(snap.cluster.services.is_empty() && snap.cluster.endpoints.is_empty());
+        let fields: Vec<_> = snap
+            .rejections
+            .iter()
+            .map(|r| (r.error.object.as_str(), r.error.field.as_str()))
+            .collect();
+        assert_eq!(
+            fields,
+            [
+                ("Service r", "spec.ports[0].port"),
+                ("Endpoints r", "subsets[0].ports[0].port")
+            ]
+        );
     }
 }

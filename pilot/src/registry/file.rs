@@ -1,6 +1,7 @@
 //! The File registry (`--registries File`): the Kubernetes objects found in
 //! `--configDir` stand for the cluster. The directory itself is read and watched
-//! by [`crate::config::dir`]; this adapter republishes its cluster part.
+//! by [`crate::config::dir`], which hands each Kubernetes object to
+//! [`add_object`]; this adapter republishes the cluster part.
 
 use std::sync::Arc;
 
@@ -9,6 +10,11 @@ use futures::future::BoxFuture;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use api::config::{ConfigError, OtherDocument};
+use k8s_openapi::api::core::v1::{Endpoints, Node, Pod, Service};
+use serde::de::DeserializeOwned;
+
+use super::state::{PodInfo, key};
 use super::{ClusterState, ServiceRegistry};
 use crate::config::dir::DirSnapshot;
 
@@ -53,4 +59,74 @@ impl ServiceRegistry for FileRegistry {
         }
         .boxed()
     }
+}
+
+/// Adds one Kubernetes object of the directory to the cluster state, or says
+/// which field of which object is wrong.
+pub fn add_object(cluster: &mut ClusterState, doc: OtherDocument) -> Result<(), ConfigError> {
+    let object = format!(
+        "{} {}",
+        doc.kind,
+        doc.value
+            .pointer("/metadata/name")
+            .and_then(|v| v.as_str())
+            .unwrap_or("(unnamed)")
+    );
+    fn typed<T: DeserializeOwned>(doc: &OtherDocument, object: &str) -> Result<T, ConfigError> {
+        serde_path_to_error::deserialize(&doc.value).map_err(|e| ConfigError {
+            object: object.to_string(),
+            field: e.path().to_string(),
+            message: e.into_inner().to_string(),
+        })
+    }
+    match (doc.api_version.as_str(), doc.kind.as_str()) {
+        ("v1", "Service") => {
+            let s: Service = typed(&doc, &object)?;
+            let ports = s.spec.iter().flat_map(|s| s.ports.iter().flatten());
+            for (i, p) in ports.enumerate() {
+                check_port(&object, &format!("spec.ports[{i}].port"), p.port)?;
+            }
+            cluster.services.insert(key(&s.metadata), s);
+        }
+        ("v1", "Endpoints") => {
+            let e: Endpoints = typed(&doc, &object)?;
+            for (i, subset) in e.subsets.iter().flatten().enumerate() {
+                for (j, p) in subset.ports.iter().flatten().enumerate() {
+                    check_port(&object, &format!("subsets[{i}].ports[{j}].port"), p.port)?;
+                }
+            }
+            cluster.endpoints.insert(key(&e.metadata), e);
+        }
+        ("v1", "Pod") => {
+            let p: Pod = typed(&doc, &object)?;
+            cluster.pods.insert(key(&p.metadata), PodInfo::from(&p));
+        }
+        ("v1", "Node") => {
+            let n: Node = typed(&doc, &object)?;
+            cluster
+                .nodes
+                .insert(n.metadata.name.clone().unwrap_or_default(), n);
+        }
+        // Read by other components (Citadel, the injector), not Pilot.
+        ("v1", "ServiceAccount" | "Namespace" | "ConfigMap" | "Secret") => {}
+        (api_version, kind) => {
+            return Err(ConfigError {
+                object,
+                field: "apiVersion".into(),
+                message: format!("{api_version} {kind} is not a kind Pilot reads"),
+            });
+        }
+    }
+    Ok(())
+}
+
+fn check_port(object: &str, field: &str, port: i32) -> Result<(), ConfigError> {
+    if (1..=65535).contains(&port) {
+        return Ok(());
+    }
+    Err(ConfigError {
+        object: object.to_string(),
+        field: field.to_string(),
+        message: format!("port {port} is not in 1..65535"),
+    })
 }

@@ -78,6 +78,7 @@ impl ClusterState {
                 .iter()
                 .flatten()
                 .filter(|p| p.protocol.as_deref().unwrap_or("TCP") == "TCP")
+                .filter(|p| is_port(p.port))
                 .map(|p| {
                     let name = p.name.clone().unwrap_or_default();
                     ServicePort {
@@ -103,7 +104,8 @@ impl ClusterState {
                             sp.name.as_deref().unwrap_or_default()
                                 == ep_port.name.as_deref().unwrap_or_default()
                         });
-                        let Some(service_port) = service_port else {
+                        let Some(service_port) = service_port.filter(|_| is_port(ep_port.port))
+                        else {
                             continue;
                         };
                         for addr in subset.addresses.iter().flatten() {
@@ -152,4 +154,9 @@ impl ClusterState {
         }
         model.finish()
     }
+}
+
+/// The API server validates ports; a recorded or hand-written object may not.
+fn is_port(port: i32) -> bool {
+    (1..=65535).contains(&port)
 }

@@ -64,14 +64,29 @@ pub fn outbound(push: &PushContext, proxy: &Proxy, name: &str) -> Option<Resourc
     };
     Some(push.route(key, || {
         let mut vhosts = Vec::new();
+        // Envoy rejects a whole route table in which two virtual hosts share a
+        // domain (a ServiceEntry host `reviews.default`, or an address reused
+        // by two services): the first service by hostname keeps the domain.
+        let mut taken = std::collections::HashSet::new();
         for service in push.model.services.values() {
             for sp in service.ports.iter().filter(|p| p.protocol.is_http()) {
                 if port.is_some_and(|p| p != sp.port) {
                     continue;
                 }
+                let mut names = domains(service, sp.port, &proxy.namespace, port.is_none());
+                names.retain(|d| {
+                    let fresh = taken.insert(d.clone());
+                    if !fresh {
+                        tracing::debug!(domain = %d, service = %service.hostname, route = name, "domain already routed to another service; left out");
+                    }
+                    fresh
+                });
+                if names.is_empty() {
+                    continue;
+                }
                 vhosts.push(VirtualHost {
                     name: format!("{}:{}", service.hostname, sp.port),
-                    domains: domains(service, sp.port, &proxy.namespace, port.is_none()),
+                    domains: names,
                     routes: routes_for(push, proxy, service, sp.port),
                     ..Default::default()
                 });
@@ -540,5 +555,46 @@ pub fn inbound(cluster: &str) -> RouteConfiguration {
         }],
         validate_clusters: Some(bool_value(false)),
         ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use api::mesh::MeshConfig;
+    use prost::Message;
+
+    use super::*;
+    use crate::xds::fixtures::{mesh_yaml, push_from_yaml, sidecar_node};
+
+    /// A ServiceEntry named like a Kubernetes service's short form, on that
+    /// service's address: unguarded, both virtual hosts would claim the same
+    /// domains and Envoy would reject the whole table for every proxy.
+    #[test]
+    fn no_domain_is_routed_twice_in_one_table() {
+        let yaml = format!(
+            "{}apiVersion: networking.istio.io/v1alpha3\nkind: ServiceEntry\nmetadata: {{name: clash, namespace: other}}\nspec:\n  hosts: [svc-0.default]\n  addresses: [10.0.0.1]\n  location: MESH_INTERNAL\n  resolution: STATIC\n  ports: [{{number: 8080, name: http, protocol: HTTP}}]\n  endpoints: [{{address: 10.9.9.9}}]\n",
+            mesh_yaml(2, 2)
+        );
+        let push = push_from_yaml(1, &yaml, MeshConfig::default());
+        let proxy =
+            Proxy::from_node(&sidecar_node("10.100.0.2", "svc-0-0", false), &push.model).unwrap();
+        let table = outbound(&push, &proxy, "8080").unwrap();
+        let table = RouteConfiguration::decode(table.body).unwrap();
+        let mut seen = std::collections::HashSet::new();
+        for vh in &table.virtual_hosts {
+            for d in &vh.domains {
+                assert!(seen.insert(d.clone()), "{d} routed twice");
+            }
+        }
+        let names: Vec<&str> = table
+            .virtual_hosts
+            .iter()
+            .map(|v| v.name.as_str())
+            .collect();
+        assert!(names.contains(&"svc-0.default:8080"), "{names:?}");
+        assert!(
+            names.contains(&"svc-0.default.svc.cluster.local:8080"),
+            "{names:?}"
+        );
     }
 }

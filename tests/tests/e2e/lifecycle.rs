@@ -89,3 +89,40 @@ async fn agent_restarts_a_dead_envoy_and_drains_on_sigterm() {
         "Envoy stopped with its agent"
     );
 }
+
+/// `/quitquitquit` stops the proxy only when the pod itself asks, by POST.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quitquitquit_is_only_for_the_pod_itself() {
+    let mut mesh = Mesh::start(&["v1"], &[]).await;
+    let pod = mesh.pod("reviews-v1");
+    let url = format!("http://{}:15020/quitquitquit", pod.ip);
+    let from = |ip: &str| {
+        reqwest::Client::builder()
+            .no_proxy()
+            .local_address(ip.parse::<std::net::IpAddr>().unwrap())
+            .build()
+            .unwrap()
+    };
+    // Another pod's address, as a neighbour on the network would be.
+    let stranger = from(&mesh.pod("client").ip);
+    let refused = stranger.post(&url).send().await.unwrap();
+    assert_eq!(refused.status(), 403);
+    let own = from(&pod.ip);
+    assert_eq!(
+        own.get(&url).send().await.unwrap().status(),
+        405,
+        "GET is not enough"
+    );
+    mesh.wait_sidecar_ready(&pod).await;
+
+    assert_eq!(own.post(&url).send().await.unwrap().status(), 200);
+    let (_, agent) = mesh
+        .agents
+        .iter_mut()
+        .find(|(p, _)| p.name == "reviews-v1")
+        .unwrap();
+    assert!(
+        agent.wait_exit(Duration::from_secs(10)),
+        "the agent exits after quitquitquit"
+    );
+}

@@ -18,7 +18,7 @@ spec:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_virtual_services_are_rejected_and_last_good_kept() {
-    let mesh = Mesh::start(&["v1", "v2"], &[("vs.yaml", ALL_V1)]).await;
+    let mut mesh = Mesh::start(&["v1", "v2"], &[("vs.yaml", ALL_V1)]).await;
     let cases = [
         (
             ALL_V1.replace("subset: v1}", "subset: v1}\n      wieght: 100"),
@@ -34,6 +34,11 @@ async fn invalid_virtual_services_are_rejected_and_last_good_kept() {
             ALL_V1.replace("  - route:", "  - match:\n    - uri: {regex: \"/(unclosed\"}\n    route:"),
             "spec.http[0].match[0].uri.regex",
             "invalid regex",
+        ),
+        (
+            ALL_V1.replace("  - route:", "  - timeout: 99999999999999999999s\n    route:"),
+            "spec.http[0].timeout",
+            "longer than the maximum",
         ),
     ];
     for (yaml, field, message) in cases {
@@ -64,6 +69,51 @@ async fn invalid_virtual_services_are_rejected_and_last_good_kept() {
         let counts = mesh.tally(20, "/", &[]).await;
         assert_eq!(counts.get("v1"), Some(&20), "{counts:?}");
     }
+
+    // A file that is not YAML at all keeps its last good objects too.
+    mesh.write_config("vs.yaml", "spec: [unclosed\n");
+    eventually(
+        "the YAML syntax error on /debug/configz",
+        Duration::from_secs(10),
+        || async {
+            let configz = mesh.pilot_json("/debug/configz").await;
+            configz["rejected"]
+                .as_array()?
+                .iter()
+                .find(|r| {
+                    r["message"]
+                        .as_str()
+                        .is_some_and(|m| m.starts_with("invalid YAML"))
+                        && r["file"].as_str().is_some_and(|f| f.ends_with("vs.yaml"))
+                })
+                .map(|_| ())
+        },
+    )
+    .await;
+    let counts = mesh.tally(20, "/", &[]).await;
+    assert_eq!(counts.get("v1"), Some(&20), "{counts:?}");
+
+    // A restart with the oversized timeout on disk starts and serves: the file
+    // that once crashed Pilot on every start is now one rejected object.
+    mesh.write_config(
+        "vs.yaml",
+        &ALL_V1.replace(
+            "  - route:",
+            "  - timeout: 99999999999999999999s\n    route:",
+        ),
+    );
+    let pilot = mesh.pilot.as_mut().unwrap();
+    pilot.signal(nix::sys::signal::Signal::SIGTERM);
+    assert!(pilot.wait_exit(Duration::from_secs(10)));
+    mesh.start_pilot().await;
+    let configz = mesh.pilot_json("/debug/configz").await;
+    let rejected = configz["rejected"].as_array().cloned().unwrap_or_default();
+    assert!(
+        rejected
+            .iter()
+            .any(|r| r["field"] == "spec.http[0].timeout"),
+        "{configz}"
+    );
 }
 
 /// A route Envoy refuses (an RE2 program over Envoy's size limit, which Pilot's
