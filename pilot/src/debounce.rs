@@ -111,7 +111,7 @@ impl Builder {
                         pushed_services = registry.clone();
                         version += 1;
                         let (prev, model) = (ctx.clone(), registry.clone());
-                        ctx = blocking(move || Arc::new(prev.with_endpoints(version, &model, std::time::Instant::now()))).await;
+                        ctx = blocking(move || Arc::new(crate::xds::generate::endpoint_push(&prev, version, &model, std::time::Instant::now()))).await;
                         self.metrics.push_contexts.get_or_create(&vec![("kind", "eds".into())]).inc();
                         tracing::debug!(version, "endpoints changed; pushing at once");
                         out.send_replace(ctx.clone());
@@ -150,7 +150,7 @@ impl Builder {
             .inc();
         let (this, registry, config) = (self.clone(), registry.clone(), config.clone());
         blocking(move || {
-            Arc::new(PushContext::build(
+            Arc::new(crate::xds::generate::build_push(
                 version,
                 &registry,
                 config,
@@ -269,7 +269,7 @@ mod tests {
         let (config, cluster) = snapshot(2, 2);
         let (config_tx, config_rx) = watch::channel(Some(config));
         let (registry_tx, registry_rx) = watch::channel(Some(cluster));
-        let (out_tx, mut out) = watch::channel(Arc::new(PushContext::build(
+        let (out_tx, mut out) = watch::channel(Arc::new(crate::xds::generate::build_push(
             0,
             &ServiceModel::default(),
             Arc::default(),

@@ -18,10 +18,9 @@ use crate::model::ServiceModel;
 use crate::registry::ServiceRegistry;
 use crate::registry::file::FileRegistry;
 use crate::registry::kubernetes::KubernetesRegistry;
-use crate::xds::grpc::AdsService;
 use crate::xds::metrics::XdsMetrics;
-use crate::xds::push::PushContext;
 use crate::xds::server::DiscoveryServer;
+use crate::xds::server::grpc::AdsService;
 
 pub const INFO: mesh::version::Info =
     mesh::version::Info::new("pilot-discovery", env!("CARGO_PKG_VERSION"));
@@ -179,7 +178,7 @@ pub async fn run(
     }
 
     let mesh = Arc::new(valid.mesh);
-    let empty = PushContext::build(
+    let empty = crate::xds::generate::build_push(
         0,
         &ServiceModel::default(),
         Arc::default(),

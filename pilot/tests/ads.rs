@@ -10,11 +10,11 @@ use api::xds::{DiscoveryRequest, DiscoveryResponse};
 use envoy_types::pb::envoy::config::cluster::v3::Cluster;
 use pilot::config::dir::snapshot_from_texts;
 use pilot::xds::fixtures::{mesh_yaml, push_from_yaml, sidecar_node};
-use pilot::xds::grpc::AdsService;
 use pilot::xds::metrics::XdsMetrics;
 use pilot::xds::push::PushContext;
 use pilot::xds::resource::{CLUSTER, ENDPOINT};
 use pilot::xds::server::DiscoveryServer;
+use pilot::xds::server::grpc::AdsService;
 use prost::Message;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::StreamExt;
@@ -151,11 +151,14 @@ async fn state_of_the_world_over_grpc() {
     );
     let started = Instant::now();
     let current = server.push.borrow().clone();
-    server.push.send_replace(Arc::new(current.with_endpoints(
-        2,
-        &moved.model,
-        Instant::now(),
-    )));
+    server
+        .push
+        .send_replace(Arc::new(pilot::xds::generate::endpoint_push(
+            &current,
+            2,
+            &moved.model,
+            Instant::now(),
+        )));
     let pushed = next(&mut responses).await;
     assert_eq!(
         pushed.type_url, ENDPOINT,
@@ -293,7 +296,7 @@ async fn delta_xds_is_refused_clearly() {
 #[tokio::test]
 async fn xds_waits_until_the_registries_have_synced() {
     use pilot::debounce::{Builder, Debounce, Inputs};
-    let empty = PushContext::build(
+    let empty = pilot::xds::generate::build_push(
         0,
         &Default::default(),
         Arc::default(),

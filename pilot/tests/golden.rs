@@ -12,8 +12,8 @@ use std::sync::OnceLock;
 
 use api::mesh::MeshConfig;
 use pilot::xds::fixtures::{push_from_yaml, sidecar_node};
-use pilot::xds::generator::generate;
-use pilot::xds::listener::route_names;
+use pilot::xds::generate::generate;
+use pilot::xds::generate::lds::route_names;
 use pilot::xds::proxy::Proxy;
 use pilot::xds::push::PushContext;
 use pilot::xds::resource::XdsType;

@@ -1,6 +1,6 @@
 //! What each proxy was last sent, per type: the subscribed names, a hash per
 //! resource and the version. The protocol state machine
-//! ([`super::connection`]) decides *when* to answer; this decides *what* an
+//! ([`crate::xds::server::connection`]) decides *when* to answer; this decides *what* an
 //! answer holds, and whether there is anything to say at all.
 
 use std::hash::{DefaultHasher, Hasher};
@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use super::resource::{Resource, XdsType};
+use crate::xds::resource::{Resource, XdsType};
 
 /// How much of a type a response carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

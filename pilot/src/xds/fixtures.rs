@@ -7,12 +7,12 @@ use api::mesh::MeshConfig;
 use api::xds::Node;
 use prost_types::{Struct, Value, value::Kind};
 
-use super::generator::generate;
-use super::listener::route_names;
-use super::proxy::Proxy;
-use super::push::PushContext;
-use super::resource::XdsType;
 use crate::config::dir::snapshot_from_texts;
+use crate::xds::generate::generate;
+use crate::xds::generate::lds::route_names;
+use crate::xds::proxy::Proxy;
+use crate::xds::push::PushContext;
+use crate::xds::resource::XdsType;
 
 pub const DOMAIN: &str = "cluster.local";
 
@@ -24,7 +24,7 @@ pub fn push_from_yaml(version: u64, yaml: &str, mesh: MeshConfig) -> PushContext
         "fixture rejected: {:?}",
         snap.rejections
     );
-    PushContext::build(
+    crate::xds::generate::build_push(
         version,
         &snap.cluster.to_model(DOMAIN),
         snap.config.clone(),
@@ -131,7 +131,7 @@ impl BenchMesh {
 
     /// A new push, as after a config change.
     pub fn build(&self) -> PushContext {
-        PushContext::build(
+        crate::xds::generate::build_push(
             1,
             &self.registry,
             self.config.clone(),

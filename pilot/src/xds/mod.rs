@@ -1,17 +1,15 @@
-//! Envoy xDS v3 over ADS: the push context, the generators (one module per
-//! resource type), the per-stream state machine and the gRPC server.
+//! Envoy xDS v3 over ADS. Data flows one way: the push context ([`push`]) →
+//! the generators ([`generate`], one module per type, calling the
+//! [`plugin`]s) → the per-proxy resource cache ([`cache`]) → the ADS
+//! protocol state machine and its gRPC transport ([`server`]).
 
 pub mod cache;
-pub mod cluster;
-pub mod connection;
-pub mod endpoint;
 pub mod fixtures;
-pub mod generator;
-pub mod grpc;
-pub mod listener;
+pub mod generate;
 pub mod metrics;
+pub mod names;
+pub mod plugin;
 pub mod proxy;
 pub mod push;
 pub mod resource;
-pub mod route;
 pub mod server;

@@ -1,7 +1,8 @@
-//! The push context: one consistent view of services, endpoints and config, with
-//! the resources every proxy shares (outbound clusters, endpoints, routes)
-//! marshalled once. A config change builds a new context; an endpoint-only change
-//! derives one from the previous context, rebuilding just the endpoints.
+//! The push context: one consistent view of services, endpoints and config,
+//! and the slots where the generators keep what every proxy shares (outbound
+//! clusters, endpoints, routes), marshalled once per push. It is data: it
+//! never calls a generator; [`crate::xds::generate::build_push`] and
+//! [`crate::xds::generate::endpoint_push`] fill it.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -11,12 +12,13 @@ use api::config::{ConfigObject, Kind, Spec};
 use api::mesh::MeshConfig;
 use api::networking::{DestinationRule, Protocol, Resolution as SeResolution, VirtualService};
 
-use super::resource::Resource;
-use super::{cluster, endpoint};
 use crate::config::ConfigSnapshot;
 use crate::model::{
     Instance, Labels, Resolution, Service, ServiceModel, ServicePort, host_matches, resolve_host,
 };
+use crate::xds::names::outbound_cluster_name;
+use crate::xds::plugin::Plugins;
+use crate::xds::resource::Resource;
 
 /// Config looked up by host, built once per push: every generator asks "which
 /// VirtualService / DestinationRule covers this service?" thousands of times.
@@ -96,6 +98,8 @@ pub struct PushContext {
     pub full_version: u64,
     pub outbound_clusters: Arc<Vec<Resource>>,
     pub endpoints: Arc<BTreeMap<String, Resource>>,
+    /// The plug-ins the generators call for this push.
+    pub plugins: Plugins,
     index: Arc<ConfigIndex>,
     routes: Mutex<HashMap<RouteKey, Resource>>,
 }
@@ -111,7 +115,8 @@ pub struct RouteKey {
 }
 
 impl PushContext {
-    pub fn build(
+    /// The data of a full push; the shared resources are left for the generators.
+    pub fn new(
         version: u64,
         registry: &ServiceModel,
         config: Arc<ConfigSnapshot>,
@@ -120,8 +125,8 @@ impl PushContext {
         triggered_at: Instant,
     ) -> PushContext {
         let model = Arc::new(merge_service_entries(registry, &config, domain));
-        let config_for_index = config.clone();
-        let mut ctx = PushContext {
+        let index = Arc::new(ConfigIndex::build(&config, domain));
+        PushContext {
             version,
             model,
             config,
@@ -131,25 +136,23 @@ impl PushContext {
             full_version: version,
             outbound_clusters: Arc::default(),
             endpoints: Arc::default(),
-            index: Arc::new(ConfigIndex::build(&config_for_index, domain)),
+            plugins: Plugins::standard(),
+            index,
             routes: Mutex::default(),
-        };
-        ctx.outbound_clusters = Arc::new(cluster::outbound(&ctx));
-        ctx.endpoints = Arc::new(endpoint::all(&ctx));
-        ctx
+        }
     }
 
-    /// A context for new endpoints under unchanged services and config: clusters
-    /// and routes are reused, and only the load assignments of services whose
-    /// instances changed are marshalled again.
-    pub fn with_endpoints(
+    /// The data of an endpoint push: new endpoints under unchanged services
+    /// and config. Clusters and routes are this context's; the endpoints are
+    /// left for the generators.
+    pub fn derive(
         &self,
         version: u64,
         registry: &ServiceModel,
         triggered_at: Instant,
     ) -> PushContext {
         let model = Arc::new(merge_service_entries(registry, &self.config, &self.domain));
-        let mut ctx = PushContext {
+        PushContext {
             version,
             model,
             config: self.config.clone(),
@@ -159,6 +162,7 @@ impl PushContext {
             full_version: self.full_version,
             outbound_clusters: self.outbound_clusters.clone(),
             endpoints: Arc::default(),
+            plugins: self.plugins.clone(),
             index: self.index.clone(),
             routes: Mutex::new(
                 self.routes
@@ -166,9 +170,7 @@ impl PushContext {
                     .unwrap_or_else(|p| p.into_inner())
                     .clone(),
             ),
-        };
-        ctx.endpoints = Arc::new(endpoint::update(&ctx, &self.model, &self.endpoints));
-        ctx
+        }
     }
 
     pub fn is_full(&self) -> bool {
@@ -323,24 +325,3 @@ fn merge_service_entries(
     }
     model
 }
-
-/// `outbound|9080|v1|reviews.default.svc.cluster.local`
-pub fn outbound_cluster_name(port: u32, subset: &str, hostname: &str) -> String {
-    format!("outbound|{port}|{subset}|{hostname}")
-}
-
-/// `inbound|9080|http|reviews.default.svc.cluster.local`
-pub fn inbound_cluster_name(port: u32, port_name: &str, hostname: &str) -> String {
-    format!("inbound|{port}|{port_name}|{hostname}")
-}
-
-pub const BLACKHOLE: &str = "BlackHoleCluster";
-pub const PASSTHROUGH: &str = "PassthroughCluster";
-pub const INBOUND_PASSTHROUGH: &str = "InboundPassthroughClusterIpv4";
-
-/// The route name Istio gives outbound HTTP routes on a port.
-pub fn port_route_name(port: u32) -> String {
-    port.to_string()
-}
-
-pub const HTTP_PROXY_ROUTE: &str = "http_proxy";

@@ -1,11 +1,8 @@
 //! Marshalled xDS resources: encoded once per push and shared, by reference
 //! count, by every stream that sends them.
 
-use std::time::Duration;
-
 use bytes::Bytes;
-use envoy_types::pb::google::protobuf;
-use prost::{Message, Name};
+use prost::Message;
 use std::hash::{DefaultHasher, Hasher};
 
 pub const LISTENER: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
@@ -100,27 +97,4 @@ impl Resource {
             hash,
         }
     }
-}
-
-/// Packs an extension config into `Any`.
-pub fn any<M: Message + Name>(message: &M) -> protobuf::Any {
-    protobuf::Any {
-        type_url: M::type_url(),
-        value: message.encode_to_vec(),
-    }
-}
-
-pub fn duration(d: Duration) -> protobuf::Duration {
-    protobuf::Duration {
-        seconds: d.as_secs() as i64,
-        nanos: d.subsec_nanos() as i32,
-    }
-}
-
-pub fn u32_value(value: u32) -> protobuf::UInt32Value {
-    protobuf::UInt32Value { value }
-}
-
-pub fn bool_value(value: bool) -> protobuf::BoolValue {
-    protobuf::BoolValue { value }
 }

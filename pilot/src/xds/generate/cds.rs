@@ -10,10 +10,8 @@ use envoy_types::pb::envoy::config::cluster::v3::cluster::{
     ClusterDiscoveryType, DiscoveryType, EdsClusterConfig, LbPolicy,
 };
 use envoy_types::pb::envoy::config::cluster::v3::{CircuitBreakers, Cluster, OutlierDetection};
-use envoy_types::pb::envoy::config::core::v3::config_source::ConfigSourceSpecifier;
 use envoy_types::pb::envoy::config::core::v3::{
-    AggregatedConfigSource, ApiVersion, ConfigSource, Http2ProtocolOptions, HttpProtocolOptions,
-    SocketAddress,
+    Http2ProtocolOptions, HttpProtocolOptions, SocketAddress,
 };
 use envoy_types::pb::envoy::extensions::upstreams::http::v3::HttpProtocolOptions as UpstreamHttpOptions;
 use envoy_types::pb::envoy::extensions::upstreams::http::v3::http_protocol_options::{
@@ -21,13 +19,16 @@ use envoy_types::pb::envoy::extensions::upstreams::http::v3::http_protocol_optio
 };
 use envoy_types::pb::envoy::r#type::v3::Percent;
 
-use super::endpoint::{load_assignment, load_assignment_at};
-use super::proxy::Proxy;
-use super::push::{
-    BLACKHOLE, INBOUND_PASSTHROUGH, PASSTHROUGH, PushContext, outbound_cluster_name,
-};
-use super::resource::{Resource, any, duration, u32_value};
 use crate::model::{Resolution, ServicePort};
+use crate::xds::generate::eds::{load_assignment, load_assignment_at};
+use crate::xds::names::{
+    BLACKHOLE, INBOUND_PASSTHROUGH, PASSTHROUGH, ads_source, any, duration, outbound_cluster_name,
+    u32_value,
+};
+use crate::xds::plugin::{ClusterContext, Direction};
+use crate::xds::proxy::Proxy;
+use crate::xds::push::PushContext;
+use crate::xds::resource::Resource;
 
 const UPSTREAM_HTTP_OPTIONS: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
 
@@ -127,7 +128,26 @@ fn outbound_cluster(
     if let Some(policy) = policy {
         apply_policy(&mut cluster, policy);
     }
+    let ctx = ClusterContext {
+        push,
+        proxy: None,
+        service: Some(service),
+        port: Some(port),
+        direction: Direction::Outbound,
+    };
+    for plugin in push.plugins.iter() {
+        plugin.on_cluster(&ctx, &mut cluster);
+    }
     Resource::encode(name, &cluster)
+}
+
+/// The clusters plug-ins add for `proxy`.
+pub fn from_plugins(push: &PushContext, proxy: &Proxy) -> Vec<Resource> {
+    push.plugins
+        .iter()
+        .flat_map(|p| p.clusters(push, proxy))
+        .map(|c| Resource::encode(&c.name, &c))
+        .collect()
 }
 
 /// Pins the upstream protocol (HTTP/2 for `http2`/`grpc` ports) and sets the
@@ -226,7 +246,7 @@ fn outlier_detection(od: &IstioOutlier) -> OutlierDetection {
 
 /// Clusters for the services whose instances this proxy is.
 pub fn inbound(push: &PushContext, proxy: &Proxy) -> Vec<Resource> {
-    let mut out: Vec<Resource> = super::listener::inbound_ports(push, proxy)
+    let mut out: Vec<Resource> = crate::xds::generate::lds::inbound_ports(push, proxy)
         .into_iter()
         .map(|ib| {
             let mut c = Cluster {
@@ -239,10 +259,20 @@ pub fn inbound(push: &PushContext, proxy: &Proxy) -> Vec<Resource> {
             if ib.protocol.is_http2() {
                 set_upstream_http(&mut c, true, None);
             }
+            let ctx = ClusterContext {
+                push,
+                proxy: Some(proxy),
+                service: None,
+                port: None,
+                direction: Direction::Inbound,
+            };
+            for plugin in push.plugins.iter() {
+                plugin.on_cluster(&ctx, &mut c);
+            }
             Resource::encode(&ib.cluster, &c)
         })
         .collect();
-    if proxy.interception == super::proxy::InterceptionMode::Redirect {
+    if proxy.interception == crate::xds::proxy::InterceptionMode::Redirect {
         let mut c = original_dst_cluster(INBOUND_PASSTHROUGH, push);
         c.upstream_bind_config = Some(envoy_types::pb::envoy::config::core::v3::BindConfig {
             source_address: Some(SocketAddress {
@@ -281,28 +311,5 @@ fn original_dst_cluster(name: &str, push: &PushContext) -> Cluster {
         )),
         lb_policy: LbPolicy::ClusterProvided as i32,
         ..base(push, name)
-    }
-}
-
-pub fn ads_source() -> ConfigSource {
-    ConfigSource {
-        config_source_specifier: Some(
-            ConfigSourceSpecifier::Ads(AggregatedConfigSource::default()),
-        ),
-        resource_api_version: ApiVersion::V3 as i32,
-        ..Default::default()
-    }
-}
-
-pub fn socket_address(host: &str, port: u32) -> envoy_types::pb::envoy::config::core::v3::Address {
-    use envoy_types::pb::envoy::config::core::v3::{
-        Address, SocketAddress, address, socket_address,
-    };
-    Address {
-        address: Some(address::Address::SocketAddress(SocketAddress {
-            address: host.to_string(),
-            port_specifier: Some(socket_address::PortSpecifier::PortValue(port)),
-            ..Default::default()
-        })),
     }
 }

@@ -1,7 +1,7 @@
 //! One ADS stream as a state machine with no I/O: fed requests (first
 //! requests, ACKs, NACKs) and pushes, it returns the responses to send. The
 //! server task owns the socket; everything here is tested without one. What a
-//! response holds is the resource cache's business ([`super::cache`]).
+//! response holds is the resource cache's business ([`crate::xds::cache`]).
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -9,11 +9,11 @@ use std::time::Instant;
 use api::xds::{Any, DiscoveryRequest, DiscoveryResponse};
 use serde::Serialize;
 
-use super::cache::{Scope, TypeCache};
-use super::generator::generate;
-use super::proxy::Proxy;
-use super::push::PushContext;
-use super::resource::XdsType;
+use crate::xds::cache::{Scope, TypeCache};
+use crate::xds::generate::generate;
+use crate::xds::proxy::Proxy;
+use crate::xds::push::PushContext;
+use crate::xds::resource::XdsType;
 
 /// Per-type protocol state, as shown on `/debug/syncz`.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -54,7 +54,7 @@ pub enum ConnectionError {
     #[error("the first request must carry a node")]
     MissingNode,
     #[error(transparent)]
-    BadNode(#[from] super::proxy::NodeError),
+    BadNode(#[from] crate::xds::proxy::NodeError),
 }
 
 #[derive(Debug, Default)]
@@ -325,7 +325,8 @@ mod tests {
             &mesh_yaml(2, 2).replace("  - ip: 10.100.1.2\n", "  - ip: 10.100.1.99\n"),
             MeshConfig::default(),
         );
-        let eds_only = same.with_endpoints(4, &fewer.model, std::time::Instant::now());
+        let eds_only =
+            crate::xds::generate::endpoint_push(&same, 4, &fewer.model, std::time::Instant::now());
         let sent = conn.on_push(&eds_only);
         assert_eq!(
             sent.iter().map(|r| r.type_url.as_str()).collect::<Vec<_>>(),
@@ -459,7 +460,8 @@ mod tests {
             &yaml.replace("  - ip: 10.100.1.2\n", "  - ip: 10.100.1.99\n"),
             MeshConfig::default(),
         );
-        let eds_only = rerouted.with_endpoints(3, &moved.model, Instant::now());
+        let eds_only =
+            crate::xds::generate::endpoint_push(&rerouted, 3, &moved.model, Instant::now());
         assert!(!eds_only.is_full());
         let sent = conn.on_push(&eds_only);
         assert_eq!(types(&sent), vec![ENDPOINT, ROUTE]);
@@ -475,7 +477,12 @@ mod tests {
             &yaml.replace("  - ip: 10.100.1.2\n", "  - ip: 10.100.1.99\n"),
             MeshConfig::default(),
         );
-        let sent = conn.on_push(&push1.with_endpoints(2, &moved.model, Instant::now()));
+        let sent = conn.on_push(&crate::xds::generate::endpoint_push(
+            &push1,
+            2,
+            &moved.model,
+            Instant::now(),
+        ));
         assert_eq!(types(&sent), vec![ENDPOINT]);
         assert_eq!(
             sent[0].resources.len(),

@@ -25,7 +25,7 @@ use tonic::codec::{Codec, Streaming};
 use tonic::server::NamedService;
 use tonic::{Code, Status};
 
-use super::server::DiscoveryServer;
+use crate::xds::server::DiscoveryServer;
 
 const SOTW: &str =
     "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources";

@@ -8,10 +8,10 @@ use envoy_types::pb::envoy::config::endpoint::v3::{
     ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints, lb_endpoint::HostIdentifier,
 };
 
-use super::cluster::socket_address;
-use super::push::{PushContext, outbound_cluster_name};
-use super::resource::Resource;
 use crate::model::{Resolution, Service, ServiceModel, labels_match};
+use crate::xds::names::{outbound_cluster_name, socket_address};
+use crate::xds::push::PushContext;
+use crate::xds::resource::Resource;
 
 pub fn load_assignment(cluster: &str, endpoints: Vec<(&str, u32)>) -> ClusterLoadAssignment {
     load_assignment_at(

@@ -1,7 +1,10 @@
 //! ADS streams: one task per stream doing the I/O around a [`Connection`]
-//! (the gRPC transport is in [`super::grpc`]). Pushes arrive through a `watch`
+//! (the gRPC transport is in [`crate::xds::server::grpc`]). Pushes arrive through a `watch`
 //! of the latest push context, so a stream that falls behind skips straight to
 //! the newest state.
+
+pub mod connection;
+pub mod grpc;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,10 +18,10 @@ use tokio_stream::StreamExt;
 use tokio_util::sync::CancellationToken;
 use tonic::{Status, Streaming};
 
-use super::connection::{Connection, RequestKind, WatchState};
-use super::metrics::XdsMetrics;
-use super::push::PushContext;
-use super::resource::XdsType;
+use crate::xds::metrics::XdsMetrics;
+use crate::xds::push::PushContext;
+use crate::xds::resource::XdsType;
+use crate::xds::server::connection::{Connection, RequestKind, WatchState};
 
 /// What `/debug/syncz` and `/debug/adsz` show for one stream.
 #[derive(Debug, Clone, Serialize)]

@@ -12,8 +12,6 @@ use envoy_types::pb::envoy::config::listener::v3::{
     Filter, FilterChain, FilterChainMatch, Listener, ListenerFilter, filter::ConfigType,
     listener_filter::ConfigType as ListenerFilterConfig,
 };
-use envoy_types::pb::envoy::extensions::filters::http::cors::v3::Cors;
-use envoy_types::pb::envoy::extensions::filters::http::fault::v3::HttpFault;
 use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
 use envoy_types::pb::envoy::extensions::filters::listener::original_dst::v3::OriginalDst;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
@@ -21,15 +19,16 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
 };
 use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{TcpProxy, tcp_proxy};
 
-use super::cluster::{ads_source, socket_address};
-use super::proxy::{InterceptionMode, Proxy, ProxyKind};
-use super::push::{
-    BLACKHOLE, HTTP_PROXY_ROUTE, INBOUND_PASSTHROUGH, PASSTHROUGH, PushContext,
-    inbound_cluster_name, outbound_cluster_name, port_route_name,
-};
-use super::resource::{Resource, any, bool_value};
-use super::route::{self, CORS_FILTER, FAULT_FILTER};
 use crate::model::{Service, labels_match};
+use crate::xds::generate::rds;
+use crate::xds::names::{
+    BLACKHOLE, HTTP_PROXY_ROUTE, INBOUND_PASSTHROUGH, PASSTHROUGH, ads_source, any, bool_value,
+    inbound_cluster_name, outbound_cluster_name, port_route_name, socket_address, u32_value,
+};
+use crate::xds::plugin::{Direction, ListenerContext};
+use crate::xds::proxy::{InterceptionMode, Proxy, ProxyKind};
+use crate::xds::push::PushContext;
+use crate::xds::resource::Resource;
 
 pub const VIRTUAL_OUTBOUND: &str = "virtualOutbound";
 pub const VIRTUAL_INBOUND: &str = "virtualInbound";
@@ -115,7 +114,7 @@ pub fn build(push: &PushContext, proxy: &Proxy) -> Vec<Resource> {
                     listeners.push(Listener {
                         name: format!("{}_{}", proxy.ip, ib.port),
                         address: Some(socket_address(&proxy.ip, ib.port)),
-                        filter_chains: vec![inbound_chain(ib, None)],
+                        filter_chains: inbound_chains(push, proxy, ib, None),
                         traffic_direction: TrafficDirection::Inbound as i32,
                         ..Default::default()
                     });
@@ -123,7 +122,7 @@ pub fn build(push: &PushContext, proxy: &Proxy) -> Vec<Resource> {
             }
             InterceptionMode::Redirect => {
                 listeners.push(virtual_outbound(push));
-                listeners.push(virtual_inbound(&inbound));
+                listeners.push(virtual_inbound(push, proxy, &inbound));
                 listeners.extend(outbound_port_listeners(push, proxy));
             }
         }
@@ -138,7 +137,11 @@ pub fn build(push: &PushContext, proxy: &Proxy) -> Vec<Resource> {
                 name: format!("{bind}_{port}"),
                 address: Some(socket_address(bind, port)),
                 filter_chains: vec![FilterChain {
-                    filters: vec![hcm_rds(&format!("outbound_{port}"), HTTP_PROXY_ROUTE)],
+                    filters: hcm_rds(
+                        &outbound(push, proxy),
+                        &format!("outbound_{port}"),
+                        HTTP_PROXY_ROUTE,
+                    ),
                     ..Default::default()
                 }],
                 traffic_direction: TrafficDirection::Outbound as i32,
@@ -178,26 +181,77 @@ fn http_ports(push: &PushContext) -> std::collections::BTreeSet<u32> {
         .collect()
 }
 
-fn inbound_chain(ib: &InboundPort, port_match: Option<u32>) -> FilterChain {
+fn outbound<'a>(push: &'a PushContext, proxy: &'a Proxy) -> ListenerContext<'a> {
+    ListenerContext {
+        push,
+        proxy,
+        direction: Direction::Outbound,
+        port: None,
+    }
+}
+
+/// The filter chains of one inbound port: one, or as many as a plug-in asks
+/// for (a TLS and a plaintext chain for PERMISSIVE mutual TLS), each with the
+/// port's filters.
+fn inbound_chains(
+    push: &PushContext,
+    proxy: &Proxy,
+    ib: &InboundPort,
+    port_match: Option<u32>,
+) -> Vec<FilterChain> {
+    let ctx = ListenerContext {
+        push,
+        proxy,
+        direction: Direction::Inbound,
+        port: Some(ib),
+    };
     let stat_prefix = format!("inbound_{}", ib.port);
-    let filter = if ib.protocol.is_http() {
+    let filters = if ib.protocol.is_http() {
         hcm(
+            &ctx,
             &stat_prefix,
-            RouteSpecifier::RouteConfig(route::inbound(&ib.cluster)),
-            false,
+            RouteSpecifier::RouteConfig(rds::inbound(&ib.cluster)),
         )
     } else {
-        tcp_proxy(&stat_prefix, &ib.cluster)
+        with_network_filters(&ctx, tcp_proxy(&stat_prefix, &ib.cluster))
     };
-    FilterChain {
-        filter_chain_match: port_match.map(|p| FilterChainMatch {
-            destination_port: Some(super::resource::u32_value(p)),
-            ..Default::default()
-        }),
-        filters: vec![filter],
-        name: ib.cluster.clone(),
+    let port_only = FilterChainMatch {
+        destination_port: port_match.map(u32_value),
         ..Default::default()
-    }
+    };
+    let Some(templates) = push.plugins.iter().find_map(|p| p.inbound_chains(&ctx)) else {
+        return vec![FilterChain {
+            filter_chain_match: port_match.map(|_| port_only),
+            filters,
+            name: ib.cluster.clone(),
+            ..Default::default()
+        }];
+    };
+    templates
+        .into_iter()
+        .map(|t| FilterChain {
+            filter_chain_match: Some(FilterChainMatch {
+                destination_port: port_only.destination_port,
+                ..t.filter_chain_match
+            }),
+            filters: filters.clone(),
+            transport_socket: t.transport_socket,
+            name: format!("{}{}", ib.cluster, t.suffix),
+            ..Default::default()
+        })
+        .collect()
+}
+
+/// The plug-ins' network filters, then `last` (the connection manager or TCP proxy).
+fn with_network_filters(ctx: &ListenerContext, last: Filter) -> Vec<Filter> {
+    let mut filters: Vec<Filter> = ctx
+        .push
+        .plugins
+        .iter()
+        .flat_map(|p| p.network_filters(ctx))
+        .collect();
+    filters.push(last);
+    filters
 }
 
 fn virtual_outbound(push: &PushContext) -> Listener {
@@ -220,10 +274,10 @@ fn virtual_outbound(push: &PushContext) -> Listener {
     }
 }
 
-fn virtual_inbound(inbound: &[InboundPort]) -> Listener {
+fn virtual_inbound(push: &PushContext, proxy: &Proxy, inbound: &[InboundPort]) -> Listener {
     let mut chains: Vec<FilterChain> = inbound
         .iter()
-        .map(|ib| inbound_chain(ib, Some(ib.port)))
+        .flat_map(|ib| inbound_chains(push, proxy, ib, Some(ib.port)))
         .collect();
     chains.push(FilterChain {
         filters: vec![tcp_proxy(INBOUND_PASSTHROUGH, INBOUND_PASSTHROUGH)],
@@ -259,10 +313,11 @@ fn outbound_port_listeners(push: &PushContext, proxy: &Proxy) -> Vec<Listener> {
                 address: Some(socket_address("0.0.0.0", port)),
                 bind_to_port: Some(bool_value(false)),
                 filter_chains: vec![FilterChain {
-                    filters: vec![hcm_rds(
+                    filters: hcm_rds(
+                        &outbound(push, proxy),
                         &format!("outbound_0.0.0.0_{port}"),
                         &port_route_name(port),
-                    )],
+                    ),
                     ..Default::default()
                 }],
                 traffic_direction: TrafficDirection::Outbound as i32,
@@ -280,10 +335,13 @@ fn outbound_port_listeners(push: &PushContext, proxy: &Proxy) -> Vec<Listener> {
                 address: Some(socket_address(ip, sp.port)),
                 bind_to_port: Some(bool_value(false)),
                 filter_chains: vec![FilterChain {
-                    filters: vec![tcp_proxy_to(
-                        &format!("outbound|{}||{}", sp.port, service.hostname),
-                        &clusters,
-                    )],
+                    filters: with_network_filters(
+                        &outbound(push, proxy),
+                        tcp_proxy_to(
+                            &format!("outbound|{}||{}", sp.port, service.hostname),
+                            &clusters,
+                        ),
+                    ),
                     ..Default::default()
                 }],
                 traffic_direction: TrafficDirection::Outbound as i32,
@@ -294,34 +352,26 @@ fn outbound_port_listeners(push: &PushContext, proxy: &Proxy) -> Vec<Listener> {
     by_name.into_values().collect()
 }
 
-fn hcm_rds(stat_prefix: &str, route_name: &str) -> Filter {
+fn hcm_rds(ctx: &ListenerContext, stat_prefix: &str, route_name: &str) -> Vec<Filter> {
     hcm(
+        ctx,
         stat_prefix,
         RouteSpecifier::Rds(Rds {
             config_source: Some(ads_source()),
             route_config_name: route_name.to_string(),
         }),
-        true,
     )
 }
 
-fn hcm(stat_prefix: &str, routes: RouteSpecifier, outbound: bool) -> Filter {
-    let mut http_filters = Vec::new();
-    if outbound {
-        // CORS before fault injection, as in Istio: a preflight is answered, not faulted.
-        http_filters.push(HttpFilter {
-            name: CORS_FILTER.into(),
-            config_type: Some(http_filter::ConfigType::TypedConfig(any(&Cors::default()))),
-            ..Default::default()
-        });
-        http_filters.push(HttpFilter {
-            name: FAULT_FILTER.into(),
-            config_type: Some(http_filter::ConfigType::TypedConfig(any(
-                &HttpFault::default(),
-            ))),
-            ..Default::default()
-        });
-    }
+/// An HTTP connection manager with the plug-ins' HTTP filters before the
+/// router, behind the plug-ins' network filters.
+fn hcm(ctx: &ListenerContext, stat_prefix: &str, routes: RouteSpecifier) -> Vec<Filter> {
+    let mut http_filters: Vec<HttpFilter> = ctx
+        .push
+        .plugins
+        .iter()
+        .flat_map(|p| p.http_filters(ctx))
+        .collect();
     http_filters.push(HttpFilter {
         name: "envoy.filters.http.router".into(),
         config_type: Some(http_filter::ConfigType::TypedConfig(
@@ -336,10 +386,11 @@ fn hcm(stat_prefix: &str, routes: RouteSpecifier, outbound: bool) -> Filter {
         generate_request_id: Some(bool_value(true)),
         ..Default::default()
     };
-    Filter {
+    let manager = Filter {
         name: "envoy.filters.network.http_connection_manager".into(),
         config_type: Some(ConfigType::TypedConfig(any(&manager))),
-    }
+    };
+    with_network_filters(ctx, manager)
 }
 
 /// Where a TCP service port's connections go: the first `tcp` route of its

@@ -3,9 +3,7 @@
 
 use std::time::Duration;
 
-use api::networking::{
-    self as istio, HeaderOperations, HttpFaultInjection, HttpMatchRequest, HttpRoute, fault_share,
-};
+use api::networking::{self as istio, HeaderOperations, HttpMatchRequest, HttpRoute};
 use envoy_types::pb::envoy::config::core::v3::header_value_option::HeaderAppendAction;
 use envoy_types::pb::envoy::config::core::v3::{
     HeaderValue, HeaderValueOption, RuntimeFractionalPercent,
@@ -29,26 +27,20 @@ use envoy_types::pb::envoy::config::route::v3::{
     HeaderMatcher, QueryParameterMatcher, RedirectAction, RetryPolicy, Route, RouteAction,
     RouteConfiguration, RouteMatch, VirtualHost, WeightedCluster,
 };
-use envoy_types::pb::envoy::extensions::filters::common::fault::v3::{
-    FaultDelay, fault_delay::FaultDelaySecifier,
-};
-use envoy_types::pb::envoy::extensions::filters::http::cors::v3::CorsPolicy;
-use envoy_types::pb::envoy::extensions::filters::http::fault::v3::{
-    FaultAbort, HttpFault, fault_abort::ErrorType,
-};
 use envoy_types::pb::envoy::extensions::retry::host::previous_hosts::v3::PreviousHostsPredicate;
 use envoy_types::pb::envoy::r#type::matcher::v3::{
     RegexMatcher, StringMatcher, string_matcher::MatchPattern,
 };
 use envoy_types::pb::envoy::r#type::v3::{FractionalPercent, fractional_percent::DenominatorType};
 
-use super::proxy::Proxy;
-use super::push::{HTTP_PROXY_ROUTE, PASSTHROUGH, PushContext, RouteKey, outbound_cluster_name};
-use super::resource::{Resource, any, bool_value, duration, u32_value};
 use crate::model::{Service, labels_match};
-
-pub const FAULT_FILTER: &str = "envoy.filters.http.fault";
-pub const CORS_FILTER: &str = "envoy.filters.http.cors";
+use crate::xds::names::{
+    HTTP_PROXY_ROUTE, PASSTHROUGH, any, bool_value, duration, outbound_cluster_name, u32_value,
+};
+use crate::xds::plugin::RouteContext;
+use crate::xds::proxy::Proxy;
+use crate::xds::push::{PushContext, RouteKey};
+use crate::xds::resource::Resource;
 
 /// The outbound route table `name` (a port number or `http_proxy`) for `proxy`.
 pub fn outbound(push: &PushContext, proxy: &Proxy, name: &str) -> Option<Resource> {
@@ -183,7 +175,7 @@ fn routes_for(push: &PushContext, proxy: &Proxy, service: &Service, port: u32) -
             {
                 continue;
             }
-            routes.push(translate(push, vs_namespace, http, m, port));
+            routes.push(translate(push, proxy, vs_namespace, http, m, port));
         }
     }
     routes
@@ -191,6 +183,7 @@ fn routes_for(push: &PushContext, proxy: &Proxy, service: &Service, port: u32) -
 
 fn translate(
     push: &PushContext,
+    proxy: &Proxy,
     vs_namespace: &str,
     http: &HttpRoute,
     m: Option<&HttpMatchRequest>,
@@ -313,15 +306,13 @@ fn translate(
         ..Default::default()
     };
     add_header_ops(&mut route, Some(&legacy_request), Some(&legacy_response));
-    if let Some(fault) = &http.fault {
-        route
-            .typed_per_filter_config
-            .insert(FAULT_FILTER.into(), any(&fault_config(fault)));
-    }
-    if let Some(cors) = &http.cors_policy {
-        route
-            .typed_per_filter_config
-            .insert(CORS_FILTER.into(), any(&cors_config(cors)));
+    let ctx = RouteContext {
+        push,
+        proxy,
+        route: http,
+    };
+    for plugin in push.plugins.iter() {
+        plugin.on_http_route(&ctx, &mut route);
     }
     route
 }
@@ -382,7 +373,7 @@ fn regex(r: &str) -> RegexMatcher {
     }
 }
 
-fn string_matcher(sm: &istio::StringMatch) -> StringMatcher {
+pub(crate) fn string_matcher(sm: &istio::StringMatch) -> StringMatcher {
     let pattern = match (&sm.exact, &sm.prefix, &sm.regex) {
         (Some(e), _, _) => MatchPattern::Exact(e.clone()),
         (_, Some(p), _) => MatchPattern::Prefix(p.clone()),
@@ -489,49 +480,10 @@ fn retry_policy(r: &istio::HttpRetry) -> RetryPolicy {
 }
 
 /// Istio percentages have fractions; Envoy's are numerators over a million.
-fn per_million(percent: f64) -> FractionalPercent {
+pub(crate) fn per_million(percent: f64) -> FractionalPercent {
     FractionalPercent {
         numerator: (percent * 10_000.0).round() as u32,
         denominator: DenominatorType::Million as i32,
-    }
-}
-
-fn fault_config(fault: &HttpFaultInjection) -> HttpFault {
-    HttpFault {
-        delay: fault.delay.as_ref().map(|d| FaultDelay {
-            fault_delay_secifier: d
-                .fixed_delay
-                .map(|fd| FaultDelaySecifier::FixedDelay(duration(fd.0))),
-            percentage: Some(per_million(fault_share(d.percentage, d.percent))),
-        }),
-        abort: fault.abort.as_ref().map(|a| FaultAbort {
-            error_type: a.http_status.map(|s| ErrorType::HttpStatus(s as u32)),
-            percentage: Some(per_million(fault_share(a.percentage, a.percent))),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
-
-fn cors_config(c: &istio::CorsPolicy) -> CorsPolicy {
-    let exact = c.allow_origin.iter().map(|o| istio::StringMatch {
-        exact: Some(o.clone()),
-        ..Default::default()
-    });
-    CorsPolicy {
-        allow_origin_string_match: exact
-            .chain(c.allow_origins.iter().cloned())
-            .map(|m| string_matcher(&m))
-            .collect(),
-        allow_methods: c.allow_methods.join(","),
-        allow_headers: c.allow_headers.join(","),
-        expose_headers: c.expose_headers.join(","),
-        max_age: c
-            .max_age
-            .map(|d| d.0.as_secs().to_string())
-            .unwrap_or_default(),
-        allow_credentials: c.allow_credentials.map(bool_value),
-        ..Default::default()
     }
 }
 

@@ -1,0 +1,139 @@
+//! Plug-ins: how a feature (CORS, fault injection; next Mixer's filters,
+//! authentication, authorization, telemetry) adds to what the generators
+//! build without editing them, as Istio 1.4's `plugin.Plugin` did. The
+//! generators call every registered plug-in at fixed points: the HTTP filters
+//! of each connection manager, the network filters and filter chains of each
+//! listener, each Istio HTTP route, and each cluster; a plug-in may also add
+//! clusters of its own.
+
+mod cors;
+mod fault;
+
+use std::sync::{Arc, LazyLock};
+
+use api::networking::HttpRoute;
+use envoy_types::pb::envoy::config::cluster::v3::Cluster;
+use envoy_types::pb::envoy::config::core::v3::TransportSocket;
+use envoy_types::pb::envoy::config::listener::v3::{Filter, FilterChainMatch};
+use envoy_types::pb::envoy::config::route::v3::Route;
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpFilter;
+
+pub use cors::Cors;
+pub use fault::Fault;
+
+use crate::model::{Service, ServicePort};
+use crate::xds::generate::lds::InboundPort;
+use crate::xds::proxy::Proxy;
+use crate::xds::push::PushContext;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// Traffic from this proxy's application to the mesh.
+    Outbound,
+    /// Traffic from the mesh to this proxy's application.
+    Inbound,
+}
+
+/// A listener, or one inbound port of it, being built for `proxy`.
+pub struct ListenerContext<'a> {
+    pub push: &'a PushContext,
+    pub proxy: &'a Proxy,
+    pub direction: Direction,
+    /// The inbound port, for inbound chains.
+    pub port: Option<&'a InboundPort>,
+}
+
+/// One Istio HTTP route being translated into Envoy routes.
+pub struct RouteContext<'a> {
+    pub push: &'a PushContext,
+    pub proxy: &'a Proxy,
+    pub route: &'a HttpRoute,
+}
+
+/// A cluster being built. Outbound clusters are shared by every proxy of a
+/// push, so they know no proxy; inbound clusters are one proxy's.
+pub struct ClusterContext<'a> {
+    pub push: &'a PushContext,
+    pub proxy: Option<&'a Proxy>,
+    pub service: Option<&'a Service>,
+    pub port: Option<&'a ServicePort>,
+    pub direction: Direction,
+}
+
+/// One filter chain a plug-in wants in place of an inbound port's single
+/// chain: PERMISSIVE mutual TLS needs a TLS chain and a plaintext one. Every
+/// chain gets the port's filters.
+#[derive(Debug, Clone, Default)]
+pub struct ChainTemplate {
+    /// Added to the chain's name, to tell the chains of one port apart.
+    pub suffix: String,
+    /// Merged over the port's own match (its destination port).
+    pub filter_chain_match: FilterChainMatch,
+    pub transport_socket: Option<TransportSocket>,
+}
+
+/// Every hook has a default that adds nothing, so a plug-in implements only
+/// the points it cares about.
+pub trait Plugin: Send + Sync {
+    fn name(&self) -> &'static str;
+
+    /// HTTP filters for a connection manager, placed before the router in
+    /// plug-in order.
+    fn http_filters(&self, _ctx: &ListenerContext) -> Vec<HttpFilter> {
+        Vec::new()
+    }
+
+    /// Network filters placed before the connection manager or TCP proxy.
+    fn network_filters(&self, _ctx: &ListenerContext) -> Vec<Filter> {
+        Vec::new()
+    }
+
+    /// Several filter chains for an inbound port instead of one; the first
+    /// plug-in to ask decides.
+    fn inbound_chains(&self, _ctx: &ListenerContext) -> Option<Vec<ChainTemplate>> {
+        None
+    }
+
+    /// Adjusts an Envoy route made from an Istio HTTP route (per-filter config).
+    fn on_http_route(&self, _ctx: &RouteContext, _route: &mut Route) {}
+
+    /// Adjusts a cluster (a transport socket for mutual TLS, say).
+    fn on_cluster(&self, _ctx: &ClusterContext, _cluster: &mut Cluster) {}
+
+    /// Clusters of the plug-in's own (a policy server's, say) for `proxy`.
+    fn clusters(&self, _push: &PushContext, _proxy: &Proxy) -> Vec<Cluster> {
+        Vec::new()
+    }
+}
+
+/// The plug-ins the generators call, in order.
+#[derive(Clone)]
+pub struct Plugins(Arc<Vec<Arc<dyn Plugin>>>);
+
+impl Plugins {
+    pub fn new(plugins: Vec<Arc<dyn Plugin>>) -> Plugins {
+        Plugins(Arc::new(plugins))
+    }
+
+    /// What every Pilot runs: CORS before fault injection, as in Istio, so a
+    /// preflight is answered rather than faulted.
+    pub fn standard() -> Plugins {
+        static STANDARD: LazyLock<Plugins> =
+            LazyLock::new(|| Plugins::new(vec![Arc::new(Cors), Arc::new(Fault)]));
+        STANDARD.clone()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &dyn Plugin> {
+        self.0.iter().map(|p| p.as_ref())
+    }
+
+    pub fn names(&self) -> Vec<&'static str> {
+        self.iter().map(Plugin::name).collect()
+    }
+}
+
+impl Default for Plugins {
+    fn default() -> Plugins {
+        Plugins::standard()
+    }
+}
