@@ -137,3 +137,118 @@ impl Default for Plugins {
         Plugins::standard()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use api::mesh::MeshConfig;
+    use envoy_types::pb::envoy::config::cluster::v3::Cluster;
+    use envoy_types::pb::envoy::config::listener::v3::{Filter, Listener};
+    use prost::Message;
+
+    use super::*;
+    use crate::xds::fixtures::{mesh_yaml, push_from_yaml, sidecar_node};
+    use crate::xds::generate::{cds, generate};
+    use crate::xds::resource::XdsType;
+
+    /// What the mutual TLS feature will need, done without touching a generator.
+    struct TwoChains;
+
+    impl Plugin for TwoChains {
+        fn name(&self) -> &'static str {
+            "two-chains"
+        }
+        fn network_filters(&self, ctx: &ListenerContext) -> Vec<Filter> {
+            (ctx.direction == Direction::Inbound)
+                .then(|| Filter {
+                    name: "test.network".into(),
+                    config_type: None,
+                })
+                .into_iter()
+                .collect()
+        }
+        fn inbound_chains(&self, _: &ListenerContext) -> Option<Vec<ChainTemplate>> {
+            let tls = ChainTemplate {
+                suffix: "-tls".into(),
+                filter_chain_match: FilterChainMatch {
+                    transport_protocol: "tls".into(),
+                    ..Default::default()
+                },
+                transport_socket: None,
+            };
+            Some(vec![tls, ChainTemplate::default()])
+        }
+        fn on_cluster(&self, ctx: &ClusterContext, cluster: &mut Cluster) {
+            if ctx.direction == Direction::Outbound {
+                cluster.alt_stat_name = "plugged".into();
+            }
+        }
+        fn clusters(&self, _: &PushContext, _: &Proxy) -> Vec<Cluster> {
+            vec![Cluster {
+                name: "plugin-cluster".into(),
+                ..Default::default()
+            }]
+        }
+    }
+
+    #[test]
+    fn a_plugin_adds_chains_filters_and_clusters() {
+        let base = push_from_yaml(1, &mesh_yaml(2, 2), MeshConfig::default());
+        let mut push = PushContext::new(
+            1,
+            &base.model,
+            base.config.clone(),
+            base.mesh.clone(),
+            &base.domain,
+            std::time::Instant::now(),
+        );
+        push.plugins = Plugins::new(vec![Arc::new(TwoChains), Arc::new(Cors), Arc::new(Fault)]);
+        push.outbound_clusters = Arc::new(cds::outbound(&push));
+        let proxy =
+            Proxy::from_node(&sidecar_node("10.100.0.2", "svc-0-0", false), &push.model).unwrap();
+
+        let listeners = generate(&push, &proxy, XdsType::Listener, &[]);
+        let inbound = listeners
+            .iter()
+            .find(|r| r.name == "virtualInbound")
+            .unwrap();
+        let inbound = Listener::decode(inbound.body.clone()).unwrap();
+        let names: Vec<&str> = inbound
+            .filter_chains
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "inbound|8080|http|svc-0.default.svc.cluster.local-tls",
+                "inbound|8080|http|svc-0.default.svc.cluster.local",
+                "InboundPassthroughClusterIpv4"
+            ]
+        );
+        let first = &inbound.filter_chains[0];
+        assert_eq!(first.filters[0].name, "test.network");
+        let port = first.filter_chain_match.as_ref().unwrap();
+        assert_eq!(
+            (
+                port.transport_protocol.as_str(),
+                port.destination_port.map(|p| p.value)
+            ),
+            ("tls", Some(8080))
+        );
+
+        let clusters = generate(&push, &proxy, XdsType::Cluster, &[]);
+        assert!(clusters.iter().any(|c| c.name == "plugin-cluster"));
+        let outbound = clusters
+            .iter()
+            .find(|c| c.name == "outbound|8080||svc-1.default.svc.cluster.local")
+            .unwrap();
+        assert_eq!(
+            Cluster::decode(outbound.body.clone())
+                .unwrap()
+                .alt_stat_name,
+            "plugged"
+        );
+    }
+}
