@@ -206,6 +206,10 @@ async fn client(
     let mut acked: BTreeSet<&str> = BTreeSet::new();
     let mut eds_names = Vec::new();
     let mut rds_names = Vec::new();
+    // The last response of each named type: as Envoy does, a subscription
+    // change is sent as a request carrying that response's version and nonce.
+    let mut last_eds: Option<DiscoveryResponse> = None;
+    let mut last_rds: Option<DiscoveryResponse> = None;
     let mut reported = false;
     while let Some(resp) = responses.next().await {
         let resp = resp?;
@@ -224,7 +228,8 @@ async fn client(
                     .collect();
                 if names != eds_names {
                     eds_names = names;
-                    tx.send(request(ENDPOINT, eds_names.clone(), None)).await?;
+                    tx.send(request(ENDPOINT, eds_names.clone(), last_eds.as_ref()))
+                        .await?;
                 }
                 acked.insert(CLUSTER);
             }
@@ -250,7 +255,8 @@ async fn client(
                 names.dedup();
                 if names != rds_names {
                     rds_names = names;
-                    tx.send(request(ROUTE, rds_names.clone(), None)).await?;
+                    tx.send(request(ROUTE, rds_names.clone(), last_rds.as_ref()))
+                        .await?;
                 }
                 acked.insert(LISTENER);
             }
@@ -262,6 +268,7 @@ async fn client(
                 };
                 tx.send(request(t, names, Some(&resp))).await?;
                 if t == ENDPOINT {
+                    last_eds = Some(resp);
                     acked.insert(ENDPOINT);
                 } else {
                     let edits = *edit.borrow();
@@ -269,6 +276,7 @@ async fn client(
                         let _ = done.send((id, edits as u32, started.elapsed())).await;
                     }
                     acked.insert(ROUTE);
+                    last_rds = Some(resp);
                 }
             }
             other => bail!("unexpected type {other}"),

@@ -4,15 +4,16 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use api::mesh::MeshConfig;
-use api::xds::Node;
+use api::xds::{DiscoveryRequest, Node};
 use prost_types::{Struct, Value, value::Kind};
 
 use crate::config::dir::snapshot_from_texts;
-use crate::xds::generate::generate;
 use crate::xds::generate::lds::route_names;
 use crate::xds::proxy::Proxy;
 use crate::xds::push::PushContext;
 use crate::xds::resource::XdsType;
+use crate::xds::server::connection::Connection;
+use crate::xds::server::grpc::frame;
 
 pub const DOMAIN: &str = "cluster.local";
 
@@ -85,47 +86,64 @@ pub fn mesh_yaml(services: usize, endpoints: usize) -> String {
     y
 }
 
-/// Everything one sidecar is sent, as Envoy would ask for it; returns the bytes.
-pub fn full_config_bytes(push: &PushContext, proxy: &Proxy) -> usize {
-    let clusters = generate(push, proxy, XdsType::Cluster, &[]);
+/// Everything one sidecar is sent, as Envoy asks for it (CDS and LDS, then
+/// EDS for every EDS cluster and RDS for every route its listeners name),
+/// through the whole response path: generation, the per-proxy cache's hashing
+/// and versions, `Any` wrapping with type URLs, and gRPC framing. Returns the
+/// framed bytes.
+pub fn serve_proxy(push: &PushContext, node: &Node) -> usize {
+    let proxy = Proxy::from_node(node, &push.model).expect("benchmark node");
+    let mut conn = Connection::new();
     let eds: Vec<String> = push.endpoints.keys().cloned().collect();
-    let endpoints = generate(push, proxy, XdsType::Endpoint, &eds);
-    let listeners = generate(push, proxy, XdsType::Listener, &[]);
-    let routes = generate(push, proxy, XdsType::Route, &route_names(push, proxy));
-    [clusters, endpoints, listeners, routes]
-        .iter()
-        .flatten()
-        .map(|r| r.body.len())
-        .sum()
+    let requests = [
+        (XdsType::Cluster, Vec::new()),
+        (XdsType::Listener, Vec::new()),
+        (XdsType::Endpoint, eds),
+        (XdsType::Route, route_names(push, &proxy)),
+    ];
+    let mut bytes = 0;
+    for (kind, names) in requests {
+        let request = DiscoveryRequest {
+            node: Some(node.clone()),
+            type_url: kind.url().to_string(),
+            resource_names: names,
+            ..Default::default()
+        };
+        let (_, response) = conn.on_request(request, push).expect("benchmark request");
+        bytes += frame(response.expect("a response"))
+            .map(|b| b.len())
+            .sum::<usize>();
+    }
+    bytes
 }
 
-/// The benchmark mesh ([`mesh_yaml`]) ready to build pushes from, with two
-/// sidecars of different services.
+/// The benchmark mesh ([`mesh_yaml`]) ready to build pushes from, with the
+/// nodes of three sidecars: `proxy` and `neighbour` in namespace `default`
+/// (the second shares the first's route tables), `elsewhere` in namespace
+/// `other` (its route tables are its own).
 pub struct BenchMesh {
     registry: crate::model::ServiceModel,
     config: Arc<crate::config::ConfigSnapshot>,
     mesh: Arc<MeshConfig>,
-    pub proxy: Proxy,
-    pub other: Proxy,
+    pub proxy: Node,
+    pub neighbour: Node,
+    pub elsewhere: Node,
 }
 
 impl BenchMesh {
     pub fn new(services: usize, endpoints: usize) -> BenchMesh {
         let snap = snapshot_from_texts(&[("mesh.yaml", &mesh_yaml(services, endpoints))]);
         let registry = snap.cluster.to_model(DOMAIN);
-        let proxy = |ip: &str, pod: &str| {
-            Proxy::from_node(&sidecar_node(ip, pod, false), &registry).expect("benchmark node")
-        };
-        let (proxy, other) = (
-            proxy("10.100.0.2", "svc-0-0"),
-            proxy("10.101.0.2", "svc-250-0"),
-        );
         BenchMesh {
             config: snap.config.clone(),
             registry,
             mesh: Arc::default(),
-            proxy,
-            other,
+            proxy: sidecar_node("10.100.0.2", "svc-0-0", false),
+            neighbour: sidecar_node("10.101.0.2", "svc-250-0", false),
+            elsewhere: Node {
+                id: "sidecar~10.250.0.2~client.other~other.svc.cluster.local".into(),
+                ..Default::default()
+            },
         }
     }
 

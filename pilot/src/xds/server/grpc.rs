@@ -152,6 +152,12 @@ impl http_body::Body for ResponseBody {
     }
 }
 
+/// One response as the chunks of gRPC framing that go to HTTP/2.
+pub fn frame(response: DiscoveryResponse) -> impl Iterator<Item = Bytes> {
+    let mut framer = Framer::new(response);
+    std::iter::from_fn(move || framer.next_chunk())
+}
+
 fn string_field_len(tag: u32, s: &str) -> usize {
     prost::encoding::key_len(tag) + encoded_len_varint(s.len() as u64) + s.len()
 }
