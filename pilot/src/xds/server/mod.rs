@@ -13,7 +13,7 @@ use std::time::{Instant, SystemTime};
 
 use api::xds::{DiscoveryRequest, DiscoveryResponse};
 use serde::Serialize;
-use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio_stream::StreamExt;
 use tokio_util::sync::CancellationToken;
 use tonic::{Status, Streaming};
@@ -72,6 +72,10 @@ impl DiscoveryServer {
         self.clients.clone()
     }
 }
+
+/// Longest a stream holds its throttle permit waiting for gRPC to take its
+/// responses.
+const SEND_UNDER_PERMIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Responses queued per stream. Small on purpose: pushes are generated from the
 /// newest state when there is room, so a slow proxy never holds old pushes.
@@ -151,9 +155,7 @@ impl StreamTask {
         }
         self.push.borrow_and_update();
         loop {
-            // The throttle covers generation only: a proxy that does not read
-            // blocks its own stream in `send`, never the permits of the others.
-            let responses = tokio::select! {
+            let (permit, responses) = tokio::select! {
                 _ = self.shutdown.cancelled() => return Ok(()),
                 request = inbound.next() => {
                     let request = match request {
@@ -166,7 +168,7 @@ impl StreamTask {
                         }
                         Some(Ok(r)) => r,
                     };
-                    let _permit = self.throttle.acquire().await;
+                    let permit = self.throttle.clone().acquire_owned().await;
                     let push = self.push.borrow().clone();
                     let type_url = request.type_url.clone();
                     let first = self.conn.proxy.is_none();
@@ -179,32 +181,60 @@ impl StreamTask {
                     }
                     self.observe(&type_url, &kind);
                     self.publish_status(&push);
-                    Vec::from_iter(response)
+                    (permit, Vec::from_iter(response))
                 }
                 changed = self.push.changed() => {
                     if changed.is_err() {
                         return Ok(());
                     }
-                    let _permit = self.throttle.acquire().await;
+                    let permit = self.throttle.clone().acquire_owned().await;
                     let push = self.push.borrow_and_update().clone();
                     let started = Instant::now();
                     let responses = self.conn.on_push(&push);
                     self.metrics.push_time.observe(started.elapsed().as_secs_f64());
                     self.publish_status(&push);
-                    responses
+                    (permit, responses)
                 }
             };
-            for r in responses {
-                self.send(tx, r).await?;
-            }
+            self.send_all(tx, responses, permit.ok()).await?;
         }
     }
 
-    async fn send(
+    /// Sends `responses` holding the throttle `permit` until gRPC has taken
+    /// them for encoding, so that only so many streams buffer a large push at
+    /// once, but never longer than [`SEND_UNDER_PERMIT`]: a proxy that stops
+    /// reading then lets the permit go and blocks only its own stream.
+    async fn send_all(
         &self,
         tx: &mpsc::Sender<Result<DiscoveryResponse, Status>>,
-        response: DiscoveryResponse,
+        responses: Vec<DiscoveryResponse>,
+        mut permit: Option<OwnedSemaphorePermit>,
     ) -> Result<(), Status> {
+        if responses.is_empty() {
+            return Ok(());
+        }
+        let deadline = tokio::time::Instant::now() + SEND_UNDER_PERMIT;
+        for response in responses {
+            if permit.is_some() {
+                match tokio::time::timeout_at(deadline, tx.reserve()).await {
+                    Ok(Ok(slot)) => {
+                        self.count_push(&response);
+                        slot.send(Ok(response));
+                        continue;
+                    }
+                    Ok(Err(_)) => return Err(Status::cancelled("client went away")),
+                    Err(_) => permit = None,
+                }
+            }
+            self.send(tx, response).await?;
+        }
+        if permit.is_some() {
+            let _ = tokio::time::timeout_at(deadline, tx.reserve_many(tx.max_capacity())).await;
+        }
+        Ok(())
+    }
+
+    fn count_push(&self, response: &DiscoveryResponse) {
         let short = XdsType::from_url(&response.type_url)
             .map(XdsType::short)
             .unwrap_or("unknown");
@@ -212,6 +242,14 @@ impl StreamTask {
             .pushes
             .get_or_create(&vec![("type", short.to_string())])
             .inc();
+    }
+
+    async fn send(
+        &self,
+        tx: &mpsc::Sender<Result<DiscoveryResponse, Status>>,
+        response: DiscoveryResponse,
+    ) -> Result<(), Status> {
+        self.count_push(&response);
         tx.send(Ok(response))
             .await
             .map_err(|_| Status::cancelled("client went away"))
