@@ -11,7 +11,8 @@ use tokio::sync::watch;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::dir::DirLoader;
+use crate::config::dir::{DirLoader, DirSource};
+use crate::config::{ConfigSource, NoConfig};
 use crate::debounce::{Builder, Debounce, Inputs};
 use crate::debug::{self, DebugState};
 use crate::model::ServiceModel;
@@ -130,35 +131,15 @@ pub async fn run(
 
     let (dir_tx, dir_rx) = watch::channel(None);
     let (config_tx, config_rx) = watch::channel(None);
-    match &args.config_dir {
+    let source: Box<dyn ConfigSource> = match &args.config_dir {
         Some(dir) => {
             tasks.spawn(DirLoader::new(dir).watch(dir_tx, shutdown.clone()));
-            let mut dir_rx = dir_rx.clone();
-            let shutdown = shutdown.clone();
-            tasks.spawn(async move {
-                loop {
-                    let config = dir_rx
-                        .borrow_and_update()
-                        .as_ref()
-                        .map(|s| s.config.clone());
-                    if config.is_some() {
-                        config_tx.send_if_modified(|c| {
-                            let changed = *c != config;
-                            *c = config;
-                            changed
-                        });
-                    }
-                    tokio::select! {
-                        _ = shutdown.cancelled() => return Ok(()),
-                        r = dir_rx.changed() => if r.is_err() { return Ok(()) },
-                    }
-                }
-            });
+            Box::new(DirSource::new(dir_rx.clone()))
         }
-        None => {
-            config_tx.send_replace(Some(Arc::default()));
-        }
-    }
+        None => Box::new(NoConfig),
+    };
+    tracing::info!(source = source.name(), "starting config source");
+    tasks.spawn(source.run(config_tx, shutdown.clone()));
 
     let mut registry_rxs = Vec::new();
     for name in &valid.registries {

@@ -15,7 +15,10 @@ use notify::{RecursiveMode, Watcher};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-use super::{ConfigSnapshot, Rejection};
+use futures::FutureExt;
+use futures::future::BoxFuture;
+
+use super::{ConfigSnapshot, ConfigSource, Rejection};
 use crate::registry::ClusterState;
 
 /// What one read of the directory produced.
@@ -137,6 +140,58 @@ impl DirLoader {
                 _ = shutdown.cancelled() => return Ok(()),
                 event = rx.recv() => if event.is_none() { return Ok(()) },
             }
+        }
+    }
+}
+
+/// The directory as a [`ConfigSource`]: the Istio part of what the loader publishes.
+pub struct DirSource {
+    dir: watch::Receiver<Option<Arc<DirSnapshot>>>,
+}
+
+impl DirSource {
+    pub fn new(dir: watch::Receiver<Option<Arc<DirSnapshot>>>) -> DirSource {
+        DirSource { dir }
+    }
+}
+
+impl ConfigSource for DirSource {
+    fn name(&self) -> &'static str {
+        "directory"
+    }
+
+    fn run(
+        self: Box<Self>,
+        out: watch::Sender<Option<Arc<ConfigSnapshot>>>,
+        shutdown: CancellationToken,
+    ) -> BoxFuture<'static, anyhow::Result<()>> {
+        project(self.dir, out, |s| s.config.clone(), shutdown).boxed()
+    }
+}
+
+/// Republishes one part of every directory snapshot, when that part changed:
+/// the loader reads the directory once for both the config and the File
+/// registry.
+pub async fn project<T: PartialEq + Send + Sync + 'static>(
+    mut dir: watch::Receiver<Option<Arc<DirSnapshot>>>,
+    out: watch::Sender<Option<Arc<T>>>,
+    part: fn(&DirSnapshot) -> Arc<T>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    loop {
+        let current = dir.borrow_and_update().as_deref().map(part);
+        if let Some(current) = current {
+            out.send_if_modified(|published| {
+                let changed = published.as_ref() != Some(&current);
+                if changed {
+                    *published = Some(current);
+                }
+                changed
+            });
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            r = dir.changed() => if r.is_err() { return Ok(()) },
         }
     }
 }

@@ -1,10 +1,16 @@
-//! Istio config as Pilot holds it: a snapshot of every accepted object plus the
-//! errors of every rejected one, loaded from `--configDir`.
+//! Istio config as Pilot holds it: a snapshot of every accepted object, from
+//! one [`ConfigSource`]: today the directory (`--configDir`, [`dir`]); next
+//! Galley over MCP and the Kubernetes CRDs, each a source of its own.
 
 pub mod dir;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 use api::config::{ConfigError, ConfigObject, Kind, Spec};
 use api::networking::{ServiceEntry, Sidecar};
@@ -60,5 +66,39 @@ impl ConfigSnapshot {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+/// Where Istio config comes from. `run` publishes the whole snapshot on every
+/// change (`None` until the source has synced once) and returns when
+/// `shutdown` fires. Pilot serves nothing until its source has synced.
+pub trait ConfigSource: Send + 'static {
+    fn name(&self) -> &'static str;
+    fn run(
+        self: Box<Self>,
+        out: watch::Sender<Option<Arc<ConfigSnapshot>>>,
+        shutdown: CancellationToken,
+    ) -> BoxFuture<'static, anyhow::Result<()>>;
+}
+
+/// No config at all (no `--configDir`): synced at once, and empty.
+pub struct NoConfig;
+
+impl ConfigSource for NoConfig {
+    fn name(&self) -> &'static str {
+        "none"
+    }
+
+    fn run(
+        self: Box<Self>,
+        out: watch::Sender<Option<Arc<ConfigSnapshot>>>,
+        shutdown: CancellationToken,
+    ) -> BoxFuture<'static, anyhow::Result<()>> {
+        out.send_replace(Some(Arc::default()));
+        async move {
+            shutdown.cancelled().await;
+            Ok(())
+        }
+        .boxed()
     }
 }

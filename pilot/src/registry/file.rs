@@ -16,7 +16,7 @@ use serde::de::DeserializeOwned;
 
 use super::state::{PodInfo, key};
 use super::{ClusterState, ServiceRegistry};
-use crate::config::dir::DirSnapshot;
+use crate::config::dir::{DirSnapshot, project};
 
 pub struct FileRegistry {
     dir: watch::Receiver<Option<Arc<DirSnapshot>>>,
@@ -38,26 +38,7 @@ impl ServiceRegistry for FileRegistry {
         out: watch::Sender<Option<Arc<ClusterState>>>,
         shutdown: CancellationToken,
     ) -> BoxFuture<'static, anyhow::Result<()>> {
-        let mut dir = self.dir;
-        async move {
-            loop {
-                let cluster = dir.borrow_and_update().as_ref().map(|s| s.cluster.clone());
-                if let Some(cluster) = cluster {
-                    out.send_if_modified(|cur| {
-                        let changed = cur.as_ref() != Some(&cluster);
-                        if changed {
-                            *cur = Some(cluster);
-                        }
-                        changed
-                    });
-                }
-                tokio::select! {
-                    _ = shutdown.cancelled() => return Ok(()),
-                    r = dir.changed() => if r.is_err() { return Ok(()) },
-                }
-            }
-        }
-        .boxed()
+        project(self.dir, out, |s| s.cluster.clone(), shutdown).boxed()
     }
 }
 
