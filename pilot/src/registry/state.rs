@@ -1,4 +1,6 @@
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
+
+use imbl::OrdMap;
 use std::sync::Arc;
 
 use api::networking::Protocol;
@@ -8,12 +10,14 @@ use crate::model::{Instance, Resolution, ServiceModel, ServicePort, SharedLabels
 
 /// The Kubernetes objects Pilot reads, keyed `namespace/name` (nodes by name).
 /// Pods, by far the most numerous, are kept as the few fields Pilot uses.
+/// The maps are persistent: a registry applies one watch event as one update
+/// and publishes a copy that shares everything else, never a rebuilt state.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ClusterState {
-    pub services: BTreeMap<String, Service>,
-    pub endpoints: BTreeMap<String, Endpoints>,
-    pub pods: BTreeMap<String, PodInfo>,
-    pub nodes: BTreeMap<String, Node>,
+    pub services: OrdMap<String, Service>,
+    pub endpoints: OrdMap<String, Endpoints>,
+    pub pods: OrdMap<String, PodInfo>,
+    pub nodes: OrdMap<String, Node>,
 }
 
 /// What Pilot needs of a Pod: ~100 bytes instead of the several kilobytes of a full object.
