@@ -38,9 +38,10 @@ pub struct TypeCache {
     /// How many resources the proxy holds of this type.
     pub resources: usize,
     /// For RDS and EDS one hash per name of `names` (0: none sent); for CDS
-    /// and LDS a single hash of the whole set.
+    /// and LDS a single hash of the whole set. Shared with the `/debug/syncz`
+    /// copy, like `names`.
     #[serde(skip)]
-    hashes: Vec<u64>,
+    hashes: Arc<Vec<u64>>,
 }
 
 impl TypeCache {
@@ -48,7 +49,7 @@ impl TypeCache {
     /// longer lines up, so the next update is answered in full.
     pub fn subscribe(&mut self, names: Vec<String>) {
         self.names = Arc::new(names);
-        self.hashes.clear();
+        self.hashes = Arc::default();
     }
 
     /// Compares freshly generated `resources` with what was sent and returns
@@ -62,10 +63,10 @@ impl TypeCache {
     ) -> Option<Update> {
         if kind.is_wildcard() {
             let hash = set_hash(&resources);
-            if scope == Scope::Changed && self.hashes == [hash] {
+            if scope == Scope::Changed && self.hashes.as_slice() == [hash] {
                 return None;
             }
-            self.hashes = vec![hash];
+            self.hashes = Arc::new(vec![hash]);
             return Some(self.record(hash, resources));
         }
         let mut hashes = vec![0; self.names.len()];
@@ -81,7 +82,7 @@ impl TypeCache {
             }
         }
         if send.is_empty() && scope == Scope::Changed {
-            self.hashes = hashes;
+            self.hashes = Arc::new(hashes);
             return None;
         }
         let version = hashes.iter().fold(DefaultHasher::new(), |mut h, x| {
@@ -89,7 +90,7 @@ impl TypeCache {
             h
         });
         let held = hashes.iter().filter(|h| **h != 0).count();
-        self.hashes = hashes;
+        self.hashes = Arc::new(hashes);
         let mut update = self.record(version.finish(), send);
         self.resources = held;
         update.version = self.sent_version.clone();
