@@ -183,6 +183,11 @@ impl Mesh {
     }
 
     pub fn start_agent(&mut self, pod: &Pod) {
+        self.start_agent_draining(pod, "0s");
+    }
+
+    /// A sidecar that, on SIGTERM, lets in-flight requests finish for `drain`.
+    pub fn start_agent_draining(&mut self, pod: &Pod, drain: &str) {
         let dir = self.dir.path().join(&pod.name);
         let labels: BTreeMap<&str, &str> = pod
             .labels
@@ -201,7 +206,7 @@ impl Mesh {
             "--concurrency".into(),
             "1".into(),
             "--terminationDrainDuration".into(),
-            "0s".into(),
+            drain.into(),
         ];
         let env = [
             ("POD_NAME", pod.name.clone()),
@@ -229,6 +234,20 @@ impl Mesh {
             STARTUP,
         )
         .await;
+    }
+
+    /// Stops a pod's sidecar and starts it again with another drain duration.
+    pub async fn restart_agent_draining(&mut self, name: &str, drain: &str) {
+        let i = self
+            .agents
+            .iter()
+            .position(|(p, _)| p.name == name)
+            .expect("agent");
+        let (pod, mut agent) = self.agents.remove(i);
+        agent.signal(nix::sys::signal::Signal::SIGTERM);
+        assert!(agent.wait_exit(Duration::from_secs(10)), "{name} stops");
+        self.start_agent_draining(&pod, drain);
+        self.wait_sidecar_ready(&pod).await;
     }
 
     pub fn agent(&self, name: &str) -> &Proc {

@@ -126,3 +126,47 @@ async fn quitquitquit_is_only_for_the_pod_itself() {
         "the agent exits after quitquitquit"
     );
 }
+
+/// A sidecar told to stop lets the requests it is serving finish: Envoy drains
+/// its listeners and is stopped only after the termination drain duration.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_in_flight_finish_when_a_sidecar_drains() {
+    let mut mesh = Mesh::start(&["v1"], &[]).await;
+    mesh.restart_agent_draining("reviews-v1", "3s").await;
+    let mesh = std::sync::Arc::new(mesh);
+    let in_flight: Vec<_> = (0..5)
+        .map(|_| {
+            let mesh = mesh.clone();
+            tokio::spawn(async move { mesh.call("/delay/1500", &[]).await })
+        })
+        .collect();
+    // Every request has reached the app (it logs nothing we can wait on, so
+    // wait for Envoy's count of active upstream requests on the inbound side).
+    let admin = format!(
+        "http://{}:15000/stats?filter=upstream_rq_active",
+        mesh.pod("reviews-v1").ip
+    );
+    eventually(
+        "five requests in flight at reviews-v1",
+        Duration::from_secs(10),
+        || async {
+            let stats = mesh.http.get(&admin).send().await.ok()?.text().await.ok()?;
+            let active: u64 = stats
+                .lines()
+                .filter(|l| l.contains("inbound|"))
+                .filter_map(|l| l.rsplit_once(": ")?.1.trim().parse::<u64>().ok())
+                .sum();
+            (active == 5).then_some(())
+        },
+    )
+    .await;
+    mesh.agent("reviews-v1").signal(Signal::SIGTERM);
+    for request in in_flight {
+        let (status, version) = request.await.unwrap();
+        assert_eq!(
+            (status, version.as_deref()),
+            (200, Some("v1")),
+            "an in-flight request was cut"
+        );
+    }
+}
