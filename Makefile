@@ -1,7 +1,7 @@
 # The two commands the README promises, plus the heavier ones.
 CARGO ?= cargo
 
-.PHONY: test demo bench lint build
+.PHONY: test demo bench lint build fuzz
 
 build:
 	$(CARGO) build --workspace --bins
@@ -27,3 +27,7 @@ bench:
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+# The fuzz targets (config directory, ADS requests), briefly: FUZZ_SECONDS each.
+fuzz:
+	@scripts/fuzz.sh
