@@ -127,15 +127,21 @@ async fn nack_is_recorded_and_does_not_block_other_proxies() {
         "  - match:\n    - sourceLabels: {app: client}\n      uri: {regex: \"/[a-z]{1000}\"}\n    route:\n    - destination: {host: reviews, subset: v2}\n  - route:",
     );
     mesh.write_config("vs.yaml", &huge_regex);
-    let nack = eventually(
+    let (nack, objects) = eventually(
         "client proxy NACK in syncz",
         Duration::from_secs(10),
         || async {
             let rds = mesh.sync_state("client", "rds").await?;
-            rds["nack"].as_str().map(str::to_string)
+            let nack = rds["nack"].as_str()?.to_string();
+            Some((nack, rds["nack_objects"].clone()))
         },
     )
     .await;
+    assert_eq!(
+        objects,
+        serde_json::json!(["VirtualService default/reviews"]),
+        "the NACK names the object to fix: {nack}"
+    );
     assert!(
         nack.contains("regex") || nack.contains("program size"),
         "{nack}"

@@ -25,6 +25,9 @@ pub struct WatchState {
     pub acked_nonce: String,
     /// The last NACK's message, cleared by the next ACK.
     pub nack: Option<String>,
+    /// The config objects the last NACK is about (`Kind namespace/name`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub nack_objects: Vec<String>,
     /// The parent type (CDS for EDS, LDS for RDS) was answered since this type
     /// last was: Envoy's warming clusters and listeners wait for an answer to
     /// the request that follows, even if it names nothing new.
@@ -109,12 +112,14 @@ impl Connection {
             watch.cache.subscribe(names);
         }
         let result = if let Some(error) = req.error_detail {
+            watch.nack_objects = super::blame::objects(push, kind, &error.message);
             watch.nack = Some(error.message.clone());
             RequestKind::Nack(error.message)
         } else {
             watch.acked_version = req.version_info;
             watch.acked_nonce = req.response_nonce;
             watch.nack = None;
+            watch.nack_objects.clear();
             RequestKind::Ack {
                 converged_in: watch.push_triggered_at.take().map(|t| t.elapsed()),
             }

@@ -3,6 +3,7 @@
 //! of the latest push context, so a stream that falls behind skips straight to
 //! the newest state.
 
+mod blame;
 pub mod connection;
 pub mod grpc;
 
@@ -261,7 +262,11 @@ impl StreamTask {
             .unwrap_or("unknown");
         match kind {
             RequestKind::Nack(message) => {
-                tracing::warn!(proxy = ?self.proxy_id(), r#type = short, %message, "proxy rejected config (NACK)");
+                let objects = XdsType::from_url(type_url)
+                    .and_then(|k| self.conn.watches.get(&k))
+                    .map(|w| w.nack_objects.join(", "))
+                    .unwrap_or_default();
+                tracing::warn!(proxy = ?self.proxy_id(), r#type = short, %message, %objects, "proxy rejected config (NACK)");
                 self.metrics
                     .rejects
                     .get_or_create(&vec![("type", short.to_string())])
