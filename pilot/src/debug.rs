@@ -48,7 +48,8 @@ async fn ready(State(s): State<DebugState>) -> impl IntoResponse {
     }
 }
 
-/// Every accepted config object, and every rejected one with its error.
+/// Every accepted config object, every rejected one with its error, and the
+/// accepted ones ignored for a host another object claims first (`conflicts`).
 async fn configz(State(s): State<DebugState>) -> Json<Value> {
     let push = s.push.borrow().clone();
     let objects: Vec<Value> = push
@@ -63,7 +64,12 @@ async fn configz(State(s): State<DebugState>) -> Json<Value> {
         .as_ref()
         .and_then(|d| d.borrow().as_ref().map(|snap| snap.rejections.clone()))
         .unwrap_or_default();
-    Json(json!({ "version": push.version, "objects": objects, "rejected": *rejected }))
+    Json(json!({
+        "version": push.version,
+        "objects": objects,
+        "rejected": *rejected,
+        "conflicts": push.conflicts(),
+    }))
 }
 
 #[derive(Deserialize)]

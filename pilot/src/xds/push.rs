@@ -4,11 +4,12 @@
 //! never calls a generator; [`crate::xds::generate::build_push`] and
 //! [`crate::xds::generate::endpoint_push`] fill it.
 
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use api::config::{ConfigObject, Kind, Spec};
+use api::config::{ConfigError, ConfigObject, Kind, Spec};
 use api::mesh::MeshConfig;
 use api::networking::{DestinationRule, Protocol, Resolution as SeResolution, VirtualService};
 
@@ -31,6 +32,9 @@ struct ConfigIndex {
     /// Longest pattern first.
     dr_wildcard: Vec<(String, Arc<ConfigObject>)>,
     source_labels: bool,
+    /// Objects that lost a host to another, as Istio 1.x would have NACKed
+    /// them (two virtual hosts with one domain) and Pilot instead ignores.
+    conflicts: Vec<ConfigError>,
 }
 
 impl ConfigIndex {
@@ -54,15 +58,25 @@ impl ConfigIndex {
             if !(vs.gateways.is_empty() || vs.gateways.iter().any(|g| g == "mesh")) {
                 continue;
             }
-            for host in &vs.hosts {
+            for (i, host) in vs.hosts.iter().enumerate() {
                 let host = resolve_host(host, &obj.meta.namespace, domain);
                 if host.starts_with('*') {
                     index.vs_wildcard.push((host, order, obj.clone()));
-                } else {
-                    index
-                        .vs_exact
-                        .entry(host)
-                        .or_insert_with(|| (order, obj.clone()));
+                    continue;
+                }
+                match index.vs_exact.entry(host) {
+                    Entry::Vacant(e) => {
+                        e.insert((order, obj.clone()));
+                    }
+                    Entry::Occupied(e) => index.conflicts.push(ConfigError {
+                        object: obj.key(),
+                        field: format!("spec.hosts[{i}]"),
+                        message: format!(
+                            "{} is already routed by {}; this VirtualService is ignored for it",
+                            e.key(),
+                            e.get().1.key()
+                        ),
+                    }),
                 }
             }
         }
@@ -73,8 +87,21 @@ impl ConfigIndex {
             let host = resolve_host(&dr.host, &obj.meta.namespace, domain);
             if host.starts_with('*') {
                 index.dr_wildcard.push((host, obj.clone()));
-            } else {
-                index.dr_exact.entry(host).or_insert_with(|| obj.clone());
+                continue;
+            }
+            match index.dr_exact.entry(host) {
+                Entry::Vacant(e) => {
+                    e.insert(obj.clone());
+                }
+                Entry::Occupied(e) => index.conflicts.push(ConfigError {
+                    object: obj.key(),
+                    field: "spec.host".into(),
+                    message: format!(
+                        "{} already has {}; this DestinationRule is ignored",
+                        e.key(),
+                        e.get().key()
+                    ),
+                }),
             }
         }
         index
@@ -171,6 +198,12 @@ impl PushContext {
                     .clone(),
             ),
         }
+    }
+
+    /// Objects accepted alone but ignored for a host another object already
+    /// claims: shown as warnings on `/debug/configz`.
+    pub fn conflicts(&self) -> &[ConfigError] {
+        &self.index.conflicts
     }
 
     pub fn is_full(&self) -> bool {
@@ -324,4 +357,36 @@ fn merge_service_entries(
         }
     }
     model
+}
+
+#[cfg(test)]
+mod tests {
+    use api::mesh::MeshConfig;
+
+    use crate::xds::fixtures::{mesh_yaml, push_from_yaml};
+
+    /// Istio 1.x sent both VirtualServices and Envoy NACKed the shared route
+    /// table; the first by namespace/name routes, and the other is reported.
+    #[test]
+    fn a_second_virtual_service_for_a_host_is_reported_not_routed() {
+        let second = "apiVersion: networking.istio.io/v1alpha3\nkind: VirtualService\nmetadata: {name: svc-0-canary}\nspec:\n  hosts: [svc-0]\n  http:\n  - route:\n    - destination: {host: svc-0, subset: v2}\n";
+        let push = push_from_yaml(
+            1,
+            &format!("{}---\n{second}", mesh_yaml(2, 2)),
+            MeshConfig::default(),
+        );
+        let conflicts = push.conflicts();
+        assert_eq!(conflicts.len(), 1, "{conflicts:?}");
+        assert_eq!(conflicts[0].object, "VirtualService default/svc-0-canary");
+        assert_eq!(conflicts[0].field, "spec.hosts[0]");
+        assert!(
+            conflicts[0]
+                .message
+                .contains("VirtualService default/svc-0")
+        );
+        let (_, routing) = push
+            .virtual_service("svc-0.default.svc.cluster.local")
+            .unwrap();
+        assert_eq!(routing.http[0].route.len(), 2, "the first one routes");
+    }
 }
