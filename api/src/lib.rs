@@ -12,6 +12,7 @@ pub mod config;
 pub mod duration;
 pub mod mesh;
 pub mod networking;
+pub mod re2;
 
 pub mod xds {
     tonic::include_proto!("envoy.service.discovery.v3");

@@ -105,16 +105,10 @@ impl StringMatch {
         if set != 1 {
             errors.push(path, "exactly one of exact, prefix or regex must be set");
         }
-        if let Some(re) = &self.regex {
-            // Envoy evaluates these with RE2; Rust's regex accepts the same syntax
-            // and likewise rejects backreferences and lookaround.
-            if let Err(e) = regex::Regex::new(re) {
-                let first = e.to_string().lines().last().unwrap_or_default().to_string();
-                errors.push(
-                    format!("{path}.regex"),
-                    format!("invalid regex {re:?}: {first}"),
-                );
-            }
+        if let Some(re) = &self.regex
+            && let Err(message) = crate::re2::check(re)
+        {
+            errors.push(format!("{path}.regex"), message);
         }
     }
 }

@@ -53,11 +53,11 @@ mod tests {
     fn the_object_whose_value_envoy_names_is_blamed() {
         let yaml = mesh_yaml(2, 1).replacen(
             "  http:\n  - route:",
-            "  http:\n  - match:\n    - uri: {regex: \"/[a-z]{1000}\"}\n    route:\n    - destination: {host: svc-0}\n  - route:",
+            "  http:\n  - match:\n    - uri: {regex: \"/[a-z0-9_]{40}\"}\n    route:\n    - destination: {host: svc-0}\n  - route:",
             1,
         );
         let push = push_from_yaml(1, &yaml, MeshConfig::default());
-        let message = "Error adding/updating route(s): regex '/[a-z]{1000}' RE2 program size of 2014 > max program size of 100";
+        let message = "Error adding/updating route(s): regex '/[a-z0-9_]{40}' RE2 program size of 125 > max program size of 100";
         assert_eq!(
             objects(&push, XdsType::Route, message),
             ["VirtualService default/svc-0"]
