@@ -3,10 +3,10 @@
 //! ([`crate::xds::server::connection`]) decides *when* to answer; this decides *what* an
 //! answer holds, and whether there is anything to say at all.
 
-use std::hash::{DefaultHasher, Hasher};
 use std::sync::Arc;
 
 use serde::Serialize;
+use xxhash_rust::xxh3::Xxh3;
 
 use crate::xds::resource::{Resource, XdsType};
 
@@ -85,13 +85,14 @@ impl TypeCache {
             self.hashes = Arc::new(hashes);
             return None;
         }
-        let version = hashes.iter().fold(DefaultHasher::new(), |mut h, x| {
-            h.write_u64(*x);
-            h
-        });
+        let mut version = Xxh3::new();
+        for h in &hashes {
+            version.update(&h.to_le_bytes());
+        }
+        let version = version.digest();
         let held = hashes.iter().filter(|h| **h != 0).count();
         self.hashes = Arc::new(hashes);
-        let mut update = self.record(version.finish(), send);
+        let mut update = self.record(version, send);
         self.resources = held;
         update.version = self.sent_version.clone();
         Some(update)
@@ -108,12 +109,12 @@ impl TypeCache {
 }
 
 fn set_hash(resources: &[Resource]) -> u64 {
-    let mut h = DefaultHasher::new();
+    let mut h = Xxh3::new();
     for r in resources {
-        h.write(r.name.as_bytes());
-        h.write_u64(r.hash);
+        h.update(r.name.as_bytes());
+        h.update(&r.hash.to_le_bytes());
     }
-    h.finish()
+    h.digest()
 }
 
 #[cfg(test)]
