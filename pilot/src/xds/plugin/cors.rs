@@ -4,11 +4,9 @@
 use api::networking::{self as istio};
 use envoy_types::pb::envoy::config::route::v3::Route;
 use envoy_types::pb::envoy::extensions::filters::http::cors::v3::{self as cors, CorsPolicy};
-use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
-    HttpFilter, http_filter,
-};
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpFilter;
 
-use super::{Direction, ListenerContext, Plugin, RouteContext};
+use super::{ListenerContext, Plugin, RouteContext, outbound_filter};
 use crate::xds::generate::rds::string_matcher;
 use crate::xds::names::{any, bool_value};
 
@@ -22,16 +20,7 @@ impl Plugin for Cors {
     }
 
     fn http_filters(&self, ctx: &ListenerContext) -> Vec<HttpFilter> {
-        if ctx.direction != Direction::Outbound {
-            return Vec::new();
-        }
-        vec![HttpFilter {
-            name: FILTER.into(),
-            config_type: Some(http_filter::ConfigType::TypedConfig(any(
-                &cors::Cors::default(),
-            ))),
-            ..Default::default()
-        }]
+        outbound_filter(ctx, FILTER, &cors::Cors::default())
     }
 
     fn on_http_route(&self, ctx: &RouteContext, route: &mut Route) {

@@ -9,11 +9,9 @@ use envoy_types::pb::envoy::extensions::filters::common::fault::v3::{
 use envoy_types::pb::envoy::extensions::filters::http::fault::v3::{
     FaultAbort, HttpFault, fault_abort::ErrorType,
 };
-use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
-    HttpFilter, http_filter,
-};
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpFilter;
 
-use super::{Direction, ListenerContext, Plugin, RouteContext};
+use super::{ListenerContext, Plugin, RouteContext, outbound_filter};
 use crate::xds::generate::rds::per_million;
 use crate::xds::names::{any, duration};
 
@@ -27,16 +25,7 @@ impl Plugin for Fault {
     }
 
     fn http_filters(&self, ctx: &ListenerContext) -> Vec<HttpFilter> {
-        if ctx.direction != Direction::Outbound {
-            return Vec::new();
-        }
-        vec![HttpFilter {
-            name: FILTER.into(),
-            config_type: Some(http_filter::ConfigType::TypedConfig(any(
-                &HttpFault::default(),
-            ))),
-            ..Default::default()
-        }]
+        outbound_filter(ctx, FILTER, &HttpFault::default())
     }
 
     fn on_http_route(&self, ctx: &RouteContext, route: &mut Route) {

@@ -16,13 +16,17 @@ use envoy_types::pb::envoy::config::cluster::v3::Cluster;
 use envoy_types::pb::envoy::config::core::v3::TransportSocket;
 use envoy_types::pb::envoy::config::listener::v3::{Filter, FilterChainMatch};
 use envoy_types::pb::envoy::config::route::v3::Route;
-use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpFilter;
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
+    HttpFilter, http_filter,
+};
+use prost::{Message, Name};
 
 pub use cors::Cors;
 pub use fault::Fault;
 
 use crate::model::{Service, ServicePort};
 use crate::xds::generate::lds::InboundPort;
+use crate::xds::names::any;
 use crate::xds::proxy::Proxy;
 use crate::xds::push::PushContext;
 
@@ -104,6 +108,23 @@ pub trait Plugin: Send + Sync {
     fn clusters(&self, _push: &PushContext, _proxy: &Proxy) -> Vec<Cluster> {
         Vec::new()
     }
+}
+
+/// An HTTP filter with its default config on outbound connection managers
+/// only, configured per route: the shape of the VirtualService features.
+fn outbound_filter<M: Message + Name>(
+    ctx: &ListenerContext,
+    name: &str,
+    config: &M,
+) -> Vec<HttpFilter> {
+    if ctx.direction != Direction::Outbound {
+        return Vec::new();
+    }
+    vec![HttpFilter {
+        name: name.into(),
+        config_type: Some(http_filter::ConfigType::TypedConfig(any(config))),
+        ..Default::default()
+    }]
 }
 
 /// The plug-ins the generators call, in order.
