@@ -132,10 +132,6 @@ impl fmt::Display for ConfigError {
     }
 }
 
-/// Parses every document of a (possibly multi-document) YAML text. Each document
-/// succeeds or fails on its own, so one bad object never hides the good ones.
-/// Documents are parsed as the iterator is advanced, so only one document's
-/// syntax tree is alive at a time however large the file.
 const INVALID_YAML: &str = "invalid YAML";
 
 impl ConfigError {
@@ -145,6 +141,10 @@ impl ConfigError {
     }
 }
 
+/// Parses every document of a (possibly multi-document) YAML text. Each document
+/// succeeds or fails on its own, so one bad object never hides the good ones.
+/// Documents are parsed as the iterator is advanced, so only one document's
+/// syntax tree is alive at a time however large the file.
 pub fn parse_documents(text: &str) -> impl Iterator<Item = Result<Document, ConfigError>> + '_ {
     let mut docs = serde_yaml::Deserializer::from_str(text).enumerate();
     let mut broken = false;

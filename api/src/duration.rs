@@ -64,6 +64,7 @@ pub fn parse(text: &str) -> Result<Duration, String> {
             unit => return Err(format!("unknown unit {unit:?} in duration {text:?}")),
         };
         rest = &rest[unit_len..];
+        let whole = whole.trim_start_matches('0');
         // More digits than this cannot fit whatever the unit.
         if whole.len() > 20 {
             return Err(too_long());
@@ -73,13 +74,17 @@ pub fn parse(text: &str) -> Result<Duration, String> {
         } else {
             whole.parse().map_err(|_| too_long())?
         };
-        // Digits past nanosecond precision of the largest unit are dropped, as Go does.
-        let mut frac_ns: u128 = 0;
-        let mut place = scale;
-        for digit in frac.bytes().take(13) {
-            place /= 10;
-            frac_ns += u128::from(digit - b'0') * place;
-        }
+        // The fraction's first 18 digits are exact in nanoseconds for every
+        // unit (an hour is 3.6e12 ns); later ones are dropped, as Go drops them.
+        let frac = &frac[..frac.len().min(18)];
+        let frac_ns = if frac.is_empty() {
+            0
+        } else {
+            let digits: u128 = frac
+                .parse()
+                .map_err(|_| format!("invalid number in duration {text:?}"))?;
+            digits * scale / 10u128.pow(frac.len() as u32)
+        };
         total = whole
             .checked_mul(scale)
             .and_then(|v| v.checked_add(frac_ns))
@@ -160,6 +165,12 @@ mod tests {
         assert_eq!(parse("1.5h"), Ok(Duration::from_secs(5400)));
         assert_eq!(parse(".5s"), Ok(Duration::from_millis(500)));
         assert_eq!(parse("1.000000001s"), Ok(Duration::new(1, 1)));
+        assert_eq!(parse("0.000000000009h"), Ok(Duration::from_nanos(32)));
+        assert_eq!(parse("0.00000000009m"), Ok(Duration::from_nanos(5)));
+        assert_eq!(
+            parse(&format!("{}1s", "0".repeat(22))),
+            Ok(Duration::from_secs(1))
+        );
         assert_eq!(parse("2562047h47m16.854775807s"), Ok(MAX));
         for huge in [
             "99999999999999999999s",

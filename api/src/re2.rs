@@ -47,7 +47,7 @@ pub fn check(pattern: &str) -> Result<(), String> {
 /// A lower bound on RE2's `ProgramSize()` for `hir`.
 pub fn program_size_at_least(hir: &Hir) -> usize {
     // Fail and Match.
-    2 + match hir.kind() {
+    2usize.saturating_add(match hir.kind() {
         HirKind::Concat(items)
             if matches!(
                 items.first().map(Hir::kind),
@@ -60,10 +60,10 @@ pub fn program_size_at_least(hir: &Hir) -> usize {
                 .skip(1)
                 .skip_while(|h| matches!(h.kind(), HirKind::Literal(_) | HirKind::Class(_)))
                 .map(leaves)
-                .sum()
+                .fold(0, usize::saturating_add)
         }
         _ => leaves(hir),
-    }
+    })
 }
 
 fn leaves(hir: &Hir) -> usize {
@@ -74,8 +74,8 @@ fn leaves(hir: &Hir) -> usize {
             Err(_) => lit.0.len(),
         },
         HirKind::Class(_) => 1,
-        HirKind::Capture(c) => 2 + leaves(&c.sub),
-        HirKind::Concat(items) => items.iter().map(leaves).sum(),
+        HirKind::Capture(c) => leaves(&c.sub).saturating_add(2),
+        HirKind::Concat(items) => items.iter().map(leaves).fold(0, usize::saturating_add),
         // Common prefixes of the branches may be shared; the longest branch is not.
         HirKind::Alternation(items) => items.iter().map(leaves).max().unwrap_or(0),
         HirKind::Repetition(r) => {

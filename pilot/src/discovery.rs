@@ -20,6 +20,7 @@ use crate::registry::ServiceRegistry;
 use crate::registry::file::FileRegistry;
 use crate::registry::kubernetes::KubernetesRegistry;
 use crate::xds::metrics::XdsMetrics;
+use crate::xds::plugin::Plugins;
 use crate::xds::server::DiscoveryServer;
 use crate::xds::server::grpc::AdsService;
 
@@ -53,7 +54,7 @@ pub struct DiscoveryArgs {
     /// Quiet time after a config change before pushing.
     #[arg(long, env = "PILOT_DEBOUNCE_AFTER", default_value = "100ms", value_parser = parse_duration)]
     pub debounce_after: Duration,
-    /// How many proxies are generated for at once.
+    /// How many streams generate and send at once.
     #[arg(long, env = "PILOT_PUSH_THROTTLE", default_value_t = 10,
           value_parser = clap::value_parser!(u16).range(1..=1000))]
     pub push_throttle: u16,
@@ -139,6 +140,7 @@ pub async fn run(
         None => Box::new(NoConfig),
     };
     tracing::info!(source = source.name(), "starting config source");
+    tracing::info!(plugins = ?Plugins::standard().names(), "xDS plug-ins");
     tasks.spawn(source.run(config_tx, shutdown.clone()));
 
     let mut registry_rxs = Vec::new();

@@ -64,6 +64,13 @@ impl ServiceEntry {
         }
         for (i, h) in self.hosts.iter().enumerate() {
             validate_host(h, &format!("spec.hosts[{i}]"), &mut errors);
+            if h == "*" {
+                // As Istio: a ServiceEntry for every host would take over all traffic.
+                errors.push(
+                    format!("spec.hosts[{i}]"),
+                    "a ServiceEntry host cannot be \"*\"",
+                );
+            }
         }
         if self.ports.is_empty() {
             errors.push("spec.ports", "at least one port is required");

@@ -20,6 +20,7 @@ use futures::future::BoxFuture;
 
 use super::{ConfigSnapshot, ConfigSource, Rejection};
 use crate::registry::ClusterState;
+use crate::registry::file::{ObjectId, add_object};
 
 /// What one read of the directory produced.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -238,7 +239,11 @@ fn parse_file(file: &str, text: &str, previous: Option<ParsedFile>) -> ParsedFil
                 parsed.good.insert(obj.key(), Arc::from(obj));
             }
             Ok(Document::Other(other)) => {
-                if let Err(error) = crate::registry::file::add_object(&mut parsed.cluster, other) {
+                let id = ObjectId::of(&other);
+                if let Err(error) = add_object(&mut parsed.cluster, other) {
+                    if let Some(previous) = &previous {
+                        id.keep(&mut parsed.cluster, &previous.cluster);
+                    }
                     errors.push(error);
                 }
             }
@@ -521,6 +526,19 @@ mod tests {
         let snap = DirLoader::new(root).load();
         assert_eq!(snap.config.len(), 1);
         assert!(snap.rejections.is_empty(), "{:?}", snap.rejections);
+    }
+
+    #[test]
+    fn a_bad_edit_of_a_service_keeps_its_last_good_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("svc.yaml");
+        let mut loader = DirLoader::new(dir.path());
+        std::fs::write(&file, SVC).unwrap();
+        let good = loader.load();
+        std::fs::write(&file, SVC.replace("port: 80", "port: 0")).unwrap();
+        let bad = loader.load();
+        assert_eq!(bad.cluster, good.cluster, "the Service on port 80 stays");
+        assert_eq!(bad.rejections[0].error.field, "spec.ports[0].port");
     }
 
     #[test]

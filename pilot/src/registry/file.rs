@@ -42,6 +42,52 @@ impl ServiceRegistry for FileRegistry {
     }
 }
 
+/// Which object of the cluster state a document stands for: its kind and key.
+pub struct ObjectId {
+    kind: String,
+    key: String,
+}
+
+impl ObjectId {
+    pub fn of(doc: &OtherDocument) -> ObjectId {
+        let text = |pointer| doc.value.pointer(pointer).and_then(|v| v.as_str());
+        let name = text("/metadata/name").unwrap_or_default();
+        let key = if doc.kind == "Node" {
+            name.to_string()
+        } else {
+            format!(
+                "{}/{name}",
+                text("/metadata/namespace").unwrap_or("default")
+            )
+        };
+        ObjectId {
+            kind: doc.kind.clone(),
+            key,
+        }
+    }
+
+    /// Puts `previous`'s version of the object back: a bad edit of a
+    /// Service or Endpoints keeps the last good one, as for Istio kinds.
+    pub fn keep(&self, cluster: &mut ClusterState, previous: &ClusterState) {
+        fn copy<V: Clone>(
+            to: &mut imbl::OrdMap<String, V>,
+            from: &imbl::OrdMap<String, V>,
+            key: &str,
+        ) {
+            if let Some(v) = from.get(key) {
+                to.insert(key.to_string(), v.clone());
+            }
+        }
+        match self.kind.as_str() {
+            "Service" => copy(&mut cluster.services, &previous.services, &self.key),
+            "Endpoints" => copy(&mut cluster.endpoints, &previous.endpoints, &self.key),
+            "Pod" => copy(&mut cluster.pods, &previous.pods, &self.key),
+            "Node" => copy(&mut cluster.nodes, &previous.nodes, &self.key),
+            _ => {}
+        }
+    }
+}
+
 /// Adds one Kubernetes object of the directory to the cluster state, or says
 /// which field of which object is wrong.
 pub fn add_object(cluster: &mut ClusterState, doc: OtherDocument) -> Result<(), ConfigError> {

@@ -1,7 +1,7 @@
 //! Service registries: where Pilot learns which services and endpoints exist.
 //!
 //! Both adapters — [`file`] (a directory of Kubernetes-shaped YAML) and
-//! [`kubernetes`] (kube-rs reflectors against an API server) — produce the same
+//! [`kubernetes`] (kube-rs watchers against an API server) — produce the same
 //! thing, a [`ClusterState`] of Kubernetes objects, and one conversion turns that
 //! into Pilot's [`ServiceModel`](crate::model::ServiceModel). Only the transport
 //! differs, so the conversion is tested once for both.

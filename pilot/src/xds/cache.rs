@@ -81,20 +81,19 @@ impl TypeCache {
                 send.push(r);
             }
         }
-        if send.is_empty() && scope == Scope::Changed {
-            self.hashes = Arc::new(hashes);
-            return None;
-        }
+        // What the proxy holds, sent now or before.
+        let held = hashes.iter().filter(|h| **h != 0).count();
         let mut version = Xxh3::new();
         for h in &hashes {
             version.update(&h.to_le_bytes());
         }
-        let version = version.digest();
-        let held = hashes.iter().filter(|h| **h != 0).count();
         self.hashes = Arc::new(hashes);
-        let mut update = self.record(version, send);
+        if send.is_empty() && scope == Scope::Changed {
+            self.resources = held;
+            return None;
+        }
+        let update = self.record(version.digest(), send);
         self.resources = held;
-        update.version = self.sent_version.clone();
         Some(update)
     }
 

@@ -26,24 +26,30 @@ pub trait Generator: Send + Sync {
     fn generate(&self, push: &PushContext, proxy: &Proxy, names: &[String]) -> Vec<Resource>;
 }
 
-/// The generators, by type URL.
+/// The generators, by type URL. Each ADS connection answers with the set it
+/// was given; a type without a generator is answered with no resources.
+#[derive(Default)]
 pub struct Generators(HashMap<&'static str, Box<dyn Generator>>);
 
 impl Generators {
-    pub fn standard() -> &'static Generators {
-        static STANDARD: LazyLock<Generators> = LazyLock::new(|| {
-            let mut g = Generators(HashMap::new());
-            g.register(XdsType::Cluster, Cds);
-            g.register(XdsType::Endpoint, Eds);
-            g.register(XdsType::Listener, Lds);
-            g.register(XdsType::Route, Rds);
-            g
+    /// CDS, EDS, LDS and RDS, shared by every connection that is given no other set.
+    pub fn standard() -> Arc<Generators> {
+        static STANDARD: LazyLock<Arc<Generators>> = LazyLock::new(|| {
+            Arc::new(
+                Generators::default()
+                    .with(XdsType::Cluster, Cds)
+                    .with(XdsType::Endpoint, Eds)
+                    .with(XdsType::Listener, Lds)
+                    .with(XdsType::Route, Rds),
+            )
         });
-        &STANDARD
+        STANDARD.clone()
     }
 
-    pub fn register(&mut self, kind: XdsType, generator: impl Generator + 'static) {
+    /// Registers (or replaces) the generator of `kind`.
+    pub fn with(mut self, kind: XdsType, generator: impl Generator + 'static) -> Generators {
         self.0.insert(kind.url(), Box::new(generator));
+        self
     }
 
     pub fn get(&self, type_url: &str) -> Option<&dyn Generator> {
@@ -51,7 +57,7 @@ impl Generators {
     }
 }
 
-/// The resources of `kind` for `proxy`.
+/// The resources of `kind` for `proxy`, from the standard generators.
 pub fn generate(
     push: &PushContext,
     proxy: &Proxy,

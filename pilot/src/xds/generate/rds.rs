@@ -84,7 +84,7 @@ pub fn outbound(push: &PushContext, proxy: &Proxy, name: &str) -> Option<Resourc
                 });
             }
         }
-        if port.is_some() && push.mesh.outbound_traffic_policy.allow_any() {
+        if port.is_some() && push.mesh.outbound_traffic_policy.allow_any() && taken.insert("*".into()) {
             vhosts.push(VirtualHost {
                 name: "allow_any".into(),
                 domains: vec!["*".into()],

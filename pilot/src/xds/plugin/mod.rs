@@ -47,7 +47,10 @@ pub struct ListenerContext<'a> {
     pub port: Option<&'a InboundPort>,
 }
 
-/// One Istio HTTP route being translated into Envoy routes.
+/// One Istio HTTP route being translated into Envoy routes. Route tables are
+/// built once per namespace (and per label set when some VirtualService
+/// matches `sourceLabels`) and shared by its proxies: a plug-in may read the
+/// proxy's namespace and labels, nothing else of it.
 pub struct RouteContext<'a> {
     pub push: &'a PushContext,
     pub proxy: &'a Proxy,

@@ -4,13 +4,14 @@
 //! response holds is the resource cache's business ([`crate::xds::cache`]).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Instant;
 
 use api::xds::{Any, DiscoveryRequest, DiscoveryResponse};
 use serde::Serialize;
 
 use crate::xds::cache::{Scope, TypeCache};
-use crate::xds::generate::generate;
+use crate::xds::generate::Generators;
 use crate::xds::proxy::Proxy;
 use crate::xds::push::PushContext;
 use crate::xds::resource::XdsType;
@@ -60,8 +61,8 @@ pub enum ConnectionError {
     BadNode(#[from] crate::xds::proxy::NodeError),
 }
 
-#[derive(Debug, Default)]
 pub struct Connection {
+    generators: Arc<Generators>,
     pub proxy: Option<Proxy>,
     pub watches: BTreeMap<XdsType, WatchState>,
     nonce: u64,
@@ -75,9 +76,27 @@ pub struct Connection {
     seen: u64,
 }
 
+impl Default for Connection {
+    fn default() -> Connection {
+        Connection::with_generators(Generators::standard())
+    }
+}
+
 impl Connection {
+    /// A connection answering with the standard generators.
     pub fn new() -> Connection {
         Connection::default()
+    }
+
+    pub fn with_generators(generators: Arc<Generators>) -> Connection {
+        Connection {
+            generators,
+            proxy: None,
+            watches: BTreeMap::new(),
+            nonce: 0,
+            inbound: 0,
+            seen: 0,
+        }
     }
 
     pub fn on_request(
@@ -172,7 +191,12 @@ impl Connection {
     ) -> Option<DiscoveryResponse> {
         let proxy = self.proxy.as_ref()?;
         let watch = self.watches.get_mut(&kind)?;
-        let resources = generate(push, proxy, kind, watch.cache.names.as_slice());
+        let names = watch.cache.names.as_slice();
+        let resources = self
+            .generators
+            .get(kind.url())
+            .map(|g| g.generate(push, proxy, names))
+            .unwrap_or_default();
         let update = watch.cache.update(kind, resources, scope)?;
         self.nonce += 1;
         let nonce = format!("{}-{}", push.version, self.nonce);
@@ -525,6 +549,38 @@ mod tests {
                 .resources
                 .len(),
             2
+        );
+    }
+
+    /// A generator registered for a type answers for it, without a change to
+    /// the protocol state machine.
+    #[test]
+    fn a_registered_generator_answers_its_type() {
+        use crate::xds::generate::Generator;
+        use crate::xds::resource::Resource;
+
+        struct Canned;
+        impl Generator for Canned {
+            fn generate(&self, _: &PushContext, _: &Proxy, names: &[String]) -> Vec<Resource> {
+                names
+                    .iter()
+                    .map(|n| Resource::encode(n.as_str(), &n.clone()))
+                    .collect()
+            }
+        }
+        let push = push_from_yaml(1, &mesh_yaml(1, 1), MeshConfig::default());
+        let generators = Generators::default().with(XdsType::Endpoint, Canned);
+        let mut conn = Connection::with_generators(Arc::new(generators));
+        let (_, eds) = conn
+            .on_request(request(ENDPOINT, &["anything"], "", ""), &push)
+            .unwrap();
+        assert_eq!(eds.unwrap().resources.len(), 1);
+        let (_, cds) = conn
+            .on_request(request(CLUSTER, &[], "", ""), &push)
+            .unwrap();
+        assert!(
+            cds.unwrap().resources.is_empty(),
+            "no CDS generator in this set"
         );
     }
 }

@@ -19,6 +19,7 @@ use tokio_stream::StreamExt;
 use tokio_util::sync::CancellationToken;
 use tonic::{Status, Streaming};
 
+use crate::xds::generate::Generators;
 use crate::xds::metrics::XdsMetrics;
 use crate::xds::push::PushContext;
 use crate::xds::resource::XdsType;
@@ -45,6 +46,7 @@ pub struct DiscoveryServer {
     next_id: Arc<AtomicU64>,
     throttle: Arc<Semaphore>,
     ready: watch::Receiver<bool>,
+    generators: Arc<Generators>,
 }
 
 impl DiscoveryServer {
@@ -66,7 +68,15 @@ impl DiscoveryServer {
             next_id: Arc::default(),
             throttle: Arc::new(Semaphore::new(throttle.max(1))),
             ready,
+            generators: Generators::standard(),
         }
+    }
+
+    /// Serves with `generators` instead of the standard set (a new xDS type,
+    /// or one generated differently).
+    pub fn with_generators(mut self, generators: Arc<Generators>) -> DiscoveryServer {
+        self.generators = generators;
+        self
     }
 
     pub fn clients(&self) -> Clients {
@@ -99,7 +109,7 @@ impl DiscoveryServer {
             shutdown: self.shutdown.clone(),
             throttle: self.throttle.clone(),
             ready: self.ready.clone(),
-            conn: Connection::new(),
+            conn: Connection::with_generators(self.generators.clone()),
         };
         tokio::spawn(stream.run(requests, tx));
         rx
