@@ -337,6 +337,15 @@ impl Mesh {
         self.get_json(&url).await.to_string()
     }
 
+    /// The load assignments a pod's Envoy holds, as text.
+    pub async fn endpoints_dump(&self, pod: &str) -> Option<String> {
+        let url = format!(
+            "http://{}:15000/config_dump?resource=dynamic_endpoint_configs&include_eds",
+            self.pod(pod).ip
+        );
+        self.http.get(&url).send().await.ok()?.text().await.ok()
+    }
+
     /// The route tables in Envoy's config_dump, as JSON text.
     pub async fn routes_dump(&self, pod: &str) -> String {
         let dump = self.config_dump(pod).await;

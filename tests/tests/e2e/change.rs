@@ -43,8 +43,6 @@ async fn an_endpoint_push_carries_only_what_changed() {
     let external = "apiVersion: networking.istio.io/v1alpha3\nkind: ServiceEntry\nmetadata: {name: ext, namespace: default}\nspec:\n  hosts: [ext.example.com]\n  location: MESH_EXTERNAL\n  resolution: STATIC\n  ports: [{number: 9999, name: http, protocol: HTTP}]\n  endpoints: [{address: 10.77.0.1}]\n";
     let mesh = Mesh::start(&["v1", "v2"], &[("se.yaml", external)]).await;
     let client = mesh.pod("client").ip;
-    let endpoints =
-        format!("http://{client}:15000/config_dump?resource=dynamic_endpoint_configs&include_eds");
     let updates = |cluster: &'static str| {
         let url = format!(
             "http://{client}:15000/stats?filter=^cluster\\.{}\\.update_success$",
@@ -63,15 +61,7 @@ async fn an_endpoint_push_carries_only_what_changed() {
         "the external endpoint in the client's Envoy",
         Duration::from_secs(10),
         || async {
-            let dump = mesh
-                .http
-                .get(&endpoints)
-                .send()
-                .await
-                .ok()?
-                .text()
-                .await
-                .ok()?;
+            let dump = mesh.endpoints_dump("client").await?;
             dump.contains("10.77.0.1").then_some(())
         },
     )
@@ -91,15 +81,7 @@ async fn an_endpoint_push_carries_only_what_changed() {
         "the new reviews address in the client's Envoy",
         Duration::from_secs(10),
         || async {
-            let dump = mesh
-                .http
-                .get(&endpoints)
-                .send()
-                .await
-                .ok()?
-                .text()
-                .await
-                .ok()?;
+            let dump = mesh.endpoints_dump("client").await?;
             (dump.contains("10.99.0.7") && dump.contains("10.77.0.1")).then_some(())
         },
     )
