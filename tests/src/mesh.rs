@@ -139,18 +139,24 @@ impl Mesh {
     }
 
     pub async fn start_pilot(&mut self) {
+        self.spawn_pilot("File", &[]);
+        let url = format!("{}/ready", self.pilot_http());
+        wait_ok(&self.http, &url, "pilot-discovery /ready", STARTUP).await;
+    }
+
+    /// Starts pilot-discovery with `registries`, without waiting for it to be ready.
+    pub fn spawn_pilot(&mut self, registries: &str, env: &[(&str, String)]) {
         let mesh_config = self.dir.path().join("mesh.yaml");
-        let args = pilot_args(&self.topology.pilot_ip(), &self.config_dir(), &mesh_config);
+        let mut args = pilot_args(&self.topology.pilot_ip(), &self.config_dir(), &mesh_config);
+        args[2] = registries.to_string();
         let log = self.log("pilot-discovery");
         self.pilot = Some(Proc::spawn(
             "pilot-discovery",
             &bin("pilot-discovery"),
             &args,
-            &[],
+            env,
             &log,
         ));
-        let url = format!("{}/ready", self.pilot_http());
-        wait_ok(&self.http, &url, "pilot-discovery /ready", STARTUP).await;
     }
 
     async fn start_backend(&mut self, pod: &Pod) {

@@ -30,6 +30,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 async fn main() {
     let cli = Cli::parse();
     mesh::telemetry::init(cli.log_as_json, "info");
+    mesh::tls::install_crypto_provider();
     let args = match cli.command {
         Command::Version => {
             println!("{}", discovery::INFO.to_json());

@@ -6,6 +6,7 @@ use std::time::Duration;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use trireme_tests::eventually;
+use trireme_tests::kube_api::FakeApiServer;
 use trireme_tests::mesh::Mesh;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -169,4 +170,75 @@ async fn requests_in_flight_finish_when_a_sidecar_drains() {
             "an in-flight request was cut"
         );
     }
+}
+
+/// Envoys reconnecting to a restarted Pilot are told nothing until its
+/// registry has synced: an empty mesh would take every cluster from them.
+/// The registry is Kubernetes, against a stand-in API server that answers
+/// LIST only when the test says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_pilot_serves_nothing_until_its_registry_syncs() {
+    let mut mesh = Mesh::start(&["v1"], &[]).await;
+    let api = FakeApiServer::start(&mesh.topology.pilot_ip(), mesh.dir.path()).await;
+    let pilot = mesh.pilot.as_mut().unwrap();
+    pilot.signal(Signal::SIGTERM);
+    assert!(pilot.wait_exit(Duration::from_secs(10)));
+    mesh.spawn_pilot(
+        "Kubernetes",
+        &[("KUBECONFIG", api.kubeconfig.display().to_string())],
+    );
+    let metrics = format!("http://{}:15014/metrics", mesh.topology.pilot_ip());
+    eventually(
+        "both sidecars connected to the new, unsynced pilot",
+        Duration::from_secs(30),
+        || async {
+            let text = mesh
+                .http
+                .get(&metrics)
+                .send()
+                .await
+                .ok()?
+                .text()
+                .await
+                .ok()?;
+            let connected: f64 = text
+                .lines()
+                .find_map(|l| l.strip_prefix("pilot_xds "))?
+                .trim()
+                .parse()
+                .ok()?;
+            (connected >= 2.0).then_some(())
+        },
+    )
+    .await;
+    let ready = mesh
+        .http
+        .get(format!("{}/ready", mesh.pilot_http()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 503, "not ready before the registry synced");
+    // While unsynced, the sidecars keep every cluster they had and keep routing.
+    let deadline = std::time::Instant::now() + Duration::from_secs(1);
+    while std::time::Instant::now() < deadline {
+        let active = mesh.active_clusters("client").await;
+        assert!(
+            active.contains("outbound|9080||reviews.default.svc.cluster.local"),
+            "the client's clusters were taken away before the registry synced"
+        );
+    }
+    assert_eq!(mesh.tally(10, "/", &[]).await.get("v1"), Some(&10));
+
+    api.sync();
+    eventually(
+        "the recorded services in the client's Envoy",
+        Duration::from_secs(30),
+        || async {
+            let active = mesh.active_clusters("client").await;
+            active
+                .contains("outbound|9080||ratings.default.svc.cluster.local")
+                .then_some(())
+        },
+    )
+    .await;
 }
