@@ -88,15 +88,7 @@ pub fn outbound(push: &PushContext, proxy: &Proxy, name: &str) -> Option<Resourc
             vhosts.push(VirtualHost {
                 name: "allow_any".into(),
                 domains: vec!["*".into()],
-                routes: vec![Route {
-                    r#match: Some(prefix_match("/")),
-                    action: Some(Action::Route(RouteAction {
-                        cluster_specifier: Some(ClusterSpecifier::Cluster(PASSTHROUGH.into())),
-                        timeout: Some(duration(Duration::ZERO)),
-                        ..Default::default()
-                    })),
-                    ..Default::default()
-                }],
+                routes: vec![everything_to(PASSTHROUGH)],
                 ..Default::default()
             });
         }
@@ -487,6 +479,19 @@ pub(crate) fn per_million(percent: f64) -> FractionalPercent {
     }
 }
 
+/// Every request to `cluster`, with no timeout.
+fn everything_to(cluster: &str) -> Route {
+    Route {
+        r#match: Some(prefix_match("/")),
+        action: Some(Action::Route(RouteAction {
+            cluster_specifier: Some(ClusterSpecifier::Cluster(cluster.into())),
+            timeout: Some(duration(Duration::ZERO)),
+            ..Default::default()
+        })),
+        ..Default::default()
+    }
+}
+
 /// The inline route of an inbound HTTP listener: everything to the local app.
 pub fn inbound(cluster: &str) -> RouteConfiguration {
     RouteConfiguration {
@@ -494,15 +499,7 @@ pub fn inbound(cluster: &str) -> RouteConfiguration {
         virtual_hosts: vec![VirtualHost {
             name: format!("inbound|http|{cluster}"),
             domains: vec!["*".into()],
-            routes: vec![Route {
-                r#match: Some(prefix_match("/")),
-                action: Some(Action::Route(RouteAction {
-                    cluster_specifier: Some(ClusterSpecifier::Cluster(cluster.into())),
-                    timeout: Some(duration(Duration::ZERO)),
-                    ..Default::default()
-                })),
-                ..Default::default()
-            }],
+            routes: vec![everything_to(cluster)],
             ..Default::default()
         }],
         validate_clusters: Some(bool_value(false)),
