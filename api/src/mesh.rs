@@ -18,6 +18,18 @@ pub struct MeshConfig {
     pub outbound_traffic_policy: OutboundTrafficPolicy,
     #[serde(default)]
     pub default_config: ProxyConfig,
+    /// Where sidecars send policy checks: `istio-policy.istio-system.svc.cluster.local:9091`.
+    #[serde(default)]
+    pub mixer_check_server: String,
+    /// Where sidecars send telemetry reports.
+    #[serde(default)]
+    pub mixer_report_server: String,
+    /// Turns policy checks off mesh-wide even when a check server is set.
+    #[serde(default)]
+    pub disable_policy_checks: bool,
+    /// Admit requests when the check server cannot be reached.
+    #[serde(default)]
+    pub policy_check_fail_open: bool,
 }
 
 impl Default for MeshConfig {
@@ -27,6 +39,10 @@ impl Default for MeshConfig {
             connect_timeout: default_connect_timeout(),
             outbound_traffic_policy: OutboundTrafficPolicy::default(),
             default_config: ProxyConfig::default(),
+            mixer_check_server: String::new(),
+            mixer_report_server: String::new(),
+            disable_policy_checks: false,
+            policy_check_fail_open: false,
         }
     }
 }

@@ -69,6 +69,8 @@ pub struct Workload {
     pub namespace: String,
     pub labels: SharedLabels,
     pub service_account: String,
+    /// The Pod's `policy.istio.io/check` annotation, if any.
+    pub policy_check: Option<String>,
 }
 
 /// Everything the registries know, merged. Immutable once built; a change builds

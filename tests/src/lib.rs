@@ -6,6 +6,7 @@
 
 pub mod kube_api;
 pub mod mesh;
+pub mod mixer;
 pub mod process;
 pub mod topology;
 

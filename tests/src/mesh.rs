@@ -19,6 +19,8 @@ pub struct Mesh {
     pub topology: Topology,
     pub pilot: Option<Proc>,
     pub agents: Vec<(Pod, Proc)>,
+    /// mixer-policy processes, by index (their address is `topology.policy_ip(i)`).
+    pub policies: Vec<Option<Proc>>,
     backends: Vec<Proc>,
     /// Plain HTTP client, for admin and debug endpoints.
     pub http: reqwest::Client,
@@ -50,6 +52,20 @@ pub fn pilot_args(ip: &str, config_dir: &Path, mesh_config: &Path) -> Vec<String
     .collect()
 }
 
+/// What a test adds to the standard mesh.
+#[derive(Default)]
+pub struct Options {
+    /// Lines appended to the mesh config.
+    pub mesh: String,
+    /// mixer-policy processes to run, behind `istio-policy.istio-system`.
+    pub policy_servers: usize,
+    /// Annotations by pod name.
+    pub annotations: Vec<(&'static str, &'static str, &'static str)>,
+}
+
+/// The mesh config lines that send sidecars' checks to `istio-policy`.
+pub const POLICY_MESH: &str = "mixerCheckServer: istio-policy.istio-system.svc.cluster.local:9091\ndisablePolicyChecks: false\n";
+
 /// Waits until `url` answers 2xx.
 pub async fn wait_ok(http: &reqwest::Client, url: &str, what: &str, timeout: Duration) {
     eventually(what, timeout, || async {
@@ -59,7 +75,7 @@ pub async fn wait_ok(http: &reqwest::Client, url: &str, what: &str, timeout: Dur
     .await;
 }
 
-fn next_subnet() -> u8 {
+pub fn next_subnet() -> u8 {
     static NEXT: AtomicU8 = AtomicU8::new(0);
     // Spread concurrent test processes apart as well as tests within one.
     20 + ((std::process::id() % 8) as u8) * 25 + NEXT.fetch_add(1, Ordering::Relaxed) % 25
@@ -68,15 +84,32 @@ fn next_subnet() -> u8 {
 impl Mesh {
     /// Starts everything and returns once pilot and every sidecar are ready.
     pub async fn start(versions: &[&str], config: &[(&str, &str)]) -> Mesh {
-        let topology = Topology::reviews(next_subnet(), versions);
-        let dir = tempfile::Builder::new()
+        Mesh::start_with(versions, config, Options::default()).await
+    }
+
+    pub async fn start_with(versions: &[&str], config: &[(&str, &str)], options: Options) -> Mesh {
+        let mut topology = Topology::reviews(next_subnet(), versions);
+        for (pod, key, value) in &options.annotations {
+            let pod = topology
+                .versions
+                .iter_mut()
+                .chain(std::iter::once(&mut topology.client))
+                .find(|p| p.name == *pod)
+                .expect("annotated pod");
+            pod.annotations.push((key.to_string(), value.to_string()));
+        }
+        let mut dir = tempfile::Builder::new()
             .prefix("trireme-e2e-")
             .tempdir()
             .expect("tempdir");
+        // For post-mortems: TRIREME_KEEP=1 leaves the logs and config behind.
+        if std::env::var_os("TRIREME_KEEP").is_some() {
+            dir.disable_cleanup(true);
+        }
         std::fs::create_dir_all(dir.path().join("config")).expect("config dir");
         std::fs::write(
             dir.path().join("mesh.yaml"),
-            format!("proxyHttpPort: {PROXY_HTTP_PORT}\n"),
+            format!("proxyHttpPort: {PROXY_HTTP_PORT}\n{}", options.mesh),
         )
         .expect("mesh");
         let http = reqwest::Client::builder()
@@ -97,14 +130,24 @@ impl Mesh {
             topology,
             pilot: None,
             agents: Vec::new(),
+            policies: Vec::new(),
             backends: Vec::new(),
             http,
             client,
         };
         mesh.write_config("cluster.yaml", &mesh.topology.cluster_yaml());
         mesh.write_config("dr.yaml", &mesh.topology.destination_rule_yaml(""));
+        if options.policy_servers > 0 {
+            mesh.write_config(
+                "policy.yaml",
+                &mesh.topology.policy_yaml(options.policy_servers),
+            );
+        }
         for (file, yaml) in config {
             mesh.write_config(file, yaml);
+        }
+        for i in 0..options.policy_servers {
+            mesh.start_policy(i).await;
         }
         mesh.start_pilot().await;
         for pod in mesh.topology.versions.clone() {
@@ -142,6 +185,69 @@ impl Mesh {
         self.spawn_pilot("File", &[]);
         let url = format!("{}/ready", self.pilot_http());
         wait_ok(&self.http, &url, "pilot-discovery /ready", STARTUP).await;
+    }
+
+    /// Starts the `i`th mixer-policy on its own address, reading the same
+    /// config directory as Pilot, and waits until it is ready.
+    pub async fn start_policy(&mut self, i: usize) {
+        let ip = self.topology.policy_ip(i);
+        let args: Vec<String> = vec![
+            "server".into(),
+            "--configStoreURL".into(),
+            format!("fs://{}", self.config_dir().display()),
+            "--address".into(),
+            format!("tcp://{ip}:9091"),
+            "--monitoringPort".into(),
+            "15014".into(),
+        ];
+        let log = self.log(&format!("mixer-policy-{i}"));
+        let proc = Proc::spawn("mixer-policy", &bin("mixer-policy"), &args, &[], &log);
+        if self.policies.len() <= i {
+            self.policies.resize_with(i + 1, || None);
+        }
+        self.policies[i] = Some(proc);
+        let url = format!("http://{ip}:15014/ready");
+        wait_ok(&self.http, &url, "mixer-policy /ready", STARTUP).await;
+    }
+
+    /// Kills the `i`th mixer-policy outright, as a crashed Pod.
+    pub fn kill_policy(&mut self, i: usize) {
+        if let Some(mut p) = self.policies.get_mut(i).and_then(Option::take) {
+            p.signal(nix::sys::signal::Signal::SIGKILL);
+            assert!(p.wait_exit(Duration::from_secs(10)), "mixer-policy exits");
+        }
+    }
+
+    /// The `i`th mixer-policy's Prometheus metrics.
+    pub async fn policy_metrics(&self, i: usize) -> String {
+        let url = format!("http://{}:15014/metrics", self.topology.policy_ip(i));
+        let response = self.http.get(&url).send().await;
+        match response {
+            Ok(r) => r.text().await.unwrap_or_default(),
+            Err(e) => panic!("{url}: {e}"),
+        }
+    }
+
+    /// One counter from a pod's Envoy, by a suffix of its name (0 when absent).
+    pub async fn agent_stat(&self, pod: &str, suffix: &str) -> u64 {
+        let url = format!("http://{}:15000/stats", self.pod(pod).ip);
+        let text = self.http.get(&url).send().await.ok();
+        let text = match text {
+            Some(r) => r.text().await.unwrap_or_default(),
+            None => String::new(),
+        };
+        text.lines()
+            .filter_map(|l| l.split_once(": "))
+            .filter(|(name, _)| name.ends_with(suffix))
+            .filter_map(|(_, v)| v.trim().parse::<u64>().ok())
+            .sum()
+    }
+
+    /// mixer-policy's config page: generation, rules, handlers, errors.
+    pub async fn policy_configz(&self, i: usize) -> Value {
+        let ip = self.topology.policy_ip(i);
+        self.get_json(&format!("http://{ip}:15014/debug/configz"))
+            .await
     }
 
     /// Starts pilot-discovery with `registries`, without waiting for it to be ready.
@@ -293,6 +399,34 @@ impl Mesh {
         }
     }
 
+    /// One request through `pod`'s sidecar, as that pod's application would
+    /// send it: (status, body).
+    pub async fn call_from(
+        &self,
+        pod: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> (u16, String) {
+        let proxy = format!("http://{}:{PROXY_HTTP_PORT}", self.pod(pod).ip);
+        let client = reqwest::Client::builder()
+            .proxy(reqwest::Proxy::http(proxy).expect("proxy"))
+            .timeout(Duration::from_secs(10))
+            .build()
+            .expect("client");
+        let mut req = client.get(format!(
+            "http://reviews.default.svc.cluster.local:9080{path}"
+        ));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let response = req
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("request {path} from {pod} failed: {e}"));
+        let status = response.status().as_u16();
+        (status, response.text().await.unwrap_or_default())
+    }
+
     /// Sends `n` requests and counts answers by version (or `status <code>` when not 200).
     pub async fn tally(
         &self,
@@ -338,6 +472,15 @@ impl Mesh {
     pub async fn active_clusters(&self, pod: &str) -> String {
         let url = format!(
             "http://{}:15000/config_dump?resource=dynamic_active_clusters",
+            self.pod(pod).ip
+        );
+        self.get_json(&url).await.to_string()
+    }
+
+    /// The listeners a pod's Envoy holds, as JSON text.
+    pub async fn listeners_dump(&self, pod: &str) -> String {
+        let url = format!(
+            "http://{}:15000/config_dump?resource=dynamic_listeners",
             self.pod(pod).ip
         );
         self.get_json(&url).await.to_string()

@@ -10,6 +10,7 @@ pub struct Pod {
     pub name: String,
     pub ip: String,
     pub labels: Vec<(String, String)>,
+    pub annotations: Vec<(String, String)>,
     pub app_addr: Option<String>,
 }
 
@@ -28,6 +29,7 @@ impl Topology {
             name: "client".into(),
             ip: format!("127.{subnet}.1.1"),
             labels: vec![("app".into(), "client".into())],
+            annotations: Vec::new(),
             app_addr: None,
         };
         let versions = versions
@@ -40,6 +42,7 @@ impl Topology {
                     ("app".into(), "reviews".into()),
                     ("version".into(), v.to_string()),
                 ],
+                annotations: Vec::new(),
                 app_addr: Some(format!("127.{subnet}.2.{}:{REVIEWS_PORT}", i + 2)),
             })
             .collect();
@@ -52,6 +55,23 @@ impl Topology {
 
     pub fn pilot_ip(&self) -> String {
         format!("127.{}.0.1", self.subnet)
+    }
+
+    /// The address of the `i`th mixer-policy process (its "pod IP").
+    pub fn policy_ip(&self, i: usize) -> String {
+        format!("127.{}.0.{}", self.subnet, 10 + i)
+    }
+
+    /// `istio-policy` in `istio-system`, with Istio's port names, backed by
+    /// `n` mixer-policy processes: sidecars reach it through Pilot's cluster.
+    pub fn policy_yaml(&self, n: usize) -> String {
+        let addresses: Vec<String> = (0..n)
+            .map(|i| format!("  - ip: {}", self.policy_ip(i)))
+            .collect();
+        format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: istio-policy, namespace: istio-system}}\nspec:\n  clusterIP: 10.96.0.30\n  ports: [{{name: grpc-mixer, port: 9091}}, {{name: http-policy-monitoring, port: 15014}}]\n---\napiVersion: v1\nkind: Endpoints\nmetadata: {{name: istio-policy, namespace: istio-system}}\nsubsets:\n- addresses:\n{}\n  ports: [{{name: grpc-mixer, port: 9091}}, {{name: http-policy-monitoring, port: 15014}}]\n",
+            addresses.join("\n")
+        )
     }
 
     pub fn pods(&self) -> impl Iterator<Item = &Pod> {
@@ -79,11 +99,17 @@ impl Topology {
         let _ = write!(y, "  ports: [{{name: http, port: {REVIEWS_PORT}}}]\n---\n");
         for p in self.pods() {
             let labels: Vec<String> = p.labels.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+            let annotations: Vec<String> = p
+                .annotations
+                .iter()
+                .map(|(k, v)| format!("{k}: {v}"))
+                .collect();
             let _ = write!(
                 y,
-                "apiVersion: v1\nkind: Pod\nmetadata: {{name: {}, namespace: default, labels: {{{}}}}}\nspec: {{containers: [{{name: app, image: app}}]}}\nstatus: {{podIP: {}}}\n---\n",
+                "apiVersion: v1\nkind: Pod\nmetadata: {{name: {}, namespace: default, labels: {{{}}}, annotations: {{{}}}}}\nspec: {{containers: [{{name: app, image: app}}]}}\nstatus: {{podIP: {}}}\n---\n",
                 p.name,
                 labels.join(", "),
+                annotations.join(", "),
                 p.ip
             );
             if let Some(app) = &p.app_addr {

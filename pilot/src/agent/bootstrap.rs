@@ -17,7 +17,7 @@ pub fn render(args: &ProxyArgs, id: &Identity) -> anyhow::Result<Value> {
             )
         })?;
     let discovery_is_ip = host.parse::<std::net::IpAddr>().is_ok();
-    Ok(json!({
+    let mut bootstrap = json!({
         "node": {
             "id": id.node_id,
             "cluster": args.service_cluster,
@@ -89,7 +89,18 @@ pub fn render(args: &ProxyArgs, id: &Identity) -> anyhow::Result<Value> {
                 }],
             }],
         },
-    }))
+    });
+    // In local mode every "pod" shares the loopback: connections leave from
+    // the pod's own address, so peers (and policy on `source.ip`) see who
+    // is calling, as they would between pods.
+    if id.local_bind != "127.0.0.1" {
+        bootstrap["cluster_manager"] = json!({
+            "upstream_bind_config": {
+                "source_address": { "address": id.local_bind, "port_value": 0 },
+            },
+        });
+    }
+    Ok(bootstrap)
 }
 
 fn socket(address: &str, port: u16) -> Value {

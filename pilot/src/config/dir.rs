@@ -213,6 +213,7 @@ struct ParsedFile {
     hash: u64,
     good: BTreeMap<String, Arc<ConfigObject>>,
     cluster: ClusterState,
+    policy_namespaces: std::collections::BTreeSet<String>,
     rejections: Vec<Rejection>,
 }
 
@@ -237,6 +238,11 @@ fn parse_file(file: &str, text: &str, previous: Option<ParsedFile>) -> ParsedFil
         match doc {
             Ok(Document::Config(obj)) => {
                 parsed.good.insert(obj.key(), Arc::from(obj));
+            }
+            Ok(Document::Other(other)) if crate::config::policy::is_mixer_kind(&other) => {
+                parsed
+                    .policy_namespaces
+                    .extend(crate::config::policy::namespaces(&other));
             }
             Ok(Document::Other(other)) => {
                 let id = ObjectId::of(&other);
@@ -308,6 +314,9 @@ impl Accumulator {
             .nodes
             .extend(c.nodes.iter().map(|(k, v)| (k.clone(), v.clone())));
         self.rejections.extend(parsed.rejections.iter().cloned());
+        self.config
+            .policy_namespaces
+            .extend(parsed.policy_namespaces.iter().cloned());
         for (key, obj) in &parsed.good {
             if let Some(earlier) = self.config.insert(obj.clone())
                 && earlier != *obj

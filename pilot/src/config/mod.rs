@@ -3,6 +3,7 @@
 //! Galley over MCP and the Kubernetes CRDs, each a source of its own.
 
 pub mod dir;
+pub mod policy;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -34,6 +35,10 @@ impl std::fmt::Display for Rejection {
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct ConfigSnapshot {
     pub objects: BTreeMap<Kind, BTreeMap<String, Arc<ConfigObject>>>,
+    /// Namespaces where some Mixer policy can apply: those with a `rule`,
+    /// and those of services a `QuotaSpecBinding` binds. Mixer reads the
+    /// rules themselves; Pilot only leaves the check out where none can apply.
+    pub policy_namespaces: std::collections::BTreeSet<String>,
 }
 
 impl ConfigSnapshot {

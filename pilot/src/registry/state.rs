@@ -26,7 +26,12 @@ pub struct PodInfo {
     pub labels: SharedLabels,
     pub service_account: String,
     pub ip: Option<String>,
+    /// The `policy.istio.io/check` annotation: `enable`, `allow-on-error`, `disable`.
+    pub policy_check: Option<String>,
 }
+
+/// The Pod annotation that overrides the mesh's policy check setting.
+pub const POLICY_CHECK_ANNOTATION: &str = "policy.istio.io/check";
 
 impl From<&Pod> for PodInfo {
     fn from(pod: &Pod) -> PodInfo {
@@ -38,6 +43,11 @@ impl From<&Pod> for PodInfo {
                 .and_then(|s| s.service_account_name.clone())
                 .unwrap_or_else(|| "default".into()),
             ip: pod.status.as_ref().and_then(|s| s.pod_ip.clone()),
+            policy_check: pod
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(POLICY_CHECK_ANNOTATION).cloned()),
         }
     }
 }
@@ -68,6 +78,7 @@ impl ClusterState {
                         namespace: namespace.to_string(),
                         labels: pod.labels.clone(),
                         service_account: pod.service_account.clone(),
+                        policy_check: pod.policy_check.clone(),
                     },
                 );
             }

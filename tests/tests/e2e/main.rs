@@ -2,5 +2,7 @@
 
 mod change;
 mod lifecycle;
+mod mixer_api;
+mod policy;
 mod routing;
 mod validation;

@@ -39,6 +39,9 @@ const VIRTUAL_INBOUND_PORT: u32 = 15006;
 #[derive(Debug, Clone, PartialEq)]
 pub struct InboundPort {
     pub cluster: String,
+    /// The service this port serves (the first one, when several share it).
+    pub hostname: String,
+    pub service_namespace: String,
     /// The endpoint port other proxies dial (the Service's targetPort).
     pub port: u32,
     pub protocol: Protocol,
@@ -95,6 +98,8 @@ pub fn inbound_ports(push: &PushContext, proxy: &Proxy) -> Vec<InboundPort> {
                 .unwrap_or_else(|| format!("127.0.0.1:{}", instance.port));
             InboundPort {
                 cluster: inbound_cluster_name(instance.port, &sp.name, &service.hostname),
+                hostname: service.hostname.clone(),
+                service_namespace: service.namespace.clone(),
                 port: instance.port,
                 protocol: sp.protocol,
                 app_endpoint,
@@ -207,11 +212,11 @@ fn inbound_chains(
     };
     let stat_prefix = format!("inbound_{}", ib.port);
     let filters = if ib.protocol.is_http() {
-        hcm(
-            &ctx,
-            &stat_prefix,
-            RouteSpecifier::RouteConfig(rds::inbound(&ib.cluster)),
-        )
+        let mut routes = rds::inbound(&ib.cluster);
+        for p in push.plugins.iter() {
+            p.on_inbound_routes(&ctx, &mut routes);
+        }
+        hcm(&ctx, &stat_prefix, RouteSpecifier::RouteConfig(routes))
     } else {
         with_network_filters(&ctx, tcp_proxy(&stat_prefix, &ib.cluster))
     };

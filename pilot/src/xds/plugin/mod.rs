@@ -8,6 +8,7 @@
 
 mod cors;
 mod fault;
+mod mixer;
 
 use std::sync::{Arc, LazyLock};
 
@@ -15,7 +16,7 @@ use api::networking::HttpRoute;
 use envoy_types::pb::envoy::config::cluster::v3::Cluster;
 use envoy_types::pb::envoy::config::core::v3::TransportSocket;
 use envoy_types::pb::envoy::config::listener::v3::{Filter, FilterChainMatch};
-use envoy_types::pb::envoy::config::route::v3::Route;
+use envoy_types::pb::envoy::config::route::v3::{Route, RouteConfiguration};
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
     HttpFilter, http_filter,
 };
@@ -23,6 +24,7 @@ use prost::{Message, Name};
 
 pub use cors::Cors;
 pub use fault::Fault;
+pub use mixer::Mixer;
 
 use crate::model::{Service, ServicePort};
 use crate::xds::generate::lds::InboundPort;
@@ -104,6 +106,9 @@ pub trait Plugin: Send + Sync {
     /// Adjusts an Envoy route made from an Istio HTTP route (per-filter config).
     fn on_http_route(&self, _ctx: &RouteContext, _route: &mut Route) {}
 
+    /// Adjusts the inline route table of an inbound HTTP port (`ctx.port`).
+    fn on_inbound_routes(&self, _ctx: &ListenerContext, _routes: &mut RouteConfiguration) {}
+
     /// Adjusts a cluster (a transport socket for mutual TLS, say).
     fn on_cluster(&self, _ctx: &ClusterContext, _cluster: &mut Cluster) {}
 
@@ -140,10 +145,11 @@ impl Plugins {
     }
 
     /// What every Pilot runs: CORS before fault injection, as in Istio, so a
-    /// preflight is answered rather than faulted.
+    /// preflight is answered rather than faulted; Mixer's policy check on
+    /// inbound ports when the mesh config turns it on.
     pub fn standard() -> Plugins {
         static STANDARD: LazyLock<Plugins> =
-            LazyLock::new(|| Plugins::new(vec![Arc::new(Cors), Arc::new(Fault)]));
+            LazyLock::new(|| Plugins::new(vec![Arc::new(Cors), Arc::new(Fault), Arc::new(Mixer)]));
         STANDARD.clone()
     }
 

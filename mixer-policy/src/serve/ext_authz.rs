@@ -1,0 +1,244 @@
+//! Envoy's `ext_authz` (v3) in front of the same dispatcher, so an unmodified
+//! Envoy enforces Mixer policy. The request's attributes come from Envoy's
+//! `AttributeContext` and from the `context_extensions` Pilot configures per
+//! route; the quotas from `QuotaSpec`/`QuotaSpecBinding`. A denial carries
+//! the HTTP status Envoy should answer with, as Envoy does not map gRPC codes.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use envoy_types::ext_authz::v3::pb::{
+    Authorization, CheckRequest, CheckResponse, DeniedHttpResponse, HeaderAppendAction,
+    HeaderValue, HeaderValueOption, HttpResponse, HttpStatus, OkHttpResponse,
+};
+use envoy_types::pb::envoy::config::core::v3::{Address, address, socket_address};
+use envoy_types::pb::google::rpc::Status as RpcStatus;
+use mixer::adapter::{QuotaArgs, Status};
+use mixer::attribute::{Bag, Value, Vocabulary};
+use mixer::config::kinds::HeaderOperation as Op;
+use tokio::time::Instant;
+use tonic::{Code, Request, Response};
+
+use super::Policy;
+use crate::metrics::{Labels, code_name};
+
+#[tonic::async_trait]
+impl Authorization for Policy {
+    async fn check(
+        &self,
+        request: Request<CheckRequest>,
+    ) -> Result<Response<CheckResponse>, tonic::Status> {
+        let started = Instant::now();
+        let snapshot = self.dispatcher.snapshot();
+        let attrs = request.into_inner().attributes.unwrap_or_default();
+        let status = match bag(&attrs, &snapshot.vocabulary) {
+            Ok(bag) => self.decide(&bag, &snapshot).await,
+            Err(e) => {
+                self.metrics.bad_requests.inc();
+                Err(Status::new(Code::InvalidArgument, e))
+            }
+        };
+        let code = match &status {
+            Ok(_) => Code::Ok,
+            Err(s) => s.code,
+        };
+        self.metrics
+            .checks
+            .get_or_create(&Labels {
+                api: "ext_authz",
+                code: code_name(code),
+            })
+            .inc();
+        self.metrics
+            .check_duration
+            .observe(started.elapsed().as_secs_f64());
+        Ok(Response::new(match status {
+            Ok(ok) => CheckResponse {
+                status: Some(RpcStatus::default()),
+                http_response: Some(HttpResponse::OkResponse(ok)),
+                ..Default::default()
+            },
+            Err(denied) => CheckResponse {
+                status: Some(RpcStatus {
+                    code: denied.code as i32,
+                    message: denied.message.clone(),
+                    details: Vec::new(),
+                }),
+                http_response: Some(HttpResponse::DeniedResponse(DeniedHttpResponse {
+                    status: Some(HttpStatus {
+                        code: http_status(denied.code) as i32,
+                    }),
+                    headers: Vec::new(),
+                    body: denied.message,
+                })),
+                ..Default::default()
+            },
+        }))
+    }
+}
+
+impl Policy {
+    async fn decide(
+        &self,
+        bag: &Bag,
+        snapshot: &Arc<mixer::config::Snapshot>,
+    ) -> Result<OkHttpResponse, Status> {
+        let outcome = self.dispatcher.check(bag).await;
+        if outcome.cache_hit {
+            self.metrics.check_cache_hits.inc();
+        }
+        if !outcome.result.status.is_ok() {
+            return Err(outcome.result.status);
+        }
+        let request_id = bag
+            .get("request.id")
+            .map(|v| v.to_string())
+            .unwrap_or_default();
+        for (quota, charge) in snapshot.quotas.charges(bag) {
+            let args = QuotaArgs {
+                dedup_id: request_id.clone(),
+                amount: charge,
+                best_effort: false,
+            };
+            let q = self.dispatcher.quota(bag, &quota, &args).await;
+            self.metrics
+                .quotas
+                .get_or_create(&Labels {
+                    api: "ext_authz",
+                    code: code_name(q.result.status.code),
+                })
+                .inc();
+            if !q.result.status.is_ok() {
+                return Err(q.result.status);
+            }
+        }
+        let mut ok = OkHttpResponse::default();
+        for change in &outcome.request_headers {
+            match change.operation {
+                Op::Remove => ok.headers_to_remove.push(change.name.clone()),
+                Op::Replace | Op::Append => ok.headers.push(HeaderValueOption {
+                    header: Some(HeaderValue {
+                        key: change.name.clone(),
+                        value: change.value.clone(),
+                        ..Default::default()
+                    }),
+                    append_action: if change.operation == Op::Append {
+                        HeaderAppendAction::AppendIfExistsOrAdd
+                    } else {
+                        HeaderAppendAction::OverwriteIfExistsOrAdd
+                    } as i32,
+                    ..Default::default()
+                }),
+            }
+        }
+        Ok(ok)
+    }
+}
+
+/// The HTTP status for a denial: Envoy would otherwise answer 403 for all.
+pub fn http_status(code: Code) -> u16 {
+    match code {
+        Code::PermissionDenied => 403,
+        Code::ResourceExhausted => 429,
+        Code::Unauthenticated => 401,
+        _ => 403,
+    }
+}
+
+/// The attributes of one ext_authz request.
+pub fn bag(
+    ctx: &envoy_types::pb::envoy::service::auth::v3::AttributeContext,
+    vocab: &Vocabulary,
+) -> Result<Bag, String> {
+    let mut bag = Bag::new();
+    for (prefix, peer) in [("source", &ctx.source), ("destination", &ctx.destination)] {
+        let Some(peer) = peer else { continue };
+        if let Some((ip, port)) = socket(peer.address.as_ref()) {
+            bag.set(format!("{prefix}.ip"), Value::IpAddress(ip));
+            bag.set(format!("{prefix}.port"), Value::Int64(i64::from(port)));
+        }
+        if !peer.principal.is_empty() {
+            bag.set(
+                format!("{prefix}.principal"),
+                Value::string(&peer.principal),
+            );
+        }
+    }
+    if let Some(request) = &ctx.request {
+        if let Some(t) = &request.time
+            && let Ok(nanos) = u32::try_from(t.nanos)
+            && let Ok(secs) = u64::try_from(t.seconds)
+        {
+            bag.set(
+                "request.time",
+                Value::Timestamp(UNIX_EPOCH + Duration::new(secs, nanos)),
+            );
+        }
+        if let Some(http) = &request.http {
+            let headers: std::collections::BTreeMap<String, String> = http
+                .headers
+                .iter()
+                .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
+                .collect();
+            let text = |name: &str, value: &str, bag: &mut Bag| {
+                if !value.is_empty() {
+                    bag.set(name, Value::string(value));
+                }
+            };
+            text("request.method", &http.method, &mut bag);
+            text("request.path", &http.path, &mut bag);
+            text("request.host", &http.host, &mut bag);
+            text("request.scheme", &http.scheme, &mut bag);
+            let id = if http.id.is_empty() {
+                headers
+                    .get("x-request-id")
+                    .map(String::as_str)
+                    .unwrap_or("")
+            } else {
+                headers
+                    .get("x-request-id")
+                    .map(String::as_str)
+                    .unwrap_or(&http.id)
+            };
+            text("request.id", id, &mut bag);
+            if let Some(agent) = headers.get("user-agent") {
+                text("request.useragent", agent, &mut bag);
+            }
+            if http.size >= 0 {
+                bag.set("request.size", Value::Int64(http.size));
+            }
+            let protocol = if headers
+                .get("content-type")
+                .is_some_and(|c| c.starts_with("application/grpc"))
+            {
+                "grpc"
+            } else {
+                "http"
+            };
+            bag.set("context.protocol", Value::string(protocol));
+            bag.set("request.headers", Value::StringMap(Arc::new(headers)));
+        }
+    }
+    for (key, text) in &ctx.context_extensions {
+        let Some(ty) = vocab.type_of(key) else {
+            continue;
+        };
+        let value =
+            Value::parse_as(ty, text).map_err(|e| format!("context_extensions[{key}]: {e}"))?;
+        bag.set(key.clone(), value);
+    }
+    Ok(bag)
+}
+
+fn socket(address: Option<&Address>) -> Option<(IpAddr, u32)> {
+    let Some(address::Address::SocketAddress(sa)) = address.and_then(|a| a.address.as_ref()) else {
+        return None;
+    };
+    let ip = sa.address.parse().ok()?;
+    let port = match sa.port_specifier {
+        Some(socket_address::PortSpecifier::PortValue(p)) => p,
+        _ => 0,
+    };
+    Some((ip, port))
+}

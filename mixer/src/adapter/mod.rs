@@ -1,0 +1,190 @@
+//! Adapters: what handlers do with instances. An adapter is a factory
+//! registered at build time (in-process) or a separate gRPC service that a
+//! handler's `connection.address` names (out-of-process, [`grpc`]); either
+//! way the dispatcher sees a [`Handler`].
+
+pub mod grpc;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tonic::Code;
+
+use crate::template::{Instance, Template};
+
+/// A gRPC status, as adapters and Mixer's API report a result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Status {
+    pub code: Code,
+    pub message: String,
+}
+
+impl Status {
+    pub const OK: Status = Status {
+        code: Code::Ok,
+        message: String::new(),
+    };
+
+    pub fn new(code: Code, message: impl Into<String>) -> Status {
+        Status {
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn is_ok(&self) -> bool {
+        self.code == Code::Ok
+    }
+}
+
+/// A check's answer and how long the caller may reuse it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckResult {
+    pub status: Status,
+    pub valid_duration: Duration,
+    pub valid_use_count: i32,
+}
+
+impl CheckResult {
+    /// Istio's answer when nothing decided: OK for a minute or 10,000 uses.
+    pub fn ok_default() -> CheckResult {
+        CheckResult {
+            status: Status::OK,
+            valid_duration: Duration::from_secs(60),
+            valid_use_count: 10_000,
+        }
+    }
+
+    /// An answer not to be reused.
+    pub fn once(status: Status) -> CheckResult {
+        CheckResult {
+            status,
+            valid_duration: Duration::ZERO,
+            valid_use_count: 0,
+        }
+    }
+}
+
+/// One quota allocation request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuotaArgs {
+    /// Retries of one request carry the same id and are charged once.
+    pub dedup_id: String,
+    pub amount: i64,
+    /// Grant what is left rather than nothing when less than `amount` is.
+    pub best_effort: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuotaResult {
+    pub status: Status,
+    pub granted: i64,
+    pub valid_duration: Duration,
+}
+
+impl QuotaResult {
+    pub fn denied(status: Status) -> QuotaResult {
+        QuotaResult {
+            status,
+            granted: 0,
+            valid_duration: Duration::ZERO,
+        }
+    }
+}
+
+/// A configured adapter. Every method has a default that refuses, so a
+/// handler implements only its templates' varieties; the config loader
+/// already refuses rules that send a handler a template it does not take.
+#[async_trait]
+pub trait Handler: Send + Sync {
+    async fn check(&self, instance: &Instance) -> CheckResult {
+        CheckResult::once(Status::new(
+            Code::Unimplemented,
+            format!("this handler does not check {}", instance.template.name()),
+        ))
+    }
+
+    async fn quota(&self, instance: &Instance, _args: &QuotaArgs) -> QuotaResult {
+        QuotaResult::denied(Status::new(
+            Code::Unimplemented,
+            format!(
+                "this handler does not allocate {}",
+                instance.template.name()
+            ),
+        ))
+    }
+
+    async fn report(&self, _instances: &[Instance]) -> Result<(), String> {
+        Err("this handler does not take reports".into())
+    }
+}
+
+/// A params error: the field under `params` and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct ParamsError {
+    pub field: String,
+    pub message: String,
+}
+
+impl ParamsError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> ParamsError {
+        ParamsError {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    /// From a serde error on `params`, keeping the path of the bad field.
+    pub fn from_serde(e: serde_path_to_error::Error<serde_json::Error>) -> ParamsError {
+        let path = e.path().to_string();
+        ParamsError::new(
+            if path == "." { String::new() } else { path },
+            e.into_inner().to_string(),
+        )
+    }
+}
+
+/// Builds handlers from params. Implemented once per in-process adapter.
+pub trait Adapter: Send + Sync {
+    /// The name config refers to (`compiledAdapter`, or the legacy kind).
+    fn name(&self) -> &'static str;
+
+    fn templates(&self) -> &'static [Template];
+
+    /// Validates `params` and builds a handler. Called again only when a
+    /// handler's params change, so a handler's state (quota counters, say)
+    /// survives unrelated config edits.
+    fn build(&self, params: &serde_json::Value) -> Result<Arc<dyn Handler>, ParamsError>;
+}
+
+/// Typed params from a handler's `params`, with unknown fields refused by the
+/// params type and errors naming the field.
+pub fn params<T: serde::de::DeserializeOwned>(json: &serde_json::Value) -> Result<T, ParamsError> {
+    let json = if json.is_null() {
+        &serde_json::Value::Object(Default::default())
+    } else {
+        json
+    };
+    serde_path_to_error::deserialize(json).map_err(ParamsError::from_serde)
+}
+
+/// The in-process adapters a binary offers.
+#[derive(Clone, Default)]
+pub struct Registry(HashMap<&'static str, Arc<dyn Adapter>>);
+
+impl Registry {
+    pub fn new(adapters: Vec<Arc<dyn Adapter>>) -> Registry {
+        Registry(adapters.into_iter().map(|a| (a.name(), a)).collect())
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Arc<dyn Adapter>> {
+        self.0.get(name)
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.0.keys().copied()
+    }
+}

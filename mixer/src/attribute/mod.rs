@@ -1,0 +1,12 @@
+//! Attributes: their types and vocabulary, bags of them, and the compressed
+//! form Mixer's API carries them in.
+
+mod bag;
+pub mod compressed;
+pub mod dictionary;
+mod value;
+mod vocabulary;
+
+pub use bag::{Attributes, Bag};
+pub use value::{StringMap, Value, ValueType};
+pub use vocabulary::Vocabulary;

@@ -1,0 +1,591 @@
+//! Objects compiled into what the dispatcher runs: handlers built by their
+//! adapters, instances and rule matches parsed and type-checked. A bad object
+//! is left out with an error naming it and its field; objects that refer to
+//! it are left out too, with errors of their own; the rest works.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+
+use super::kinds::{
+    AdapterSpec, AttributeManifestSpec, HandlerSpec, HeaderOperation, InstanceSpec, RuleSpec,
+    TemplateSpec,
+};
+use super::object::{ConfigError, Object};
+use super::quota::QuotaBindings;
+use crate::adapter::{Handler, Registry, grpc};
+use crate::attribute::{ValueType, Vocabulary};
+use crate::expr::{self, Expression};
+use crate::template::{InstanceBuilder, Template, Variety};
+
+/// A handler and what built it, so an unchanged handler is reused by the
+/// next snapshot with its state.
+pub struct HandlerEntry {
+    pub name: String,
+    pub adapter: String,
+    pub templates: Vec<Template>,
+    pub handler: Arc<dyn Handler>,
+    /// The adapter name, address and params as JSON: equal keys, same handler.
+    key: String,
+}
+
+pub struct Action {
+    pub handler: Arc<HandlerEntry>,
+    pub instances: Vec<Arc<InstanceBuilder>>,
+}
+
+pub struct HeaderOp {
+    pub name: String,
+    pub values: Vec<Expression>,
+    pub operation: HeaderOperation,
+}
+
+pub struct Rule {
+    pub name: String,
+    pub namespace: String,
+    /// None matches every request.
+    pub matcher: Option<Expression>,
+    pub actions: Vec<Action>,
+    pub request_header_ops: Vec<HeaderOp>,
+    pub response_header_ops: Vec<HeaderOp>,
+}
+
+impl Rule {
+    /// Whether any action has instances of this variety.
+    pub fn has(&self, variety: Variety) -> bool {
+        self.actions
+            .iter()
+            .any(|a| a.instances.iter().any(|i| i.template.variety() == variety))
+    }
+}
+
+/// One consistent config.
+pub struct Snapshot {
+    /// Increases with every snapshot: cached decisions of older ones are void.
+    pub generation: u64,
+    pub default_namespace: String,
+    pub vocabulary: Vocabulary,
+    pub rules: Vec<Rule>,
+    pub handlers: BTreeMap<String, Arc<HandlerEntry>>,
+    pub quotas: QuotaBindings,
+    pub errors: Vec<ConfigError>,
+    /// Objects read, including rejected ones.
+    pub objects: usize,
+}
+
+impl Snapshot {
+    pub fn empty(default_namespace: &str) -> Snapshot {
+        Snapshot {
+            generation: 0,
+            default_namespace: default_namespace.to_string(),
+            vocabulary: Vocabulary::standard(),
+            rules: Vec::new(),
+            handlers: BTreeMap::new(),
+            quotas: QuotaBindings::default(),
+            errors: Vec::new(),
+            objects: 0,
+        }
+    }
+
+    /// Compiles `objects`; `errors` are those found while reading them.
+    pub fn build(
+        objects: &[Object],
+        mut errors: Vec<ConfigError>,
+        previous: &Snapshot,
+        adapters: &Registry,
+    ) -> Snapshot {
+        let ns = previous.default_namespace.clone();
+        let mut b = Build {
+            adapters,
+            previous,
+            errors: &mut errors,
+        };
+        let vocabulary = b.vocabulary(objects);
+        let declared_adapters = b.declared_adapters(objects);
+        let handlers = b.handlers(objects, &declared_adapters);
+        let instances = b.instances(objects, &vocabulary);
+        let rules = b.rules(objects, &vocabulary, &handlers, &instances);
+        let quotas = QuotaBindings::compile(objects, &ns, b.errors);
+        Snapshot {
+            generation: previous.generation + 1,
+            default_namespace: ns,
+            vocabulary,
+            rules,
+            handlers,
+            quotas,
+            objects: objects.len(),
+            errors,
+        }
+    }
+}
+
+/// Kinds a rule may name as handlers before Istio 1.1: one per adapter.
+fn is_legacy_handler(kind: &str, adapters: &Registry) -> bool {
+    adapters.get(kind).is_some()
+}
+
+struct Build<'a> {
+    adapters: &'a Registry,
+    previous: &'a Snapshot,
+    errors: &'a mut Vec<ConfigError>,
+}
+
+impl Build<'_> {
+    fn error(&mut self, object: &Object, field: &str, message: impl Into<String>) {
+        self.errors.push(ConfigError {
+            object: object.label(),
+            field: field.into(),
+            message: message.into(),
+        });
+    }
+
+    fn spec<T: DeserializeOwned>(&mut self, object: &Object) -> Option<T> {
+        let spec = if object.spec.is_null() {
+            serde_json::Value::Object(Default::default())
+        } else {
+            object.spec.clone()
+        };
+        match serde_path_to_error::deserialize::<_, T>(spec) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                let path = e.path().to_string();
+                let field = if path == "." {
+                    "spec".to_string()
+                } else {
+                    format!("spec.{path}")
+                };
+                self.error(object, &field, e.into_inner().to_string());
+                None
+            }
+        }
+    }
+
+    fn vocabulary(&mut self, objects: &[Object]) -> Vocabulary {
+        let mut declared = Vec::new();
+        for o in objects.iter().filter(|o| o.kind == "attributemanifest") {
+            let Some(spec) = self.spec::<AttributeManifestSpec>(o) else {
+                continue;
+            };
+            for (name, info) in spec.attributes {
+                match ValueType::parse(&info.value_type) {
+                    Some(t) => declared.push((name, t)),
+                    None => self.error(
+                        o,
+                        &format!("spec.attributes.{name}.valueType"),
+                        format!("unknown value type {:?}", info.value_type),
+                    ),
+                }
+            }
+        }
+        Vocabulary::standard().with(declared)
+    }
+
+    /// `adapter` objects by full name: the templates each out-of-process
+    /// adapter serves.
+    fn declared_adapters(&mut self, objects: &[Object]) -> HashMap<String, Vec<Template>> {
+        let mut out = HashMap::new();
+        for o in objects.iter().filter(|o| o.kind == "template") {
+            // Descriptors are accepted as written; templates are known by name.
+            let _ = self.spec::<TemplateSpec>(o);
+        }
+        for o in objects.iter().filter(|o| o.kind == "adapter") {
+            let Some(spec) = self.spec::<AdapterSpec>(o) else {
+                continue;
+            };
+            let mut templates = Vec::new();
+            for (i, t) in spec.templates.iter().enumerate() {
+                let short = t.split('.').next().unwrap_or(t);
+                match Template::parse(short) {
+                    Some(t) => templates.push(t),
+                    None => self.error(
+                        o,
+                        &format!("spec.templates[{i}]"),
+                        format!("unknown template {t:?}"),
+                    ),
+                }
+            }
+            out.insert(o.full_name(), templates);
+        }
+        out
+    }
+
+    fn handlers(
+        &mut self,
+        objects: &[Object],
+        declared_adapters: &HashMap<String, Vec<Template>>,
+    ) -> BTreeMap<String, Arc<HandlerEntry>> {
+        let mut out = BTreeMap::new();
+        for o in objects {
+            let (spec, legacy) = if o.kind == "handler" {
+                match self.spec::<HandlerSpec>(o) {
+                    Some(s) => (s, false),
+                    None => continue,
+                }
+            } else if is_legacy_handler(&o.kind, self.adapters) {
+                let spec = HandlerSpec {
+                    compiled_adapter: o.kind.clone(),
+                    params: o.spec.clone(),
+                    ..Default::default()
+                };
+                (spec, true)
+            } else {
+                continue;
+            };
+            if let Some(entry) = self.handler(o, spec, legacy, declared_adapters) {
+                out.insert(o.full_name(), Arc::new(entry));
+            }
+        }
+        out
+    }
+
+    fn handler(
+        &mut self,
+        o: &Object,
+        spec: HandlerSpec,
+        legacy: bool,
+        declared_adapters: &HashMap<String, Vec<Template>>,
+    ) -> Option<HandlerEntry> {
+        let params_field = if legacy { "spec" } else { "spec.params" };
+        let address = spec.connection.as_ref().map(|c| c.address.clone());
+        let key = format!(
+            "{}|{}|{}|{}",
+            spec.compiled_adapter,
+            spec.adapter,
+            address.as_deref().unwrap_or(""),
+            spec.params
+        );
+        let reuse = self
+            .previous
+            .handlers
+            .get(&o.full_name())
+            .filter(|h| h.key == key);
+        if let Some(previous) = reuse {
+            return Some(HandlerEntry {
+                name: previous.name.clone(),
+                adapter: previous.adapter.clone(),
+                templates: previous.templates.clone(),
+                handler: previous.handler.clone(),
+                key,
+            });
+        }
+        match (spec.compiled_adapter.as_str(), spec.adapter.as_str()) {
+            ("", "") => {
+                self.error(o, "spec", "one of compiledAdapter and adapter is required");
+                None
+            }
+            (compiled, "") => {
+                let Some(adapter) = self.adapters.get(compiled) else {
+                    let mut known: Vec<_> = self.adapters.names().collect();
+                    known.sort();
+                    self.error(
+                        o,
+                        "spec.compiledAdapter",
+                        format!("unknown adapter {compiled:?} (known: {})", known.join(", ")),
+                    );
+                    return None;
+                };
+                match adapter.build(&spec.params) {
+                    Ok(handler) => Some(HandlerEntry {
+                        name: o.full_name(),
+                        adapter: compiled.to_string(),
+                        templates: adapter.templates().to_vec(),
+                        handler,
+                        key,
+                    }),
+                    Err(e) => {
+                        let field = if e.field.is_empty() {
+                            params_field.to_string()
+                        } else {
+                            format!("{params_field}.{}", e.field)
+                        };
+                        self.error(o, &field, e.message);
+                        None
+                    }
+                }
+            }
+            ("", remote) => {
+                let adapter_name = resolve(remote, "adapter", &o.namespace);
+                let Some(templates) = adapter_name.iter().find_map(|n| declared_adapters.get(n))
+                else {
+                    self.error(
+                        o,
+                        "spec.adapter",
+                        format!("no adapter object named {remote:?}"),
+                    );
+                    return None;
+                };
+                let Some(connection) = spec.connection else {
+                    self.error(
+                        o,
+                        "spec.connection.address",
+                        "an out-of-process adapter needs connection.address",
+                    );
+                    return None;
+                };
+                let timeout = connection
+                    .timeout
+                    .map(|t| t.as_duration())
+                    .unwrap_or(Duration::from_secs(1));
+                match grpc::Remote::new(&connection.address, timeout, &spec.params) {
+                    Ok(handler) => Some(HandlerEntry {
+                        name: o.full_name(),
+                        adapter: remote.to_string(),
+                        templates: templates.clone(),
+                        handler: Arc::new(handler),
+                        key,
+                    }),
+                    Err(message) => {
+                        self.error(o, "spec.connection.address", message);
+                        None
+                    }
+                }
+            }
+            (_, _) => {
+                self.error(
+                    o,
+                    "spec",
+                    "compiledAdapter and adapter are exclusive: set one",
+                );
+                None
+            }
+        }
+    }
+
+    fn instances(
+        &mut self,
+        objects: &[Object],
+        vocab: &Vocabulary,
+    ) -> HashMap<String, Arc<InstanceBuilder>> {
+        let mut out = HashMap::new();
+        for o in objects {
+            let (template_name, params, field) = if o.kind == "instance" {
+                let Some(spec) = self.spec::<InstanceSpec>(o) else {
+                    continue;
+                };
+                let name = match (spec.compiled_template.as_str(), spec.template.as_str()) {
+                    ("", "") => {
+                        self.error(
+                            o,
+                            "spec",
+                            "one of compiledTemplate and template is required",
+                        );
+                        continue;
+                    }
+                    (t, "") => t.to_string(),
+                    // A `template` object's name is the template's.
+                    ("", t) => t.split('.').next().unwrap_or(t).to_string(),
+                    _ => {
+                        self.error(o, "spec", "compiledTemplate and template are exclusive");
+                        continue;
+                    }
+                };
+                (name, spec.params, "spec.params")
+            } else if Template::parse(&o.kind).is_some() {
+                (o.kind.clone(), o.spec.clone(), "spec")
+            } else {
+                continue;
+            };
+            let Some(template) = Template::parse(&template_name) else {
+                self.error(
+                    o,
+                    "spec.compiledTemplate",
+                    format!("unknown template {template_name:?}"),
+                );
+                continue;
+            };
+            match InstanceBuilder::compile(o.full_name().into(), template, &params, vocab) {
+                Ok(b) => {
+                    out.insert(o.full_name(), Arc::new(b));
+                }
+                Err((f, message)) => {
+                    let f = f.strip_prefix("params").unwrap_or(&f);
+                    let f = format!("{field}{f}");
+                    self.error(o, &f, message);
+                }
+            }
+        }
+        out
+    }
+
+    fn rules(
+        &mut self,
+        objects: &[Object],
+        vocab: &Vocabulary,
+        handlers: &BTreeMap<String, Arc<HandlerEntry>>,
+        instances: &HashMap<String, Arc<InstanceBuilder>>,
+    ) -> Vec<Rule> {
+        let mut out = Vec::new();
+        for o in objects.iter().filter(|o| o.kind == "rule") {
+            let Some(spec) = self.spec::<RuleSpec>(o) else {
+                continue;
+            };
+            if let Some(rule) = self.rule(o, spec, vocab, handlers, instances) {
+                out.push(rule);
+            }
+        }
+        out
+    }
+
+    fn rule(
+        &mut self,
+        o: &Object,
+        spec: RuleSpec,
+        vocab: &Vocabulary,
+        handlers: &BTreeMap<String, Arc<HandlerEntry>>,
+        instances: &HashMap<String, Arc<InstanceBuilder>>,
+    ) -> Option<Rule> {
+        let matcher = if spec.match_.trim().is_empty() {
+            None
+        } else {
+            match expr::compile_bool(&spec.match_, vocab) {
+                Ok(e) => Some(e),
+                Err(e) => {
+                    self.error(o, "spec.match", e.to_string());
+                    return None;
+                }
+            }
+        };
+        let mut actions = Vec::new();
+        for (i, a) in spec.actions.iter().enumerate() {
+            let field = format!("spec.actions[{i}]");
+            let Some(handler) = resolve(&a.handler, "handler", &o.namespace)
+                .iter()
+                .find_map(|n| handlers.get(n))
+                .cloned()
+            else {
+                self.error(
+                    o,
+                    &format!("{field}.handler"),
+                    format!("no valid handler named {:?}", a.handler),
+                );
+                return None;
+            };
+            let mut built = Vec::new();
+            for (j, name) in a.instances.iter().enumerate() {
+                let f = format!("{field}.instances[{j}]");
+                let Some(instance) = resolve(name, "instance", &o.namespace)
+                    .iter()
+                    .find_map(|n| instances.get(n))
+                    .cloned()
+                else {
+                    self.error(o, &f, format!("no valid instance named {name:?}"));
+                    return None;
+                };
+                if !handler.templates.contains(&instance.template) {
+                    self.error(
+                        o,
+                        &f,
+                        format!(
+                            "handler {} ({}) does not take {} instances",
+                            handler.name,
+                            handler.adapter,
+                            instance.template.name()
+                        ),
+                    );
+                    return None;
+                }
+                if built
+                    .iter()
+                    .any(|b: &Arc<InstanceBuilder>| b.name == instance.name)
+                {
+                    self.error(o, &f, format!("instance {name:?} is listed twice"));
+                    return None;
+                }
+                built.push(instance);
+            }
+            actions.push(Action {
+                handler,
+                instances: built,
+            });
+        }
+        let request_header_ops = self.header_ops(
+            o,
+            "requestHeaderOperations",
+            &spec.request_header_operations,
+            vocab,
+        )?;
+        let response_header_ops = self.header_ops(
+            o,
+            "responseHeaderOperations",
+            &spec.response_header_operations,
+            vocab,
+        )?;
+        Some(Rule {
+            name: o.full_name(),
+            namespace: o.namespace.clone(),
+            matcher,
+            actions,
+            request_header_ops,
+            response_header_ops,
+        })
+    }
+
+    fn header_ops(
+        &mut self,
+        o: &Object,
+        field: &str,
+        specs: &[super::kinds::HeaderOperationSpec],
+        vocab: &Vocabulary,
+    ) -> Option<Vec<HeaderOp>> {
+        let mut out = Vec::new();
+        for (i, op) in specs.iter().enumerate() {
+            let mut values = Vec::new();
+            for (j, v) in op.values.iter().enumerate() {
+                let at = format!("spec.{field}[{i}].values[{j}]");
+                match Expression::compile(v, vocab) {
+                    Ok(e) if e.result_type().is_textual() => values.push(e),
+                    Ok(e) => {
+                        self.error(
+                            o,
+                            &at,
+                            format!("`{v}` is {}, a header needs a STRING", e.result_type()),
+                        );
+                        return None;
+                    }
+                    Err(e) => {
+                        self.error(o, &at, e.to_string());
+                        return None;
+                    }
+                }
+            }
+            out.push(HeaderOp {
+                name: op.name.to_ascii_lowercase(),
+                values,
+                operation: op.operation,
+            });
+        }
+        Some(out)
+    }
+}
+
+/// The full names a reference in a rule may mean, in the order Istio tried
+/// them: `x` is `x.<kind>.<ns>`; `a.b` is the legacy `a.b.<ns>` (b a kind)
+/// or `a.<kind>.b` (b a namespace); three parts are already full.
+fn resolve(reference: &str, kind: &str, namespace: &str) -> Vec<String> {
+    let parts: Vec<&str> = reference.split('.').collect();
+    match parts.as_slice() {
+        [name] => vec![format!("{name}.{kind}.{namespace}")],
+        [a, b] => vec![format!("{a}.{b}.{namespace}"), format!("{a}.{kind}.{b}")],
+        [_, _, _] => vec![reference.to_string()],
+        // Namespaces have no dots, so more parts cannot name anything.
+        _ => Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn references_resolve_as_istio_did() {
+        assert_eq!(resolve("h", "handler", "ns"), ["h.handler.ns"]);
+        assert_eq!(
+            resolve("denyall.denier", "handler", "istio-system"),
+            ["denyall.denier.istio-system", "denyall.handler.denier"]
+        );
+        assert_eq!(resolve("a.instance.b", "instance", "ns"), ["a.instance.b"]);
+        assert!(resolve("a.b.c.d", "instance", "ns").is_empty());
+    }
+}

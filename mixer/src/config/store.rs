@@ -1,0 +1,182 @@
+//! The `fs://` config store: every YAML file under a directory, re-read when
+//! anything in it changes. Each change yields a new snapshot; a file that
+//! cannot be read or parsed costs only its own objects.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::{ConfigError, Object, Snapshot, parse_file};
+use crate::adapter::Registry;
+
+/// `--configStoreURL`: `fs:///dir` (Galley's `mcp://` comes with Galley).
+pub fn parse_url(url: &str) -> Result<PathBuf, String> {
+    match url.strip_prefix("fs://") {
+        Some(path) if path.starts_with('/') => Ok(PathBuf::from(path)),
+        Some(_) => Err(format!(
+            "{url:?}: an fs:// URL needs an absolute path (fs:///dir)"
+        )),
+        None => Err(format!(
+            "{url:?}: only fs:///dir config stores are supported"
+        )),
+    }
+}
+
+/// Reads every `.yaml`/`.yml` file under `dir`, in path order.
+pub fn load_dir(dir: &Path, default_namespace: &str) -> (Vec<Object>, Vec<ConfigError>) {
+    let mut files = Vec::new();
+    let mut errors = Vec::new();
+    collect(dir, &mut files, &mut errors, 0);
+    files.sort();
+    let mut objects = Vec::new();
+    for path in files {
+        let source = path
+            .strip_prefix(dir)
+            .unwrap_or(&path)
+            .display()
+            .to_string();
+        match std::fs::read_to_string(&path) {
+            Ok(text) => {
+                for result in parse_file(&source, &text, default_namespace) {
+                    match result {
+                        Ok(o) => objects.push(o),
+                        Err(e) => errors.push(e),
+                    }
+                }
+            }
+            Err(e) => errors.push(ConfigError {
+                object: source,
+                field: String::new(),
+                message: format!("cannot read: {e}"),
+            }),
+        }
+    }
+    (objects, errors)
+}
+
+fn collect(dir: &Path, files: &mut Vec<PathBuf>, errors: &mut Vec<ConfigError>, depth: usize) {
+    // Deep enough for any sane layout, shallow enough to stop a symlink loop.
+    if depth > 16 {
+        return;
+    }
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) => {
+            errors.push(ConfigError {
+                object: dir.display().to_string(),
+                field: String::new(),
+                message: format!("cannot read directory: {e}"),
+            });
+            return;
+        }
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let hidden = entry.file_name().to_string_lossy().starts_with('.');
+        if hidden {
+            continue;
+        }
+        if path.is_dir() {
+            collect(&path, files, errors, depth + 1);
+        } else if matches!(
+            path.extension().and_then(|e| e.to_str()),
+            Some("yaml" | "yml")
+        ) {
+            files.push(path);
+        }
+    }
+}
+
+/// The current snapshot, swapped whole on each change.
+#[derive(Clone)]
+pub struct Current(Arc<RwLock<Arc<Snapshot>>>);
+
+impl Current {
+    pub fn new(snapshot: Snapshot) -> Current {
+        Current(Arc::new(RwLock::new(Arc::new(snapshot))))
+    }
+
+    pub fn get(&self) -> Arc<Snapshot> {
+        self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn set(&self, snapshot: Snapshot) {
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(snapshot);
+    }
+}
+
+/// Loads `dir` once, synchronously, into a first snapshot.
+pub fn initial(dir: &Path, default_namespace: &str, adapters: &Registry) -> Snapshot {
+    let (objects, errors) = load_dir(dir, default_namespace);
+    let snapshot = Snapshot::build(
+        &objects,
+        errors,
+        &Snapshot::empty(default_namespace),
+        adapters,
+    );
+    log(&snapshot);
+    snapshot
+}
+
+fn log(s: &Snapshot) {
+    tracing::info!(
+        generation = s.generation,
+        objects = s.objects,
+        rules = s.rules.len(),
+        handlers = s.handlers.len(),
+        errors = s.errors.len(),
+        "config loaded"
+    );
+    for e in &s.errors {
+        tracing::warn!(object = %e.object, field = %e.field, "rejected: {}", e.message);
+    }
+}
+
+/// Watches `dir` and rebuilds `current` after each burst of changes (100 ms
+/// quiet), until `shutdown`. `on_change` runs after each swap.
+pub async fn watch(
+    dir: PathBuf,
+    default_namespace: String,
+    adapters: Registry,
+    current: Current,
+    on_change: impl Fn(&Snapshot) + Send + 'static,
+    shutdown: CancellationToken,
+) -> Result<(), notify::Error> {
+    use notify::Watcher;
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        if event.is_ok_and(|e| !e.kind.is_access()) {
+            let _ = tx.send(());
+        }
+    })?;
+    watcher.watch(&dir, notify::RecursiveMode::Recursive)?;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            got = rx.recv() => if got.is_none() { return Ok(()) },
+        }
+        // Editors write in bursts; wait for the burst to end.
+        while let Ok(Some(())) = tokio::time::timeout(Duration::from_millis(100), rx.recv()).await {
+        }
+        let previous = current.get();
+        let dir = dir.clone();
+        let ns = default_namespace.clone();
+        let adapters = adapters.clone();
+        let built = tokio::task::spawn_blocking(move || {
+            let (objects, errors) = load_dir(&dir, &ns);
+            Snapshot::build(&objects, errors, &previous, &adapters)
+        })
+        .await;
+        match built {
+            Ok(snapshot) => {
+                log(&snapshot);
+                on_change(&snapshot);
+                current.set(snapshot);
+            }
+            Err(e) => tracing::error!("config reload failed: {e}"),
+        }
+    }
+}

@@ -1,0 +1,323 @@
+//! The dispatcher: which rules match a request, the instances their actions
+//! name, and the handlers' answers combined. Matching and instance building
+//! happen first, synchronously, through a [`Tracker`] that records what they
+//! read; then the handlers are called concurrently, each within a deadline.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::join_all;
+use tonic::Code;
+
+use crate::adapter::{CheckResult, Handler, QuotaArgs, QuotaResult, Status};
+use crate::attribute::{Attributes, Bag};
+use crate::cache::CheckCache;
+use crate::config::kinds::HeaderOperation;
+use crate::config::store::Current;
+use crate::config::{HeaderOp, Rule, Snapshot};
+use crate::referenced::{Read, Tracker};
+use crate::template::{Instance, Variety};
+
+/// One header operation a check answer asks the proxy to apply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeaderChange {
+    pub name: String,
+    pub value: String,
+    pub operation: HeaderOperation,
+}
+
+/// A precondition check's answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckOutcome {
+    pub result: CheckResult,
+    /// What the answer depended on.
+    pub referenced: Vec<Read>,
+    pub request_headers: Vec<HeaderChange>,
+    pub response_headers: Vec<HeaderChange>,
+    pub cache_hit: bool,
+}
+
+/// A quota allocation's answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuotaOutcome {
+    pub result: QuotaResult,
+    pub referenced: Vec<Read>,
+}
+
+pub struct Dispatcher {
+    current: Current,
+    cache: CheckCache<CheckOutcome>,
+    deadline: Duration,
+}
+
+type Call = (Arc<dyn Handler>, String, Instance);
+
+impl Dispatcher {
+    /// `deadline` bounds each handler call; `cache_size` 0 turns the check
+    /// cache off.
+    pub fn new(current: Current, deadline: Duration, cache_size: usize) -> Dispatcher {
+        Dispatcher {
+            current,
+            cache: CheckCache::new(cache_size),
+            deadline,
+        }
+    }
+
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.current.get()
+    }
+
+    pub fn cache_len(&self) -> usize {
+        self.cache.len()
+    }
+
+    pub async fn check(&self, bag: &Bag) -> CheckOutcome {
+        let snapshot = self.current.get();
+        if let Some(mut hit) = self.cache.get(snapshot.generation, bag) {
+            hit.cache_hit = true;
+            return hit;
+        }
+        let (calls, failure, request_headers, response_headers, referenced) = {
+            let tracker = Tracker::new(bag);
+            let mut calls: Vec<Call> = Vec::new();
+            let mut failure = None;
+            let mut request_headers = Vec::new();
+            let mut response_headers = Vec::new();
+            for rule in matching(&snapshot, &tracker, Some(Variety::Check)) {
+                for action in &rule.actions {
+                    for builder in &action.instances {
+                        if builder.template.variety() != Variety::Check {
+                            continue;
+                        }
+                        match builder.build(&tracker) {
+                            Ok(instance) => calls.push((
+                                action.handler.handler.clone(),
+                                action.handler.name.clone(),
+                                instance,
+                            )),
+                            Err(e) => {
+                                failure.get_or_insert(Status::new(Code::Internal, e));
+                            }
+                        }
+                    }
+                }
+                headers(&rule.request_header_ops, &tracker, &mut request_headers);
+                headers(&rule.response_header_ops, &tracker, &mut response_headers);
+            }
+            (
+                calls,
+                failure,
+                request_headers,
+                response_headers,
+                tracker.into_reads(),
+            )
+        };
+        let answers = join_all(calls.iter().map(|(handler, name, instance)| async move {
+            match tokio::time::timeout(self.deadline, handler.check(instance)).await {
+                Ok(r) => r,
+                Err(_) => CheckResult::once(Status::new(
+                    Code::DeadlineExceeded,
+                    format!("handler {name} did not answer within {:?}", self.deadline),
+                )),
+            }
+        }))
+        .await;
+        let mut result = combine(answers, &calls);
+        if let Some(status) = failure {
+            result = CheckResult::once(status);
+        }
+        let ok = result.status.is_ok();
+        let outcome = CheckOutcome {
+            result,
+            referenced,
+            request_headers: if ok { request_headers } else { Vec::new() },
+            response_headers: if ok { response_headers } else { Vec::new() },
+            cache_hit: false,
+        };
+        self.cache.put(
+            snapshot.generation,
+            bag,
+            &outcome.referenced,
+            outcome.clone(),
+            outcome.result.valid_duration,
+            outcome.result.valid_use_count,
+        );
+        outcome
+    }
+
+    /// Allocates `args.amount` of the quota named `name` (an instance's short
+    /// name, compared without case as Istio's dispatcher did). With no rule
+    /// naming it, the whole amount is granted.
+    pub async fn quota(&self, bag: &Bag, name: &str, args: &QuotaArgs) -> QuotaOutcome {
+        let snapshot = self.current.get();
+        let (calls, failure, referenced) = {
+            let tracker = Tracker::new(bag);
+            let mut calls: Vec<Call> = Vec::new();
+            let mut failure = None;
+            for rule in matching(&snapshot, &tracker, Some(Variety::Quota)) {
+                for action in &rule.actions {
+                    for builder in &action.instances {
+                        let short = builder.name.split('.').next().unwrap_or_default();
+                        if builder.template.variety() != Variety::Quota
+                            || !short.eq_ignore_ascii_case(name)
+                        {
+                            continue;
+                        }
+                        match builder.build(&tracker) {
+                            Ok(instance) => calls.push((
+                                action.handler.handler.clone(),
+                                action.handler.name.clone(),
+                                instance,
+                            )),
+                            Err(e) => {
+                                failure.get_or_insert(Status::new(Code::Internal, e));
+                            }
+                        }
+                    }
+                }
+            }
+            (calls, failure, tracker.into_reads())
+        };
+        if let Some(status) = failure {
+            return QuotaOutcome {
+                result: QuotaResult::denied(status),
+                referenced,
+            };
+        }
+        if calls.is_empty() {
+            return QuotaOutcome {
+                result: QuotaResult {
+                    status: Status::OK,
+                    granted: args.amount,
+                    valid_duration: Duration::from_secs(60),
+                },
+                referenced,
+            };
+        }
+        let answers = join_all(calls.iter().map(|(handler, hname, instance)| async move {
+            match tokio::time::timeout(self.deadline, handler.quota(instance, args)).await {
+                Ok(r) => r,
+                Err(_) => QuotaResult::denied(Status::new(
+                    Code::DeadlineExceeded,
+                    format!("handler {hname} did not answer within {:?}", self.deadline),
+                )),
+            }
+        }))
+        .await;
+        // The smallest grant wins; a failed allocation grants nothing.
+        let mut result = QuotaResult {
+            status: Status::OK,
+            granted: args.amount,
+            valid_duration: Duration::MAX,
+        };
+        for a in answers {
+            if !a.status.is_ok() && result.status.is_ok() {
+                result.status = a.status.clone();
+            }
+            result.granted = result.granted.min(a.granted);
+            result.valid_duration = result.valid_duration.min(a.valid_duration);
+        }
+        if !result.status.is_ok() || (result.granted < args.amount && !args.best_effort) {
+            result.granted = 0;
+        }
+        if result.granted == 0 && result.status.is_ok() {
+            result.status = Status::new(
+                Code::ResourceExhausted,
+                format!("quota {name} is exhausted"),
+            );
+        }
+        QuotaOutcome { result, referenced }
+    }
+}
+
+/// Rules that apply to the request: those of the default config namespace
+/// apply everywhere, the others only to destinations in their namespace.
+fn matching<'s>(
+    snapshot: &'s Snapshot,
+    attrs: &Tracker,
+    variety: Option<Variety>,
+) -> impl Iterator<Item = &'s Rule> {
+    let mut destination_ns: Option<Option<String>> = None;
+    let mut out = Vec::new();
+    for rule in &snapshot.rules {
+        if variety.is_some_and(|v| !rule.has(v))
+            && rule.request_header_ops.is_empty()
+            && rule.response_header_ops.is_empty()
+        {
+            continue;
+        }
+        if rule.namespace != snapshot.default_namespace {
+            let ns = destination_ns.get_or_insert_with(|| {
+                attrs
+                    .get("destination.service.namespace")
+                    .or_else(|| attrs.get("destination.namespace"))
+                    .and_then(|v| v.as_str().map(str::to_string))
+            });
+            if ns.as_deref() != Some(rule.namespace.as_str()) {
+                continue;
+            }
+        }
+        let matched = match &rule.matcher {
+            None => true,
+            // A match that cannot be evaluated (a missing attribute without a
+            // `|` default) does not match, as in Istio.
+            Some(m) => m.eval_bool(attrs).unwrap_or(false),
+        };
+        if matched {
+            out.push(rule);
+        }
+    }
+    out.into_iter()
+}
+
+fn headers(ops: &[HeaderOp], attrs: &dyn Attributes, out: &mut Vec<HeaderChange>) {
+    for op in ops {
+        if op.operation == HeaderOperation::Remove {
+            out.push(HeaderChange {
+                name: op.name.clone(),
+                value: String::new(),
+                operation: op.operation,
+            });
+            continue;
+        }
+        for v in &op.values {
+            // A value that cannot be evaluated, or is empty, is skipped.
+            if let Ok(value) = v.eval(attrs) {
+                let value = value.to_string();
+                if !value.is_empty() {
+                    out.push(HeaderChange {
+                        name: op.name.clone(),
+                        value,
+                        operation: op.operation,
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// The first denial in rule order decides; the shortest validity wins.
+fn combine(answers: Vec<CheckResult>, calls: &[Call]) -> CheckResult {
+    if answers.is_empty() {
+        return CheckResult::ok_default();
+    }
+    let mut out = CheckResult {
+        status: Status::OK,
+        valid_duration: Duration::MAX,
+        valid_use_count: i32::MAX,
+    };
+    for (answer, (_, name, _)) in answers.into_iter().zip(calls) {
+        if !answer.status.is_ok() && out.status.is_ok() {
+            // Name the handler, as Istio's denials did.
+            let message = if answer.status.message.is_empty() {
+                name.clone()
+            } else {
+                format!("{name}:{}", answer.status.message)
+            };
+            out.status = Status::new(answer.status.code, message);
+        }
+        out.valid_duration = out.valid_duration.min(answer.valid_duration);
+        out.valid_use_count = out.valid_use_count.min(answer.valid_use_count);
+    }
+    out
+}

@@ -1,0 +1,14 @@
+//! The Mixer runtime shared by mixer-policy and mixer-telemetry (Istio 1.x's
+//! Mixer): attribute vocabulary, bags and their compressed wire form; the
+//! expression language; handler/instance/rule config and its store;
+//! templates; the adapter traits; the dispatcher and its check cache.
+//! Nothing here serves a port: the binaries do.
+
+pub mod adapter;
+pub mod attribute;
+pub mod cache;
+pub mod config;
+pub mod dispatch;
+pub mod expr;
+pub mod referenced;
+pub mod template;

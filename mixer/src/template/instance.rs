@@ -1,0 +1,217 @@
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde_json::Value as Json;
+
+use super::{FieldKind, Template};
+use crate::attribute::{Attributes, Value, Vocabulary};
+use crate::expr::Expression;
+
+/// One field of a built instance.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FieldValue {
+    Value(Value),
+    Map(BTreeMap<String, Value>),
+}
+
+/// What an adapter receives: a template's fields evaluated for one request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Instance {
+    /// The full name, `<name>.<kind>.<namespace>`.
+    pub name: Arc<str>,
+    pub template: Template,
+    pub fields: Vec<(&'static str, FieldValue)>,
+}
+
+impl Instance {
+    pub fn value(&self, path: &str) -> Option<&Value> {
+        self.fields.iter().find_map(|(p, v)| match v {
+            FieldValue::Value(v) if *p == path => Some(v),
+            _ => None,
+        })
+    }
+
+    pub fn map(&self, path: &str) -> Option<&BTreeMap<String, Value>> {
+        self.fields.iter().find_map(|(p, v)| match v {
+            FieldValue::Map(m) if *p == path => Some(m),
+            _ => None,
+        })
+    }
+
+    /// The instance's name without kind and namespace, as Mixer's API keys
+    /// quotas (`requestcount` for `requestcount.quota.istio-system`).
+    pub fn short_name(&self) -> &str {
+        self.name.split('.').next().unwrap_or(&self.name)
+    }
+}
+
+#[derive(Debug)]
+enum Compiled {
+    Expr(Expression),
+    Map(Vec<(String, Expression)>),
+}
+
+/// An instance's params, compiled: evaluates to an [`Instance`] per request.
+#[derive(Debug)]
+pub struct InstanceBuilder {
+    pub name: Arc<str>,
+    pub template: Template,
+    fields: Vec<(&'static str, Compiled)>,
+}
+
+/// A params error: the field (dotted, under `params`) and what is wrong.
+pub type FieldError = (String, String);
+
+impl InstanceBuilder {
+    pub fn compile(
+        name: Arc<str>,
+        template: Template,
+        params: &Json,
+        vocab: &Vocabulary,
+    ) -> Result<InstanceBuilder, FieldError> {
+        let mut given = Vec::new();
+        match params {
+            Json::Null => {}
+            Json::Object(_) => flatten(params, String::new(), &mut given, template)?,
+            _ => return Err(("params".into(), "params must be a mapping".into())),
+        }
+        let mut fields = Vec::new();
+        for (path, json) in given {
+            let field = template
+                .fields()
+                .iter()
+                .find(|f| f.path == path)
+                .ok_or_else(|| {
+                    (
+                        format!("params.{path}"),
+                        format!("unknown field `{path}` for template {}", template.name()),
+                    )
+                })?;
+            let at = |sub: &str| format!("params.{path}{sub}");
+            let compiled = match field.kind {
+                FieldKind::Map => {
+                    let Json::Object(entries) = json else {
+                        return Err((at(""), "must be a mapping of names to expressions".into()));
+                    };
+                    let mut out = Vec::with_capacity(entries.len());
+                    for (key, e) in entries {
+                        let expr = expression(e, vocab).map_err(|m| (at(&format!(".{key}")), m))?;
+                        out.push((key.clone(), expr));
+                    }
+                    Compiled::Map(out)
+                }
+                FieldKind::Any => Compiled::Expr(expression(json, vocab).map_err(|m| (at(""), m))?),
+                FieldKind::Typed(want) => {
+                    let expr = expression(json, vocab).map_err(|m| (at(""), m))?;
+                    let got = expr.result_type();
+                    if got != want && !(got.is_textual() && want.is_textual()) {
+                        return Err((
+                            at(""),
+                            format!("`{}` is {got}, the field takes {want}", expr.text()),
+                        ));
+                    }
+                    Compiled::Expr(expr)
+                }
+            };
+            fields.push((field.path, compiled));
+        }
+        Ok(InstanceBuilder {
+            name,
+            template,
+            fields,
+        })
+    }
+
+    /// Evaluates every field. A missing attribute without a `|` default
+    /// fails the instance, naming the field.
+    pub fn build(&self, attrs: &dyn Attributes) -> Result<Instance, String> {
+        let mut fields = Vec::with_capacity(self.fields.len());
+        for (path, compiled) in &self.fields {
+            let value = match compiled {
+                Compiled::Expr(e) => FieldValue::Value(
+                    e.eval(attrs)
+                        .map_err(|err| format!("instance {}: {path}: {err}", self.name))?,
+                ),
+                Compiled::Map(entries) => {
+                    let mut map = BTreeMap::new();
+                    for (key, e) in entries {
+                        let v = e.eval(attrs).map_err(|err| {
+                            format!("instance {}: {path}.{key}: {err}", self.name)
+                        })?;
+                        map.insert(key.clone(), v);
+                    }
+                    FieldValue::Map(map)
+                }
+            };
+            fields.push((*path, value));
+        }
+        Ok(Instance {
+            name: self.name.clone(),
+            template: self.template,
+            fields,
+        })
+    }
+}
+
+/// Params are expressions as text; YAML scalars that are not strings (a
+/// bare `1` or `true`) are taken as the literal they spell.
+fn expression(json: &Json, vocab: &Vocabulary) -> Result<Expression, String> {
+    let text = match json {
+        Json::String(s) => s.clone(),
+        Json::Number(n) => n.to_string(),
+        Json::Bool(b) => b.to_string(),
+        _ => return Err("must be an expression".into()),
+    };
+    Expression::compile(&text, vocab).map_err(|e| e.to_string())
+}
+
+/// Nested messages (`subject: {user: …}`) become dotted paths; map fields
+/// stop the descent. Keys may be snake_case, as Istio's protos also took.
+fn flatten<'a>(
+    json: &'a Json,
+    prefix: String,
+    out: &mut Vec<(String, &'a Json)>,
+    template: Template,
+) -> Result<(), FieldError> {
+    let Json::Object(map) = json else {
+        return Ok(());
+    };
+    for (key, value) in map {
+        let path = if prefix.is_empty() {
+            camel(key)
+        } else {
+            format!("{prefix}.{}", camel(key))
+        };
+        let is_map_field = template
+            .fields()
+            .iter()
+            .any(|f| f.path == path && f.kind == FieldKind::Map);
+        let is_message = value.is_object()
+            && template
+                .fields()
+                .iter()
+                .any(|f| f.path.starts_with(&format!("{path}.")));
+        if is_message && !is_map_field {
+            flatten(value, path, out, template)?;
+        } else {
+            out.push((path, value));
+        }
+    }
+    Ok(())
+}
+
+fn camel(key: &str) -> String {
+    let mut out = String::with_capacity(key.len());
+    let mut upper = false;
+    for c in key.chars() {
+        if c == '_' {
+            upper = true;
+        } else if upper {
+            out.extend(c.to_uppercase());
+            upper = false;
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
