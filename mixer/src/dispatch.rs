@@ -321,3 +321,217 @@ fn combine(answers: Vec<CheckResult>, calls: &[Call]) -> CheckResult {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use async_trait::async_trait;
+    use serde::Deserialize;
+
+    use super::*;
+    use crate::adapter::{self, Adapter, Handler, ParamsError, Registry};
+    use crate::attribute::Value;
+    use crate::config::parse_file;
+    use crate::template::Template;
+
+    /// Answers every check with `code`, after `delay_ms`; counts its builds.
+    struct Fixed(Arc<AtomicUsize>);
+
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase", deny_unknown_fields)]
+    struct FixedParams {
+        #[serde(default)]
+        code: i32,
+        #[serde(default)]
+        delay_ms: u64,
+        #[serde(default = "ten")]
+        valid_seconds: u64,
+    }
+
+    fn ten() -> u64 {
+        10
+    }
+
+    struct FixedHandler(FixedParams);
+
+    #[async_trait]
+    impl Handler for FixedHandler {
+        async fn check(&self, instance: &Instance) -> CheckResult {
+            tokio::time::sleep(Duration::from_millis(self.0.delay_ms)).await;
+            CheckResult {
+                status: Status::new(Code::from_i32(self.0.code), instance.short_name()),
+                valid_duration: Duration::from_secs(self.0.valid_seconds),
+                valid_use_count: 100,
+            }
+        }
+    }
+
+    impl Adapter for Fixed {
+        fn name(&self) -> &'static str {
+            "fixed"
+        }
+        fn templates(&self) -> &'static [Template] {
+            &[Template::CheckNothing, Template::ListEntry]
+        }
+        fn build(&self, params: &serde_json::Value) -> Result<Arc<dyn Handler>, ParamsError> {
+            self.0.fetch_add(1, Ordering::Relaxed);
+            Ok(Arc::new(FixedHandler(adapter::params(params)?)))
+        }
+    }
+
+    fn snapshot(yaml: &str, previous: &Snapshot, registry: &Registry) -> Snapshot {
+        let mut objects = Vec::new();
+        let mut errors = Vec::new();
+        for r in parse_file("test.yaml", yaml, "istio-system") {
+            match r {
+                Ok(o) => objects.push(o),
+                Err(e) => errors.push(e),
+            }
+        }
+        Snapshot::build(&objects, errors, previous, registry)
+    }
+
+    fn dispatcher(yaml: &str) -> (Dispatcher, Snapshot) {
+        let registry = Registry::new(vec![Arc::new(Fixed(Arc::default()))]);
+        let s = snapshot(yaml, &Snapshot::empty("istio-system"), &registry);
+        let errors = s.errors.clone();
+        let current = Current::new(s);
+        let shown = Snapshot {
+            errors,
+            ..Snapshot::empty("istio-system")
+        };
+        (
+            Dispatcher::new(current, Duration::from_millis(200), 100),
+            shown,
+        )
+    }
+
+    fn bag(pairs: &[(&str, &str)]) -> Bag {
+        let mut bag = Bag::new();
+        for (k, v) in pairs {
+            bag.set(*k, Value::string(v));
+        }
+        bag
+    }
+
+    const LEGACY: &str = "apiVersion: config.istio.io/v1alpha2\nkind: fixed\nmetadata: {name: deny}\nspec: {code: 7}\n---\napiVersion: config.istio.io/v1alpha2\nkind: checknothing\nmetadata: {name: req}\nspec: {}\n---\napiVersion: config.istio.io/v1alpha2\nkind: rule\nmetadata: {name: r}\nspec:\n  match: source.name == \"bad\"\n  actions: [{handler: deny.fixed, instances: [req.checknothing]}]\n";
+
+    #[tokio::test]
+    async fn legacy_kinds_and_references_work_as_in_istio_1_0() {
+        let (d, shown) = dispatcher(LEGACY);
+        assert!(shown.errors.is_empty(), "{:?}", shown.errors);
+        let denied = d.check(&bag(&[("source.name", "bad")])).await;
+        assert_eq!(denied.result.status.code, Code::PermissionDenied);
+        assert_eq!(denied.result.status.message, "deny.fixed.istio-system:req");
+        let ok = d.check(&bag(&[("source.name", "good")])).await;
+        assert_eq!(ok.result, CheckResult::ok_default());
+        assert_eq!(
+            ok.referenced,
+            [Read {
+                name: "source.name".into(),
+                key: None
+            }]
+        );
+    }
+
+    #[tokio::test]
+    async fn shortest_validity_wins_and_slow_handlers_time_out() {
+        let yaml = "apiVersion: config.istio.io/v1alpha2\nkind: handler\nmetadata: {name: a}\nspec: {compiledAdapter: fixed, params: {validSeconds: 30}}\n---\napiVersion: config.istio.io/v1alpha2\nkind: handler\nmetadata: {name: b}\nspec: {compiledAdapter: fixed, params: {validSeconds: 5}}\n---\napiVersion: config.istio.io/v1alpha2\nkind: handler\nmetadata: {name: slow}\nspec: {compiledAdapter: fixed, params: {delayMs: 5000}}\n---\napiVersion: config.istio.io/v1alpha2\nkind: instance\nmetadata: {name: i}\nspec: {compiledTemplate: checknothing}\n---\napiVersion: config.istio.io/v1alpha2\nkind: rule\nmetadata: {name: both}\nspec:\n  actions: [{handler: a, instances: [i]}, {handler: b, instances: [i]}]\n---\napiVersion: config.istio.io/v1alpha2\nkind: rule\nmetadata: {name: slow, namespace: shop}\nspec:\n  actions: [{handler: slow.handler.istio-system, instances: [i.instance.istio-system]}]\n";
+        let (d, shown) = dispatcher(yaml);
+        assert!(shown.errors.is_empty(), "{:?}", shown.errors);
+        let r = d.check(&bag(&[])).await.result;
+        assert_eq!(
+            (r.status.code, r.valid_duration),
+            (Code::Ok, Duration::from_secs(5))
+        );
+        // The `shop` rule applies only to destinations in `shop`.
+        let r = d
+            .check(&bag(&[("destination.service.namespace", "shop")]))
+            .await
+            .result;
+        assert_eq!(r.status.code, Code::DeadlineExceeded);
+        assert!(
+            r.status.message.contains("slow.handler.istio-system"),
+            "{}",
+            r.status.message
+        );
+    }
+
+    #[tokio::test]
+    async fn bad_objects_are_rejected_alone_and_handlers_survive_edits() {
+        let builds = Arc::new(AtomicUsize::new(0));
+        let registry = Registry::new(vec![Arc::new(Fixed(builds.clone()))]);
+        let bad = "apiVersion: config.istio.io/v1alpha2\nkind: rule\nmetadata: {name: typo}\nspec:\n  match: source.nmae == \"x\"\n  actions: [{handler: deny.fixed, instances: [req.checknothing]}]\n---\napiVersion: config.istio.io/v1alpha2\nkind: rule\nmetadata: {name: dangling}\nspec:\n  actions: [{handler: nothere, instances: [req.checknothing]}]\n---\napiVersion: config.istio.io/v1alpha2\nkind: handler\nmetadata: {name: bad}\nspec: {compiledAdapter: fixed, params: {nope: 1}}\n";
+        let first = snapshot(
+            &format!("{LEGACY}---\n{bad}"),
+            &Snapshot::empty("istio-system"),
+            &registry,
+        );
+        let errors: Vec<String> = first.errors.iter().map(|e| e.to_string()).collect();
+        assert_eq!(errors.len(), 3, "{errors:?}");
+        assert!(
+            errors[0].starts_with("handler bad.handler.istio-system: spec.params.nope"),
+            "{errors:?}"
+        );
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.contains("rule typo.rule.istio-system: spec.match")
+                    && e.contains("source.nmae")),
+            "{errors:?}"
+        );
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.contains("rule dangling.rule.istio-system: spec.actions[0].handler")),
+            "{errors:?}"
+        );
+        assert_eq!(first.rules.len(), 1);
+        // `deny`, and `bad`'s attempt.
+        assert_eq!(builds.load(Ordering::Relaxed), 2);
+        // An unrelated edit keeps the built handler (and its state).
+        let second = snapshot(
+            &format!("{LEGACY}---\n{}", rule_only("other")),
+            &first,
+            &registry,
+        );
+        assert_eq!(builds.load(Ordering::Relaxed), 2);
+        assert_eq!(second.generation, first.generation + 1);
+        assert_eq!(second.rules.len(), 2);
+    }
+
+    fn rule_only(name: &str) -> String {
+        format!(
+            "apiVersion: config.istio.io/v1alpha2\nkind: rule\nmetadata: {{name: {name}}}\nspec:\n  actions: [{{handler: deny.fixed, instances: [req.checknothing]}}]\n  requestHeaderOperations: [{{name: X-Who, values: ['source.name | \"nobody\"']}}]\n"
+        )
+    }
+
+    #[tokio::test]
+    async fn header_operations_and_the_cache() {
+        let ok_handler = "apiVersion: config.istio.io/v1alpha2\nkind: fixed\nmetadata: {name: deny}\nspec: {}\n---\napiVersion: config.istio.io/v1alpha2\nkind: checknothing\nmetadata: {name: req}\nspec: {}\n---\n";
+        let (d, _) = dispatcher(&format!("{ok_handler}{}", rule_only("h")));
+        let first = d
+            .check(&bag(&[("source.name", "jason"), ("request.id", "1")]))
+            .await;
+        assert_eq!(
+            first.request_headers,
+            [HeaderChange {
+                name: "x-who".into(),
+                value: "jason".into(),
+                operation: HeaderOperation::Replace
+            }]
+        );
+        assert!(!first.cache_hit);
+        let again = d
+            .check(&bag(&[("source.name", "jason"), ("request.id", "2")]))
+            .await;
+        assert!(
+            again.cache_hit,
+            "request.id was not read, so it is not in the key"
+        );
+        let other = d.check(&bag(&[("source.name", "ann")])).await;
+        assert!(!other.cache_hit);
+        assert_eq!(other.request_headers[0].value, "ann");
+    }
+}

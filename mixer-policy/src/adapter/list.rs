@@ -324,6 +324,74 @@ mod tests {
         );
     }
 
+    /// Polls until the handler answers `want` for `v`, for up to 10 s.
+    async fn until(h: &Arc<dyn Handler>, v: &str, want: Code) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if h.check(&entry(Value::string(v))).await.status.code == want {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{v} never answered {want:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// A real HTTP provider: its list is fetched, refreshed, and kept when it
+    /// goes away.
+    #[tokio::test]
+    async fn provider_url_is_fetched_refreshed_and_kept_when_down() {
+        let body = Arc::new(std::sync::Mutex::new(
+            "# callers\nproductpage\n".to_string(),
+        ));
+        let served = body.clone();
+        let app = axum::Router::new().route(
+            "/list",
+            axum::routing::get(move || {
+                let served = served.clone();
+                async move { served.lock().unwrap().clone() }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = tokio_util::sync::CancellationToken::new();
+        let server = tokio::spawn({
+            let stop = stop.clone();
+            async move {
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(stop.cancelled_owned())
+                    .await
+            }
+        });
+        let h = ListChecker
+            .build(&json!({
+                "providerUrl": format!("http://{addr}/list"),
+                "refreshInterval": "1s",
+                "ttl": "60s",
+                "overrides": ["reviews"],
+            }))
+            .unwrap();
+        until(&h, "productpage", Code::Ok).await;
+        assert_eq!(
+            h.check(&entry(Value::string("reviews"))).await.status.code,
+            Code::Ok
+        );
+        assert_eq!(
+            h.check(&entry(Value::string("details"))).await.status.code,
+            Code::NotFound
+        );
+        *body.lock().unwrap() = "details\n".into();
+        until(&h, "productpage", Code::NotFound).await;
+        until(&h, "details", Code::Ok).await;
+        stop.cancel();
+        server.await.unwrap().unwrap();
+        // The provider is gone; within its ttl the last list still answers.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert_eq!(
+            h.check(&entry(Value::string("details"))).await.status.code,
+            Code::Ok
+        );
+    }
+
     #[tokio::test]
     async fn regexes_and_bad_params() {
         let list = json!({"overrides": ["^/admin"], "entryType": "REGEX", "blacklist": true});

@@ -171,3 +171,149 @@ impl Plugin for Mixer {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use api::mesh::MeshConfig;
+    use envoy_types::pb::envoy::config::listener::v3::{Listener, filter};
+    use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
+        HttpConnectionManager, http_connection_manager::RouteSpecifier,
+    };
+    use prost::Message;
+
+    use super::*;
+    use crate::xds::fixtures::{push_from_yaml, sidecar_node};
+    use crate::xds::generate::lds;
+
+    const POLICY_SERVICE: &str = "apiVersion: v1\nkind: Service\nmetadata: {name: istio-policy, namespace: istio-system}\nspec:\n  clusterIP: 10.99.0.1\n  ports: [{name: grpc-mixer, port: 9091}]\n---\n";
+    const SERVER: &str = "istio-policy.istio-system.svc.cluster.local:9091";
+
+    fn workload(annotation: &str) -> String {
+        format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: ratings, namespace: default}}\nspec:\n  clusterIP: 10.98.0.1\n  ports: [{{name: http, port: 9080}}]\n---\napiVersion: v1\nkind: Endpoints\nmetadata: {{name: ratings, namespace: default}}\nsubsets:\n- ports: [{{name: http, port: 9080}}]\n  addresses:\n  - ip: 10.1.0.2\n    targetRef: {{kind: Pod, name: ratings-v1, namespace: default}}\n---\napiVersion: v1\nkind: Pod\nmetadata: {{name: ratings-v1, namespace: default, labels: {{app: ratings}}, annotations: {{{annotation}}}}}\nspec: {{containers: [{{name: app}}]}}\nstatus: {{podIP: 10.1.0.2}}\n---\n"
+        )
+    }
+
+    fn rule(namespace: &str) -> String {
+        format!(
+            "apiVersion: config.istio.io/v1alpha2\nkind: rule\nmetadata: {{name: r, namespace: {namespace}}}\nspec: {{}}\n---\n"
+        )
+    }
+
+    fn mesh(fail_open: bool) -> MeshConfig {
+        MeshConfig {
+            mixer_check_server: SERVER.into(),
+            policy_check_fail_open: fail_open,
+            ..Default::default()
+        }
+    }
+
+    /// The ext_authz filters on the proxy's inbound listener, and the
+    /// context extensions of its inbound routes.
+    fn inbound_checks(yaml: &str, mesh: MeshConfig) -> (Vec<ExtAuthz>, Vec<ExtAuthzPerRoute>) {
+        let push = push_from_yaml(1, yaml, mesh);
+        let proxy =
+            Proxy::from_node(&sidecar_node("10.1.0.2", "ratings-v1", false), &push.model).unwrap();
+        let (mut filters, mut routes) = (Vec::new(), Vec::new());
+        for resource in lds::build(&push, &proxy) {
+            let listener = Listener::decode(resource.body).unwrap();
+            if listener.name != lds::VIRTUAL_INBOUND {
+                continue;
+            }
+            for f in listener.filter_chains.iter().flat_map(|c| &c.filters) {
+                let Some(filter::ConfigType::TypedConfig(any)) = &f.config_type else {
+                    continue;
+                };
+                let Ok(hcm) = HttpConnectionManager::decode(any.value.as_slice()) else {
+                    continue;
+                };
+                for h in &hcm.http_filters {
+                    if let Some(http_filter::ConfigType::TypedConfig(c)) = &h.config_type
+                        && h.name == FILTER
+                    {
+                        filters.push(ExtAuthz::decode(c.value.as_slice()).unwrap());
+                    }
+                }
+                if let Some(RouteSpecifier::RouteConfig(rc)) = &hcm.route_specifier {
+                    for vh in &rc.virtual_hosts {
+                        if let Some(c) = vh.typed_per_filter_config.get(FILTER) {
+                            routes.push(ExtAuthzPerRoute::decode(c.value.as_slice()).unwrap());
+                        }
+                    }
+                }
+            }
+        }
+        (filters, routes)
+    }
+
+    #[test]
+    fn a_mesh_wide_rule_puts_the_check_on_inbound_ports() {
+        let yaml = format!("{POLICY_SERVICE}{}{}", workload(""), rule("istio-system"));
+        let (filters, routes) = inbound_checks(&yaml, mesh(false));
+        assert_eq!(filters.len(), 1);
+        let f = &filters[0];
+        assert!(!f.failure_mode_allow);
+        assert_eq!(f.status_on_error.as_ref().map(|s| s.code), Some(503));
+        let Some(ext_authz::Services::GrpcService(g)) = &f.services else {
+            panic!("a gRPC service")
+        };
+        let Some(grpc_service::TargetSpecifier::EnvoyGrpc(e)) = &g.target_specifier else {
+            panic!("Envoy's gRPC client")
+        };
+        assert_eq!(
+            e.cluster_name,
+            "outbound|9091||istio-policy.istio-system.svc.cluster.local"
+        );
+        assert_eq!(e.authority, SERVER);
+        let Some(ext_authz_per_route::Override::CheckSettings(s)) = &routes[0].r#override else {
+            panic!("check settings")
+        };
+        let ext = &s.context_extensions;
+        assert_eq!(
+            ext["destination.service.host"],
+            "ratings.default.svc.cluster.local"
+        );
+        assert_eq!(ext["destination.service.name"], "ratings");
+        assert_eq!(ext["destination.service.namespace"], "default");
+        assert_eq!(ext["destination.uid"], "kubernetes://ratings-v1.default");
+        assert_eq!(ext["destination.labels"], r#"{"app":"ratings"}"#);
+    }
+
+    #[test]
+    fn no_check_where_no_rule_applies_or_no_cluster_exists() {
+        let no_rule = format!("{POLICY_SERVICE}{}", workload(""));
+        assert!(inbound_checks(&no_rule, mesh(false)).0.is_empty());
+        let elsewhere = format!("{POLICY_SERVICE}{}{}", workload(""), rule("shop"));
+        assert!(inbound_checks(&elsewhere, mesh(false)).0.is_empty());
+        let here = format!("{POLICY_SERVICE}{}{}", workload(""), rule("default"));
+        assert_eq!(inbound_checks(&here, mesh(false)).0.len(), 1);
+        // No istio-policy Service, so no cluster: the filter would name nothing.
+        let no_server = format!("{}{}", workload(""), rule("istio-system"));
+        let (filters, routes) = inbound_checks(&no_server, mesh(false));
+        assert!(filters.is_empty() && routes.is_empty());
+    }
+
+    #[test]
+    fn mesh_switches_and_the_pod_annotation() {
+        let yaml = |a: &str| format!("{POLICY_SERVICE}{}{}", workload(a), rule("istio-system"));
+        let off = MeshConfig {
+            disable_policy_checks: true,
+            ..mesh(false)
+        };
+        assert!(inbound_checks(&yaml(""), off).0.is_empty());
+        assert!(
+            inbound_checks(&yaml(""), MeshConfig::default())
+                .0
+                .is_empty()
+        );
+        assert!(inbound_checks(&yaml(""), mesh(true)).0[0].failure_mode_allow);
+        let annotated = |value: &str| yaml(&format!("policy.istio.io/check: {value}"));
+        assert!(
+            inbound_checks(&annotated("disable"), mesh(false))
+                .0
+                .is_empty()
+        );
+        assert!(inbound_checks(&annotated("allow-on-error"), mesh(false)).0[0].failure_mode_allow);
+        assert!(!inbound_checks(&annotated("enable"), mesh(true)).0[0].failure_mode_allow);
+    }
+}
