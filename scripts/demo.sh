@@ -2,7 +2,9 @@
 # `make demo`: pilot-discovery, reviews v1 and v2 each behind its own
 # pilot-agent + Envoy, a productpage sidecar sending traffic, and a
 # VirtualService rewritten stage by stage while the terminal counts where
-# requests land. Everything runs on 127.77.0.0/16 and is stopped on exit.
+# requests land; then mixer-policy enforcing a deny rule and a rate limit
+# through the same Envoys. Everything runs on 127.77.0.0/16 and is stopped
+# on exit.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 bin="${CARGO_TARGET_DIR:-$root/target}/debug"
@@ -25,6 +27,12 @@ wait_http() { # url what
   done
   echo "timed out waiting for $2 ($1)" >&2; exit 1
 }
+
+echo "== starting mixer-policy on 127.77.0.10 (logs: $work)"
+"$bin/mixer-policy" server --configStoreURL "fs://$work/config" --address tcp://127.77.0.10:9091 \
+  --monitoringPort 15014 >"$work/mixer-policy.log" 2>&1 &
+pids+=($!)
+wait_http http://127.77.0.10:15014/ready mixer-policy
 
 echo "== starting pilot-discovery on 127.77.0.1 (logs: $work)"
 "$bin/pilot-discovery" discovery --registries File --configDir "$work/config" \
@@ -61,17 +69,36 @@ acked_rds() {
 bar() { local s="" i; for ((i = 0; i < $1 / 4; i++)); do s+="#"; done; echo "$s"; }
 
 traffic() { # title [header]
-  local v1=0 v2=0 other=0 answer
+  local v1=0 v2=0 denied=0 limited=0 other=0 answer
   for _ in $(seq 100); do
-    answer=$(curl -s -x http://127.77.1.1:15080 ${2:+-H "$2"} http://reviews.default.svc.cluster.local:9080/ || true)
+    answer=$(curl -s -w ' %{http_code}' -x http://127.77.1.1:15080 ${2:+-H "$2"} http://reviews.default.svc.cluster.local:9080/ || true)
     case "$answer" in
       *'"version":"v1"'*) v1=$((v1 + 1)) ;;
       *'"version":"v2"'*) v2=$((v2 + 1)) ;;
+      *' 403') denied=$((denied + 1)) ;;
+      *' 429') limited=$((limited + 1)) ;;
       *) other=$((other + 1)) ;;
     esac
   done
   printf '   %-40s v1 %3d %-25s v2 %3d %s\n' "$1" "$v1" "$(bar "$v1")" "$v2" "$(bar "$v2")"
+  [ "$denied" -eq 0 ] || echo "   $denied refused by policy (403)"
+  [ "$limited" -eq 0 ] || echo "   $limited over quota (429)"
   [ "$other" -eq 0 ] || echo "   ($other requests failed)"
+}
+
+# Waits until a request with `header` gets `code`: the rule has reached
+# Pilot (the filter on reviews' sidecars) and mixer-policy alike.
+until_status() { # code header title
+  local started
+  started=$(date +%s%N)
+  for _ in $(seq 400); do
+    if [ "$(curl -s -o /dev/null -w '%{http_code}' -x http://127.77.1.1:15080 -H "$2" http://reviews.default.svc.cluster.local:9080/)" = "$1" ]; then
+      echo "== $3 (enforced after $(( ($(date +%s%N) - started) / 1000000 )) ms)"
+      return 0
+    fi
+    sleep 0.025
+  done
+  echo "== $3: not enforced after 10 s" >&2
 }
 
 apply() { # file title
@@ -97,4 +124,18 @@ for stage in all-v1 split-80-20 split-50-50 all-v2 jason-v1; do
   if [ "$stage" = jason-v1 ]; then traffic "100 requests with end-user: jason" "end-user: jason"; fi
 done
 echo
-echo "pilot debug: http://127.77.0.1:8080/debug/syncz (stopping in a moment)"
+echo "== Mixer policy, enforced by the same unmodified Envoys through ext_authz"
+cp "$root/samples/demo/policy-deny-jason.yaml" "$work/config/policy.yaml"
+until_status 403 "end-user: jason" "$(sed -n 's/^# //p' "$root/samples/demo/policy-deny-jason.yaml" | head -n 1)"
+traffic "100 requests with end-user: jason" "end-user: jason"
+traffic "100 requests from anyone else" "end-user: ann"
+rm "$work/config/policy.yaml"
+cp "$root/samples/demo/policy-rate-limit.yaml" "$work/config/quota.yaml"
+echo "== $(sed -n 's/^# //p' "$root/samples/demo/policy-rate-limit.yaml" | head -n 1)"
+for _ in $(seq 400); do
+  grep -q '"rules":\["quota' <(curl -fsS http://127.77.0.10:15014/debug/configz) && break
+  sleep 0.025
+done
+traffic "100 requests from productpage"
+echo
+echo "pilot debug: http://127.77.0.1:8080/debug/syncz, mixer-policy: http://127.77.0.10:15014/debug/configz (stopping in a moment)"
