@@ -11,7 +11,7 @@ pub struct Labels {
     /// `mixer` (Istio's API) or `ext_authz` (Envoy's).
     pub api: &'static str,
     /// A gRPC code name: `ok`, `permission_denied`, …
-    pub code: String,
+    pub code: &'static str,
 }
 
 #[derive(Clone)]
@@ -83,16 +83,26 @@ impl PolicyMetrics {
     }
 }
 
-/// How metrics name a code: Istio's lower-case gRPC names.
-pub fn code_name(code: tonic::Code) -> String {
-    format!("{code:?}")
-        .chars()
-        .enumerate()
-        .fold(String::new(), |mut s, (i, c)| {
-            if c.is_uppercase() && i > 0 {
-                s.push('_');
-            }
-            s.push(c.to_ascii_lowercase());
-            s
-        })
+/// How metrics name a code: the gRPC name in lower case.
+pub fn code_name(code: tonic::Code) -> &'static str {
+    use tonic::Code::*;
+    match code {
+        Ok => "ok",
+        Cancelled => "cancelled",
+        Unknown => "unknown",
+        InvalidArgument => "invalid_argument",
+        DeadlineExceeded => "deadline_exceeded",
+        NotFound => "not_found",
+        AlreadyExists => "already_exists",
+        PermissionDenied => "permission_denied",
+        ResourceExhausted => "resource_exhausted",
+        FailedPrecondition => "failed_precondition",
+        Aborted => "aborted",
+        OutOfRange => "out_of_range",
+        Unimplemented => "unimplemented",
+        Internal => "internal",
+        Unavailable => "unavailable",
+        DataLoss => "data_loss",
+        Unauthenticated => "unauthenticated",
+    }
 }

@@ -120,7 +120,7 @@ pub async fn run(
 
     let watcher = {
         let m = metrics.clone();
-        tokio::spawn(store::watch(
+        let watch = store::watch(
             valid.config_dir.clone(),
             ns,
             adapters,
@@ -130,7 +130,14 @@ pub async fn run(
                 m.config_generation.set(s.generation as i64);
             },
             shutdown.clone(),
-        ))
+        );
+        // A watch that cannot start (inotify limits, say) is said at once:
+        // the loaded config keeps serving, but edits will not be seen.
+        tokio::spawn(async move {
+            if let Err(e) = watch.await {
+                tracing::error!("cannot watch the config directory; edits will not be seen: {e}");
+            }
+        })
     };
 
     let configz = {
@@ -169,9 +176,7 @@ pub async fn run(
     serve.await.context("gRPC server")?;
     tracing::info!("gRPC server stopped; draining");
     shutdown.cancel();
-    if let Ok(Err(e)) = watcher.await {
-        tracing::warn!("config watcher: {e}");
-    }
+    let _ = watcher.await;
     let _ = monitoring.await;
     Ok(())
 }

@@ -5,8 +5,8 @@
 
 use std::collections::HashMap;
 use std::hash::Hasher;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, UNIX_EPOCH};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
 
 use tokio::time::Instant;
 use xxhash_rust::xxh3::Xxh3;
@@ -18,18 +18,50 @@ use crate::referenced::Read;
 /// and a decision whose shape does not fit is simply not cached.
 const MAX_SHAPES: usize = 256;
 
-pub struct CheckCache<T> {
-    inner: Mutex<Inner<T>>,
-    capacity: usize,
+/// One referenced value as a request has it, compared exactly on a hit (the
+/// hash only finds candidates).
+#[derive(Debug, Clone, PartialEq)]
+enum Part {
+    Absent,
+    Value(Value),
+    Text(String),
 }
 
-struct Inner<T> {
-    generation: u64,
-    shapes: Vec<Arc<[Read]>>,
-    entries: HashMap<(usize, u64), Entry<T>>,
+fn parts(reads: &[Read], bag: &Bag) -> Vec<Part> {
+    reads
+        .iter()
+        .map(|r| match &r.key {
+            Some(k) => bag
+                .get_key(&r.name, k)
+                .map_or(Part::Absent, |v| Part::Text(v.to_string())),
+            None => bag
+                .get(&r.name)
+                .map_or(Part::Absent, |v| Part::Value(v.clone())),
+        })
+        .collect()
+}
+
+/// A cached answer and how much of its validity is left.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Hit<T> {
+    pub value: T,
+    pub valid_for: Duration,
+    pub uses_left: i32,
+}
+
+/// A config generation and the distinct sets of reads its decisions made.
+type Shapes = (u64, Arc<Vec<Arc<[Read]>>>);
+
+pub struct CheckCache<T> {
+    /// The shapes of the current generation, read without the entry lock.
+    shapes: RwLock<Shapes>,
+    entries: Mutex<HashMap<(usize, u64), Entry<T>>>,
+    capacity: usize,
+    seed: u64,
 }
 
 struct Entry<T> {
+    parts: Vec<Part>,
     value: T,
     expires: Instant,
     uses_left: i32,
@@ -37,40 +69,52 @@ struct Entry<T> {
 
 impl<T: Clone> CheckCache<T> {
     pub fn new(capacity: usize) -> CheckCache<T> {
+        use std::hash::BuildHasher;
         CheckCache {
-            inner: Mutex::new(Inner {
-                generation: 0,
-                shapes: Vec::new(),
-                entries: HashMap::new(),
-            }),
+            shapes: RwLock::new((0, Arc::new(Vec::new()))),
+            entries: Mutex::new(HashMap::new()),
             capacity,
+            // Seeded per process: request values cannot be chosen to collide.
+            seed: std::collections::hash_map::RandomState::new().hash_one(0u8),
         }
     }
 
     /// A live decision for `bag` under config `generation`, using it once.
-    pub fn get(&self, generation: u64, bag: &Bag) -> Option<T> {
-        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        if inner.generation != generation {
-            inner.reset(generation);
-            return None;
-        }
+    pub fn get(&self, generation: u64, bag: &Bag) -> Option<Hit<T>> {
+        let shapes = {
+            let current = self.shapes.read().unwrap_or_else(|p| p.into_inner());
+            if current.0 != generation {
+                return None;
+            }
+            current.1.clone()
+        };
         let now = Instant::now();
-        for i in 0..inner.shapes.len() {
-            let key = (i, hash(&inner.shapes[i], bag));
-            let Some(entry) = inner.entries.get_mut(&key) else {
+        for (i, shape) in shapes.iter().enumerate() {
+            let parts = parts(shape, bag);
+            let key = (i, self.hash(&parts));
+            let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+            let Some(entry) = entries.get_mut(&key) else {
                 continue;
             };
+            if entry.parts != parts {
+                continue;
+            }
             if entry.expires <= now || entry.uses_left <= 0 {
-                inner.entries.remove(&key);
+                entries.remove(&key);
                 continue;
             }
             entry.uses_left -= 1;
-            return Some(entry.value.clone());
+            return Some(Hit {
+                value: entry.value.clone(),
+                valid_for: entry.expires - now,
+                uses_left: entry.uses_left + 1,
+            });
         }
         None
     }
 
-    /// Stores a decision that read `reads`.
+    /// Stores a decision that read `reads`. A decision of an older config
+    /// generation than the cache's is dropped; a newer one starts afresh.
     pub fn put(
         &self,
         generation: u64,
@@ -83,83 +127,81 @@ impl<T: Clone> CheckCache<T> {
         if valid_for.is_zero() || uses <= 0 || self.capacity == 0 {
             return;
         }
-        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        if inner.generation != generation {
-            inner.reset(generation);
-        }
-        let shape = match inner.shapes.iter().position(|s| **s == *reads) {
-            Some(i) => i,
-            None if inner.shapes.len() < MAX_SHAPES => {
-                inner.shapes.push(reads.into());
-                inner.shapes.len() - 1
-            }
-            None => return,
-        };
         let now = Instant::now();
-        if inner.entries.len() >= self.capacity {
-            inner
-                .entries
-                .retain(|_, e| e.expires > now && e.uses_left > 0);
-            if inner.entries.len() >= self.capacity {
+        let Some(expires) = now.checked_add(valid_for) else {
+            return;
+        };
+        let shape = {
+            let mut current = self.shapes.write().unwrap_or_else(|p| p.into_inner());
+            if generation < current.0 {
+                return;
+            }
+            if generation > current.0 {
+                *current = (generation, Arc::new(Vec::new()));
+                self.entries
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clear();
+            }
+            match current.1.iter().position(|s| **s == *reads) {
+                Some(i) => i,
+                None if current.1.len() < MAX_SHAPES => {
+                    let mut shapes = (*current.1).clone();
+                    shapes.push(reads.into());
+                    current.1 = Arc::new(shapes);
+                    current.1.len() - 1
+                }
+                None => return,
+            }
+        };
+        let parts = parts(reads, bag);
+        let key = (shape, self.hash(&parts));
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        if entries.len() >= self.capacity {
+            entries.retain(|_, e| e.expires > now && e.uses_left > 0);
+            if entries.len() >= self.capacity {
                 // Still full of live entries: start over rather than track
                 // recency on every hit.
-                inner.entries.clear();
+                entries.clear();
             }
         }
-        let key = (shape, hash(reads, bag));
-        inner.entries.insert(
+        entries.insert(
             key,
             Entry {
+                parts,
                 value,
-                expires: now + valid_for,
+                expires,
                 uses_left: uses,
             },
         );
     }
 
     pub fn len(&self) -> usize {
-        self.inner
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entries
-            .len()
+        self.entries.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
-}
 
-impl<T> Inner<T> {
-    fn reset(&mut self, generation: u64) {
-        self.generation = generation;
-        self.shapes.clear();
-        self.entries.clear();
-    }
-}
-
-fn hash(reads: &[Read], bag: &Bag) -> u64 {
-    let mut h = Xxh3::new();
-    for r in reads {
-        match &r.key {
-            Some(k) => match bag.get_key(&r.name, k) {
-                Some(v) => {
+    fn hash(&self, parts: &[Part]) -> u64 {
+        let mut h = Xxh3::with_seed(self.seed);
+        for p in parts {
+            match p {
+                Part::Absent => h.write_u8(0),
+                Part::Text(t) => {
                     h.write_u8(1);
-                    h.write(v.as_bytes());
+                    h.write(t.as_bytes());
                     h.write_u8(0xff);
                 }
-                None => h.write_u8(0),
-            },
-            None => match bag.get(&r.name) {
-                Some(v) => {
-                    h.write_u8(1);
+                Part::Value(v) => {
+                    h.write_u8(2);
                     hash_value(v, &mut h);
                 }
-                None => h.write_u8(0),
-            },
+            }
         }
+        h.finish()
     }
-    h.finish()
 }
 
 fn hash_value(v: &Value, h: &mut Xxh3) {
@@ -173,9 +215,9 @@ fn hash_value(v: &Value, h: &mut Xxh3) {
         Value::Double(d) => h.write_u64(d.to_bits()),
         Value::Bool(b) => h.write_u8(*b as u8),
         Value::Timestamp(t) => {
-            let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
-            h.write_u64(d.as_secs());
-            h.write_u32(d.subsec_nanos());
+            let ts = crate::attribute::compressed::to_timestamp(*t);
+            h.write_i64(ts.seconds);
+            h.write_i32(ts.nanos);
         }
         Value::Duration(d) => {
             h.write_u64(d.as_secs());
@@ -219,22 +261,36 @@ mod tests {
 
         // Another request id, same referenced values: a hit.
         bag.set("request.id", Value::string("2"));
-        assert_eq!(cache.get(1, &bag), Some("deny"));
+        let hit = cache.get(1, &bag).unwrap();
+        assert_eq!((hit.value, hit.uses_left), ("deny", 2));
         // Absent before, present now: a miss.
         bag.set("destination.name", Value::string("b"));
         assert_eq!(cache.get(1, &bag), None);
         bag.remove("destination.name");
-        assert_eq!(cache.get(1, &bag), Some("deny"));
+        assert_eq!(cache.get(1, &bag).map(|h| h.uses_left), Some(1));
         // Two uses were granted and both are spent.
         assert_eq!(cache.get(1, &bag), None);
 
         cache.put(1, &bag, &reads, "deny", Duration::from_secs(5), 10);
-        tokio::time::advance(Duration::from_secs(6)).await;
+        tokio::time::advance(Duration::from_secs(2)).await;
+        // What is left of the validity, not all of it again.
+        assert_eq!(
+            cache.get(1, &bag).map(|h| h.valid_for),
+            Some(Duration::from_secs(3))
+        );
+        tokio::time::advance(Duration::from_secs(4)).await;
         assert_eq!(cache.get(1, &bag), None);
 
-        // A new config generation voids everything.
+        // A new config generation voids everything; a late answer of the
+        // old one does not come back.
         cache.put(1, &bag, &reads, "deny", Duration::from_secs(5), 10);
-        assert_eq!(cache.get(2, &bag), None);
+        cache.put(2, &bag, &reads, "allow", Duration::from_secs(5), 10);
+        cache.put(1, &bag, &reads, "deny", Duration::from_secs(5), 10);
+        assert_eq!(cache.get(2, &bag).map(|h| h.value), Some("allow"));
+        assert_eq!(cache.get(1, &bag), None);
+        // A validity too long to add to now is not cached, not a panic.
+        cache.put(3, &bag, &reads, "x", Duration::MAX, 10);
+        assert_eq!(cache.get(3, &bag), None);
     }
 
     #[tokio::test]
@@ -254,7 +310,7 @@ mod tests {
             key: Some("x-user".into()),
         }];
         cache.put(1, &bag, &reads, 403, Duration::from_secs(5), 10);
-        assert_eq!(cache.get(1, &bag), Some(403));
+        assert_eq!(cache.get(1, &bag).map(|h| h.value), Some(403));
         bag.set("request.headers", headers("other"));
         assert_eq!(cache.get(1, &bag), None);
     }

@@ -16,7 +16,7 @@ use crate::config::kinds::HeaderOperation;
 use crate::config::store::Current;
 use crate::config::{HeaderOp, Rule, Snapshot};
 use crate::referenced::{Read, Tracker};
-use crate::template::{Instance, Variety};
+use crate::template::{Instance, Variety, short_name};
 
 /// One header operation a check answer asks the proxy to apply.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,6 +63,7 @@ impl Dispatcher {
         }
     }
 
+    /// The current config: decode a request with it, then pass it back.
     pub fn snapshot(&self) -> Arc<Snapshot> {
         self.current.get()
     }
@@ -71,36 +72,22 @@ impl Dispatcher {
         self.cache.len()
     }
 
-    pub async fn check(&self, bag: &Bag) -> CheckOutcome {
-        let snapshot = self.current.get();
-        if let Some(mut hit) = self.cache.get(snapshot.generation, bag) {
-            hit.cache_hit = true;
-            return hit;
+    /// Answers a precondition check of `bag` under `snapshot` (the one the
+    /// caller decoded the request with, so one request sees one config).
+    pub async fn check(&self, snapshot: &Snapshot, bag: &Bag) -> CheckOutcome {
+        if let Some(hit) = self.cache.get(snapshot.generation, bag) {
+            let mut outcome = hit.value;
+            outcome.result.valid_duration = hit.valid_for;
+            outcome.result.valid_use_count = hit.uses_left;
+            outcome.cache_hit = true;
+            return outcome;
         }
         let (calls, failure, request_headers, response_headers, referenced) = {
             let tracker = Tracker::new(bag);
-            let mut calls: Vec<Call> = Vec::new();
-            let mut failure = None;
+            let (calls, failure) = calls(snapshot, &tracker, Variety::Check, |_| true);
             let mut request_headers = Vec::new();
             let mut response_headers = Vec::new();
-            for rule in matching(&snapshot, &tracker, Some(Variety::Check)) {
-                for action in &rule.actions {
-                    for builder in &action.instances {
-                        if builder.template.variety() != Variety::Check {
-                            continue;
-                        }
-                        match builder.build(&tracker) {
-                            Ok(instance) => calls.push((
-                                action.handler.handler.clone(),
-                                action.handler.name.clone(),
-                                instance,
-                            )),
-                            Err(e) => {
-                                failure.get_or_insert(Status::new(Code::Internal, e));
-                            }
-                        }
-                    }
-                }
+            for rule in matching(snapshot, &tracker, Variety::Check) {
                 headers(&rule.request_header_ops, &tracker, &mut request_headers);
                 headers(&rule.response_header_ops, &tracker, &mut response_headers);
             }
@@ -112,20 +99,23 @@ impl Dispatcher {
                 tracker.into_reads(),
             )
         };
-        let answers = join_all(calls.iter().map(|(handler, name, instance)| async move {
-            match tokio::time::timeout(self.deadline, handler.check(instance)).await {
-                Ok(r) => r,
-                Err(_) => CheckResult::once(Status::new(
-                    Code::DeadlineExceeded,
-                    format!("handler {name} did not answer within {:?}", self.deadline),
-                )),
+        let result = match failure {
+            // An instance that cannot be built fails the check, as in Istio.
+            Some(status) => CheckResult::once(status),
+            None => {
+                let answers = join_all(calls.iter().map(|(handler, name, instance)| async move {
+                    match tokio::time::timeout(self.deadline, handler.check(instance)).await {
+                        Ok(r) => r,
+                        Err(_) => CheckResult::once(Status::new(
+                            Code::DeadlineExceeded,
+                            format!("handler {name} did not answer within {:?}", self.deadline),
+                        )),
+                    }
+                }))
+                .await;
+                combine(answers, &calls)
             }
-        }))
-        .await;
-        let mut result = combine(answers, &calls);
-        if let Some(status) = failure {
-            result = CheckResult::once(status);
-        }
+        };
         let ok = result.status.is_ok();
         let outcome = CheckOutcome {
             result,
@@ -148,34 +138,18 @@ impl Dispatcher {
     /// Allocates `args.amount` of the quota named `name` (an instance's short
     /// name, compared without case as Istio's dispatcher did). With no rule
     /// naming it, the whole amount is granted.
-    pub async fn quota(&self, bag: &Bag, name: &str, args: &QuotaArgs) -> QuotaOutcome {
-        let snapshot = self.current.get();
+    pub async fn quota(
+        &self,
+        snapshot: &Snapshot,
+        bag: &Bag,
+        name: &str,
+        args: &QuotaArgs,
+    ) -> QuotaOutcome {
         let (calls, failure, referenced) = {
             let tracker = Tracker::new(bag);
-            let mut calls: Vec<Call> = Vec::new();
-            let mut failure = None;
-            for rule in matching(&snapshot, &tracker, Some(Variety::Quota)) {
-                for action in &rule.actions {
-                    for builder in &action.instances {
-                        let short = builder.name.split('.').next().unwrap_or_default();
-                        if builder.template.variety() != Variety::Quota
-                            || !short.eq_ignore_ascii_case(name)
-                        {
-                            continue;
-                        }
-                        match builder.build(&tracker) {
-                            Ok(instance) => calls.push((
-                                action.handler.handler.clone(),
-                                action.handler.name.clone(),
-                                instance,
-                            )),
-                            Err(e) => {
-                                failure.get_or_insert(Status::new(Code::Internal, e));
-                            }
-                        }
-                    }
-                }
-            }
+            let (calls, failure) = calls(snapshot, &tracker, Variety::Quota, |instance| {
+                short_name(instance).eq_ignore_ascii_case(name)
+            });
             (calls, failure, tracker.into_reads())
         };
         if let Some(status) = failure {
@@ -230,17 +204,47 @@ impl Dispatcher {
     }
 }
 
+/// The handler calls of the rules that match, for their instances of
+/// `variety` that `wanted` keeps; the first instance that cannot be built
+/// fails the whole request.
+fn calls(
+    snapshot: &Snapshot,
+    tracker: &Tracker,
+    variety: Variety,
+    wanted: impl Fn(&str) -> bool,
+) -> (Vec<Call>, Option<Status>) {
+    let mut calls = Vec::new();
+    for rule in matching(snapshot, tracker, variety) {
+        for action in &rule.actions {
+            for builder in &action.instances {
+                if builder.template.variety() != variety || !wanted(&builder.name) {
+                    continue;
+                }
+                match builder.build(tracker) {
+                    Ok(instance) => calls.push((
+                        action.handler.handler.clone(),
+                        action.handler.name.clone(),
+                        instance,
+                    )),
+                    Err(e) => return (calls, Some(Status::new(Code::Internal, e))),
+                }
+            }
+        }
+    }
+    (calls, None)
+}
+
 /// Rules that apply to the request: those of the default config namespace
 /// apply everywhere, the others only to destinations in their namespace.
 fn matching<'s>(
     snapshot: &'s Snapshot,
     attrs: &Tracker,
-    variety: Option<Variety>,
+    variety: Variety,
 ) -> impl Iterator<Item = &'s Rule> {
     let mut destination_ns: Option<Option<String>> = None;
     let mut out = Vec::new();
     for rule in &snapshot.rules {
-        if variety.is_some_and(|v| !rule.has(v))
+        if !rule.has(variety)
             && rule.request_header_ops.is_empty()
             && rule.response_header_ops.is_empty()
         {
@@ -264,7 +268,7 @@ fn matching<'s>(
             Some(m) => m.eval_bool(attrs).unwrap_or(false),
         };
         if matched {
-            out.push(rule);
+            out.push(rule.as_ref());
         }
     }
     out.into_iter()
@@ -421,10 +425,14 @@ mod tests {
     async fn legacy_kinds_and_references_work_as_in_istio_1_0() {
         let (d, shown) = dispatcher(LEGACY);
         assert!(shown.errors.is_empty(), "{:?}", shown.errors);
-        let denied = d.check(&bag(&[("source.name", "bad")])).await;
+        let denied = d
+            .check(&d.snapshot(), &bag(&[("source.name", "bad")]))
+            .await;
         assert_eq!(denied.result.status.code, Code::PermissionDenied);
         assert_eq!(denied.result.status.message, "deny.fixed.istio-system:req");
-        let ok = d.check(&bag(&[("source.name", "good")])).await;
+        let ok = d
+            .check(&d.snapshot(), &bag(&[("source.name", "good")]))
+            .await;
         assert_eq!(ok.result, CheckResult::ok_default());
         assert_eq!(
             ok.referenced,
@@ -440,14 +448,17 @@ mod tests {
         let yaml = "apiVersion: config.istio.io/v1alpha2\nkind: handler\nmetadata: {name: a}\nspec: {compiledAdapter: fixed, params: {validSeconds: 30}}\n---\napiVersion: config.istio.io/v1alpha2\nkind: handler\nmetadata: {name: b}\nspec: {compiledAdapter: fixed, params: {validSeconds: 5}}\n---\napiVersion: config.istio.io/v1alpha2\nkind: handler\nmetadata: {name: slow}\nspec: {compiledAdapter: fixed, params: {delayMs: 5000}}\n---\napiVersion: config.istio.io/v1alpha2\nkind: instance\nmetadata: {name: i}\nspec: {compiledTemplate: checknothing}\n---\napiVersion: config.istio.io/v1alpha2\nkind: rule\nmetadata: {name: both}\nspec:\n  actions: [{handler: a, instances: [i]}, {handler: b, instances: [i]}]\n---\napiVersion: config.istio.io/v1alpha2\nkind: rule\nmetadata: {name: slow, namespace: shop}\nspec:\n  actions: [{handler: slow.handler.istio-system, instances: [i.instance.istio-system]}]\n";
         let (d, shown) = dispatcher(yaml);
         assert!(shown.errors.is_empty(), "{:?}", shown.errors);
-        let r = d.check(&bag(&[])).await.result;
+        let r = d.check(&d.snapshot(), &bag(&[])).await.result;
         assert_eq!(
             (r.status.code, r.valid_duration),
             (Code::Ok, Duration::from_secs(5))
         );
         // The `shop` rule applies only to destinations in `shop`.
         let r = d
-            .check(&bag(&[("destination.service.namespace", "shop")]))
+            .check(
+                &d.snapshot(),
+                &bag(&[("destination.service.namespace", "shop")]),
+            )
             .await
             .result;
         assert_eq!(r.status.code, Code::DeadlineExceeded);
@@ -501,6 +512,48 @@ mod tests {
         assert_eq!(second.rules.len(), 2);
     }
 
+    #[tokio::test]
+    async fn a_bad_edit_keeps_the_last_good_version_and_duplicates_are_named() {
+        let registry = Registry::new(vec![Arc::new(Fixed(Arc::default()))]);
+        let first = snapshot(LEGACY, &Snapshot::empty("istio-system"), &registry);
+        assert!(first.errors.is_empty(), "{:?}", first.errors);
+        // The deny handler gets a typo and the rule a bad match: both keep
+        // their last good versions, so the deny still holds.
+        let broken = LEGACY
+            .replace("spec: {code: 7}", "spec: {code: 7, typo: 1}")
+            .replace("source.name == \"bad\"", "source.name ==");
+        let second = snapshot(&broken, &first, &registry);
+        let errors: Vec<String> = second.errors.iter().map(|e| e.to_string()).collect();
+        assert_eq!(errors.len(), 2, "{errors:?}");
+        assert!(
+            errors
+                .iter()
+                .all(|e| e.ends_with("the last good version stays in force")),
+            "{errors:?}"
+        );
+        let d = Dispatcher::new(Current::new(second), Duration::from_secs(1), 0);
+        let r = d
+            .check(&d.snapshot(), &bag(&[("source.name", "bad")]))
+            .await;
+        assert_eq!(r.result.status.code, Code::PermissionDenied);
+
+        let twice = format!("{LEGACY}---\n{}", rule_only("r"));
+        let third = snapshot(&twice, &Snapshot::empty("istio-system"), &registry);
+        let errors: Vec<String> = third.errors.iter().map(|e| e.to_string()).collect();
+        assert!(
+            errors[0].contains("rule r.rule.istio-system: metadata.name: defined more than once"),
+            "{errors:?}"
+        );
+        assert_eq!(third.rules.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn report_only_rules_for_other_binaries_are_skipped_quietly() {
+        let yaml = "apiVersion: config.istio.io/v1alpha2\nkind: instance\nmetadata: {name: requestcount}\nspec:\n  compiledTemplate: metric\n  params: {value: \"1\"}\n---\napiVersion: config.istio.io/v1alpha2\nkind: rule\nmetadata: {name: promhttp}\nspec:\n  actions: [{handler: prometheus, instances: [requestcount]}]\n";
+        let (_, shown) = dispatcher(yaml);
+        assert!(shown.errors.is_empty(), "{:?}", shown.errors);
+    }
+
     fn rule_only(name: &str) -> String {
         format!(
             "apiVersion: config.istio.io/v1alpha2\nkind: rule\nmetadata: {{name: {name}}}\nspec:\n  actions: [{{handler: deny.fixed, instances: [req.checknothing]}}]\n  requestHeaderOperations: [{{name: X-Who, values: ['source.name | \"nobody\"']}}]\n"
@@ -512,7 +565,10 @@ mod tests {
         let ok_handler = "apiVersion: config.istio.io/v1alpha2\nkind: fixed\nmetadata: {name: deny}\nspec: {}\n---\napiVersion: config.istio.io/v1alpha2\nkind: checknothing\nmetadata: {name: req}\nspec: {}\n---\n";
         let (d, _) = dispatcher(&format!("{ok_handler}{}", rule_only("h")));
         let first = d
-            .check(&bag(&[("source.name", "jason"), ("request.id", "1")]))
+            .check(
+                &d.snapshot(),
+                &bag(&[("source.name", "jason"), ("request.id", "1")]),
+            )
             .await;
         assert_eq!(
             first.request_headers,
@@ -524,13 +580,18 @@ mod tests {
         );
         assert!(!first.cache_hit);
         let again = d
-            .check(&bag(&[("source.name", "jason"), ("request.id", "2")]))
+            .check(
+                &d.snapshot(),
+                &bag(&[("source.name", "jason"), ("request.id", "2")]),
+            )
             .await;
         assert!(
             again.cache_hit,
             "request.id was not read, so it is not in the key"
         );
-        let other = d.check(&bag(&[("source.name", "ann")])).await;
+        let other = d
+            .check(&d.snapshot(), &bag(&[("source.name", "ann")]))
+            .await;
         assert!(!other.cache_hit);
         assert_eq!(other.request_headers[0].value, "ann");
     }

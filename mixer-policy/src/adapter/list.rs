@@ -98,6 +98,8 @@ struct State {
 
 struct ListHandler {
     kind: EntryType,
+    /// Whether entries come from a provider as well as `overrides`.
+    has_provider: bool,
     blacklist: bool,
     ttl: Duration,
     caching_interval: Duration,
@@ -147,6 +149,7 @@ impl Adapter for ListChecker {
         };
         let handler = Arc::new(ListHandler {
             kind: p.entry_type,
+            has_provider: url.is_some(),
             blacklist: p.blacklist,
             ttl,
             caching_interval: p
@@ -217,13 +220,15 @@ impl ListHandler {
                 entries.strings.contains(&value.to_string().to_lowercase())
             }
             EntryType::IpAddresses => {
-                let ip = match value {
+                let ip: IpAddr = match value {
                     Value::IpAddress(ip) => *ip,
                     other => other
                         .to_string()
                         .parse()
                         .map_err(|_| format!("{other} is not an IP address"))?,
                 };
+                // Dual-stack listeners report IPv4 peers as ::ffff:a.b.c.d.
+                let ip = ip.to_canonical();
                 entries.nets.iter().any(|n| n.contains(&ip))
             }
             EntryType::Regex => entries
@@ -243,7 +248,7 @@ impl Handler for ListHandler {
                 format!("instance {} has no value", instance.name),
             ));
         };
-        let found = {
+        let (found, complete) = {
             let state = self.state.read().unwrap_or_else(|p| p.into_inner());
             let provided = state
                 .provided
@@ -254,7 +259,7 @@ impl Handler for ListHandler {
             if let (Ok(false), Some(p)) = (&found, provided) {
                 found = self.contains(p, value);
             }
-            found
+            (found, !self.has_provider || provided.is_some())
         };
         let status = match found {
             Err(e) => return CheckResult::once(Status::new(Code::InvalidArgument, e)),
@@ -266,6 +271,11 @@ impl Handler for ListHandler {
             }
             Ok(_) => Status::OK,
         };
+        if !complete {
+            // Before the first fetch, or past the ttl: answer, but let no
+            // one cache an answer the list may soon contradict.
+            return CheckResult::once(status);
+        }
         CheckResult {
             status,
             valid_duration: self.caching_interval,

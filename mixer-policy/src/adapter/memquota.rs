@@ -40,6 +40,21 @@ impl Adapter for MemQuota {
     fn build(&self, params: &serde_json::Value) -> Result<Arc<dyn Handler>, ParamsError> {
         let p: Params = adapter::params(params)?;
         quota::validate(&p.quotas)?;
+        for (i, q) in p.quotas.iter().enumerate() {
+            // redisquota's fields: memquota always keeps a precise rolling window.
+            if q.bucket_duration.is_some() {
+                return Err(ParamsError::new(
+                    format!("quotas[{i}].bucketDuration"),
+                    "memquota has no buckets (redisquota has)",
+                ));
+            }
+            if q.rate_limit_algorithm != quota::Algorithm::default() {
+                return Err(ParamsError::new(
+                    format!("quotas[{i}].rateLimitAlgorithm"),
+                    "memquota has one algorithm, a rolling window (redisquota has a choice)",
+                ));
+            }
+        }
         Ok(Arc::new(MemQuotaHandler {
             quotas: p.quotas,
             dedup_window: p
@@ -50,13 +65,26 @@ impl Adapter for MemQuota {
     }
 }
 
+/// One counter: grants still inside the window, oldest first, and their sum.
+#[derive(Default)]
+struct Counter {
+    grants: VecDeque<(Instant, i64)>,
+    used: i64,
+}
+
 #[derive(Default)]
 struct State {
-    /// Grants still inside their window, oldest first, per counter.
-    counters: HashMap<String, VecDeque<(Instant, i64)>>,
-    /// Answers by deduplication id, oldest first.
-    recent: VecDeque<(Instant, String, QuotaResult)>,
+    counters: HashMap<String, Counter>,
+    /// Answers by deduplication id, and the ids in the order they expire.
+    answers: HashMap<String, QuotaResult>,
+    expiry: VecDeque<(Instant, String)>,
+    /// Allocations since counters were last swept.
+    since_sweep: u32,
 }
+
+/// Rate-limit counters left empty by their window are dropped this often, so
+/// dimensions seen once (a client address, say) do not stay forever.
+const SWEEP_EVERY: u32 = 4096;
 
 struct MemQuotaHandler {
     quotas: Vec<QuotaParams>,
@@ -75,30 +103,36 @@ impl Handler for MemQuotaHandler {
         };
         let now = Instant::now();
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        while state
-            .recent
-            .front()
-            .is_some_and(|(at, _, _)| now.duration_since(*at) > self.dedup_window)
-        {
-            state.recent.pop_front();
+        let state = &mut *state;
+        while let Some((at, id)) = state.expiry.front() {
+            if now.duration_since(*at) <= self.dedup_window {
+                break;
+            }
+            state.answers.remove(id);
+            state.expiry.pop_front();
         }
         let dedup = (!args.dedup_id.is_empty()).then(|| format!("{}|{}", limit.key, args.dedup_id));
-        if let Some(id) = &dedup
-            && let Some((_, _, answer)) = state.recent.iter().find(|(_, i, _)| i == id)
-        {
+        if let Some(answer) = dedup.as_ref().and_then(|id| state.answers.get(id)) {
             return answer.clone();
         }
-        let grants = state.counters.entry(limit.key.clone()).or_default();
+        state.since_sweep += 1;
+        if state.since_sweep >= SWEEP_EVERY {
+            state.since_sweep = 0;
+            state
+                .counters
+                .retain(|_, c| !c.grants.is_empty() || c.used != 0);
+        }
+        let counter = state.counters.entry(limit.key.clone()).or_default();
         if !limit.window.is_zero() {
-            while grants
-                .front()
-                .is_some_and(|(at, _)| now.duration_since(*at) >= limit.window)
-            {
-                grants.pop_front();
+            while let Some((at, amount)) = counter.grants.front() {
+                if now.duration_since(*at) < limit.window {
+                    break;
+                }
+                counter.used -= amount;
+                counter.grants.pop_front();
             }
         }
-        let used: i64 = grants.iter().map(|(_, a)| *a).sum();
-        let available = (limit.max_amount - used).max(0);
+        let available = (limit.max_amount - counter.used).max(0);
         let granted = if args.amount <= available {
             args.amount
         } else if args.best_effort {
@@ -107,7 +141,11 @@ impl Handler for MemQuotaHandler {
             0
         };
         if granted > 0 {
-            grants.push_back((now, granted));
+            counter.used += granted;
+            // An allocation quota never expires: its sum is all it needs.
+            if !limit.window.is_zero() {
+                counter.grants.push_back((now, granted));
+            }
         }
         let answer = QuotaResult {
             status: if granted > 0 || args.amount == 0 {
@@ -122,7 +160,8 @@ impl Handler for MemQuotaHandler {
             valid_duration: limit.window,
         };
         if let Some(id) = dedup {
-            state.recent.push_back((now, id, answer.clone()));
+            state.answers.insert(id.clone(), answer.clone());
+            state.expiry.push_back((now, id));
         }
         answer
     }

@@ -80,6 +80,15 @@ pub fn validate(quotas: &[QuotaParams]) -> Result<(), ParamsError> {
                 "must be positive and no longer than validDuration",
             ));
         }
+        if let Some(b) = q.bucket_duration.map(|d| d.as_duration())
+            && !b.is_zero()
+            && window.as_nanos() / b.as_nanos() > 1000
+        {
+            return Err(ParamsError::new(
+                at("bucketDuration"),
+                "at most 1000 buckets per window: each allocation reads them all",
+            ));
+        }
         for (j, o) in q.overrides.iter().enumerate() {
             if o.max_amount < 0 {
                 return Err(ParamsError::new(

@@ -6,7 +6,6 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::{Duration, UNIX_EPOCH};
 
 use envoy_types::ext_authz::v3::pb::{
     Authorization, CheckRequest, CheckResponse, DeniedHttpResponse, HeaderAppendAction,
@@ -15,7 +14,7 @@ use envoy_types::ext_authz::v3::pb::{
 use envoy_types::pb::envoy::config::core::v3::{Address, address, socket_address};
 use envoy_types::pb::google::rpc::Status as RpcStatus;
 use mixer::adapter::{QuotaArgs, Status};
-use mixer::attribute::{Bag, Value, Vocabulary};
+use mixer::attribute::{Bag, Value, Vocabulary, compressed};
 use mixer::config::kinds::HeaderOperation as Op;
 use tokio::time::Instant;
 use tonic::{Code, Request, Response};
@@ -33,7 +32,10 @@ impl Authorization for Policy {
         let snapshot = self.dispatcher.snapshot();
         let attrs = request.into_inner().attributes.unwrap_or_default();
         let status = match bag(&attrs, &snapshot.vocabulary) {
-            Ok(bag) => self.decide(&bag, &snapshot).await,
+            Ok((bag, undeclared)) => {
+                self.metrics.undeclared_attributes.inc_by(undeclared);
+                self.decide(&bag, &snapshot).await
+            }
             Err(e) => {
                 self.metrics.bad_requests.inc();
                 Err(Status::new(Code::InvalidArgument, e))
@@ -84,24 +86,32 @@ impl Policy {
         bag: &Bag,
         snapshot: &Arc<mixer::config::Snapshot>,
     ) -> Result<OkHttpResponse, Status> {
-        let outcome = self.dispatcher.check(bag).await;
+        let outcome = self.dispatcher.check(snapshot, bag).await;
         if outcome.cache_hit {
             self.metrics.check_cache_hits.inc();
         }
         if !outcome.result.status.is_ok() {
             return Err(outcome.result.status);
         }
-        let request_id = bag
-            .get("request.id")
-            .map(|v| v.to_string())
-            .unwrap_or_default();
+        // Retries of one request share an x-request-id; the caller and the
+        // destination are part of the id, so a client repeating its own id
+        // cannot spend someone else's charge, nor skip its own elsewhere.
+        let text = |name: &str| bag.get(name).map(|v| v.to_string()).unwrap_or_default();
+        let dedup_id = match text("request.id") {
+            id if id.is_empty() => String::new(),
+            id => format!(
+                "{id}|{}|{}",
+                text("source.ip"),
+                text("destination.service.host")
+            ),
+        };
         for (quota, charge) in snapshot.quotas.charges(bag) {
             let args = QuotaArgs {
-                dedup_id: request_id.clone(),
+                dedup_id: dedup_id.clone(),
                 amount: charge,
                 best_effort: false,
             };
-            let q = self.dispatcher.quota(bag, &quota, &args).await;
+            let q = self.dispatcher.quota(snapshot, bag, &quota, &args).await;
             self.metrics
                 .quotas
                 .get_or_create(&Labels {
@@ -146,11 +156,12 @@ pub fn http_status(code: Code) -> u16 {
     }
 }
 
-/// The attributes of one ext_authz request.
+/// The attributes of one ext_authz request, and how many context
+/// extensions named no declared attribute (ignored, as Istio did).
 pub fn bag(
     ctx: &envoy_types::pb::envoy::service::auth::v3::AttributeContext,
     vocab: &Vocabulary,
-) -> Result<Bag, String> {
+) -> Result<(Bag, u64), String> {
     let mut bag = Bag::new();
     for (prefix, peer) in [("source", &ctx.source), ("destination", &ctx.destination)] {
         let Some(peer) = peer else { continue };
@@ -166,14 +177,13 @@ pub fn bag(
         }
     }
     if let Some(request) = &ctx.request {
-        if let Some(t) = &request.time
-            && let Ok(nanos) = u32::try_from(t.nanos)
-            && let Ok(secs) = u64::try_from(t.seconds)
-        {
-            bag.set(
-                "request.time",
-                Value::Timestamp(UNIX_EPOCH + Duration::new(secs, nanos)),
-            );
+        if let Some(t) = &request.time {
+            let wire = prost_types::Timestamp {
+                seconds: t.seconds,
+                nanos: t.nanos,
+            };
+            let time = compressed::timestamp(&wire).map_err(|e| format!("request.time: {e}"))?;
+            bag.set("request.time", Value::Timestamp(time));
         }
         if let Some(http) = &request.http {
             let headers: std::collections::BTreeMap<String, String> = http
@@ -190,17 +200,7 @@ pub fn bag(
             text("request.path", &http.path, &mut bag);
             text("request.host", &http.host, &mut bag);
             text("request.scheme", &http.scheme, &mut bag);
-            let id = if http.id.is_empty() {
-                headers
-                    .get("x-request-id")
-                    .map(String::as_str)
-                    .unwrap_or("")
-            } else {
-                headers
-                    .get("x-request-id")
-                    .map(String::as_str)
-                    .unwrap_or(&http.id)
-            };
+            let id = headers.get("x-request-id").unwrap_or(&http.id);
             text("request.id", id, &mut bag);
             if let Some(agent) = headers.get("user-agent") {
                 text("request.useragent", agent, &mut bag);
@@ -220,15 +220,17 @@ pub fn bag(
             bag.set("request.headers", Value::StringMap(Arc::new(headers)));
         }
     }
+    let mut undeclared = 0;
     for (key, text) in &ctx.context_extensions {
         let Some(ty) = vocab.type_of(key) else {
+            undeclared += 1;
             continue;
         };
         let value =
             Value::parse_as(ty, text).map_err(|e| format!("context_extensions[{key}]: {e}"))?;
         bag.set(key.clone(), value);
     }
-    Ok(bag)
+    Ok((bag, undeclared))
 }
 
 fn socket(address: Option<&Address>) -> Option<(IpAddr, u32)> {

@@ -7,12 +7,13 @@ use api::google::rpc::Status as RpcStatus;
 use api::mixer::check_response::{PreconditionResult, QuotaResult as WireQuota};
 use api::mixer::referenced_attributes::{AttributeMatch, Condition};
 use api::mixer::{
-    CheckRequest, CheckResponse, HeaderOperation, ReferencedAttributes, ReportRequest,
-    ReportResponse, RouteDirective, header_operation, mixer_server,
+    CheckRequest, CheckResponse, CompressedAttributes, HeaderOperation, ReferencedAttributes,
+    ReportRequest, ReportResponse, RouteDirective, header_operation, mixer_server,
 };
 use mixer::adapter::{QuotaArgs, Status};
 use mixer::attribute::compressed::{self, Words};
 use mixer::attribute::{Bag, dictionary};
+use mixer::config::Snapshot;
 use mixer::config::kinds::HeaderOperation as Op;
 use mixer::dispatch::HeaderChange;
 use mixer::referenced::Read;
@@ -30,8 +31,9 @@ impl mixer_server::Mixer for Policy {
     ) -> Result<Response<CheckResponse>, tonic::Status> {
         let started = Instant::now();
         let req = request.into_inner();
-        let bag = self.decode(&req)?;
-        let outcome = self.dispatcher.check(&bag).await;
+        let snapshot = self.dispatcher.snapshot();
+        let bag = self.decode(&req, &snapshot)?;
+        let outcome = self.dispatcher.check(&snapshot, &bag).await;
         if outcome.cache_hit {
             self.metrics.check_cache_hits.inc();
         }
@@ -52,12 +54,18 @@ impl mixer_server::Mixer for Policy {
         // Istio allocated quotas only for requests the precondition admitted.
         if outcome.result.status.is_ok() {
             for (name, params) in &req.quotas {
+                if params.amount <= 0 {
+                    return Err(tonic::Status::invalid_argument(format!(
+                        "quotas[{name}].amount must be positive, not {}",
+                        params.amount
+                    )));
+                }
                 let args = QuotaArgs {
                     dedup_id: req.deduplication_id.clone(),
                     amount: params.amount,
                     best_effort: params.best_effort,
                 };
-                let q = self.dispatcher.quota(&bag, name, &args).await;
+                let q = self.dispatcher.quota(&snapshot, &bag, name, &args).await;
                 self.metrics
                     .quotas
                     .get_or_create(&Labels {
@@ -101,12 +109,12 @@ impl mixer_server::Mixer for Policy {
 }
 
 impl Policy {
-    fn decode(&self, req: &CheckRequest) -> Result<Bag, tonic::Status> {
-        let attrs = req.attributes.clone().unwrap_or_default();
-        let snapshot = self.dispatcher.snapshot();
+    fn decode(&self, req: &CheckRequest, snapshot: &Snapshot) -> Result<Bag, tonic::Status> {
+        let empty = CompressedAttributes::default();
+        let attrs = req.attributes.as_ref().unwrap_or(&empty);
         let mut bag = Bag::new();
         let decoded = Words::new(req.global_word_count, &attrs.words)
-            .and_then(|words| compressed::decode(&attrs, &words, &snapshot.vocabulary, &mut bag));
+            .and_then(|words| compressed::decode(attrs, &words, &snapshot.vocabulary, &mut bag));
         match decoded {
             Ok(stats) => {
                 self.metrics

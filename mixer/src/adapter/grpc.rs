@@ -3,7 +3,7 @@
 //! `Handle…Service`. Mixer sends each instance with the handler's params
 //! and a deduplication id, and takes the adapter's answer as its own.
 
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 
 use api::istio::policy::v1beta1 as policy;
 use api::listentry::{
@@ -16,6 +16,7 @@ use tonic::transport::{Channel, Endpoint};
 
 use super::{CheckResult, Handler, Status};
 use crate::attribute::Value;
+use crate::attribute::compressed::to_timestamp;
 use crate::template::{Instance, Template};
 
 pub struct Remote {
@@ -78,10 +79,12 @@ impl Handler for Remote {
                 let status = r.status.unwrap_or_default();
                 CheckResult {
                     status: Status::new(Code::from_i32(status.code), status.message),
+                    // An adapter cannot make an answer outlive Go's longest duration.
                     valid_duration: r
                         .valid_duration
                         .and_then(|d| Duration::try_from(d).ok())
-                        .unwrap_or_default(),
+                        .unwrap_or_default()
+                        .min(api::duration::MAX),
                     valid_use_count: r.valid_use_count.max(0),
                 }
             }
@@ -113,15 +116,9 @@ fn wire_value(v: &Value) -> policy::Value {
                 std::net::IpAddr::V6(a) => a.octets().to_vec(),
             },
         }),
-        Value::Timestamp(t) => {
-            let since = t.duration_since(UNIX_EPOCH).unwrap_or_default();
-            W::TimestampValue(policy::TimeStamp {
-                value: Some(prost_types::Timestamp {
-                    seconds: since.as_secs() as i64,
-                    nanos: since.subsec_nanos() as i32,
-                }),
-            })
-        }
+        Value::Timestamp(t) => W::TimestampValue(policy::TimeStamp {
+            value: Some(to_timestamp(*t)),
+        }),
         Value::Duration(d) => W::DurationValue(policy::Duration {
             value: prost_types::Duration::try_from(*d).ok(),
         }),

@@ -176,14 +176,14 @@ fn ip_bytes(b: &[u8]) -> Result<IpAddr, String> {
     }
 }
 
-fn timestamp(t: &prost_types::Timestamp) -> Result<SystemTime, String> {
+/// A protobuf timestamp as a time, within protobuf's own range (years 1 to 9999).
+pub fn timestamp(t: &prost_types::Timestamp) -> Result<SystemTime, String> {
     if !(0..1_000_000_000).contains(&t.nanos) {
         return Err(format!(
             "the timestamp's nanos {} are out of range",
             t.nanos
         ));
     }
-    // google.protobuf.Timestamp's own range: years 1 to 9999.
     if !(-62_135_596_800..=253_402_300_799).contains(&t.seconds) {
         return Err(format!("the timestamp {}s is out of range", t.seconds));
     }
@@ -196,6 +196,27 @@ fn timestamp(t: &prost_types::Timestamp) -> Result<SystemTime, String> {
     whole
         .and_then(|w| w.checked_add(Duration::from_nanos(t.nanos as u64)))
         .ok_or_else(|| format!("the timestamp {}s is out of range", t.seconds))
+}
+
+/// A time as a protobuf timestamp, before 1970 included (negative seconds,
+/// non-negative nanos, as protobuf counts them).
+pub fn to_timestamp(t: SystemTime) -> prost_types::Timestamp {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(after) => prost_types::Timestamp {
+            seconds: after.as_secs() as i64,
+            nanos: after.subsec_nanos() as i32,
+        },
+        Err(e) => {
+            let before = e.duration();
+            let (mut seconds, mut nanos) =
+                (-(before.as_secs() as i64), -(before.subsec_nanos() as i32));
+            if nanos < 0 {
+                seconds -= 1;
+                nanos += 1_000_000_000;
+            }
+            prost_types::Timestamp { seconds, nanos }
+        }
+    }
 }
 
 fn duration(d: &prost_types::Duration) -> Result<Duration, String> {
@@ -242,14 +263,7 @@ pub fn encode(bag: &Bag) -> CompressedAttributes {
                 out.bools.insert(k, *b);
             }
             Value::Timestamp(t) => {
-                let since = t.duration_since(UNIX_EPOCH).unwrap_or_default();
-                out.timestamps.insert(
-                    k,
-                    prost_types::Timestamp {
-                        seconds: since.as_secs() as i64,
-                        nanos: since.subsec_nanos() as i32,
-                    },
-                );
+                out.timestamps.insert(k, to_timestamp(*t));
             }
             Value::Duration(d) => {
                 out.durations.insert(
@@ -384,6 +398,17 @@ mod tests {
         let (bag, stats) = decode_one(&wire).unwrap();
         assert!(bag.is_empty());
         assert_eq!(stats.undeclared, 2);
+    }
+
+    #[test]
+    fn timestamps_before_1970_round_trip() {
+        for t in [
+            UNIX_EPOCH - Duration::new(86_400 * 365 * 100, 250),
+            UNIX_EPOCH - Duration::from_nanos(1),
+            UNIX_EPOCH + Duration::new(5, 7),
+        ] {
+            assert_eq!(timestamp(&to_timestamp(t)), Ok(t));
+        }
     }
 
     #[test]

@@ -8,4 +8,4 @@ pub mod store;
 
 pub use object::{ConfigError, Object, parse_file};
 pub use quota::QuotaBindings;
-pub use snapshot::{Action, HandlerEntry, HeaderOp, Rule, Snapshot};
+pub use snapshot::{Action, HandlerEntry, HeaderOp, Rule, Snapshot, resolve};

@@ -18,7 +18,7 @@ use super::quota::QuotaBindings;
 use crate::adapter::{Handler, Registry, grpc};
 use crate::attribute::{ValueType, Vocabulary};
 use crate::expr::{self, Expression};
-use crate::template::{InstanceBuilder, Template, Variety};
+use crate::template::{InstanceBuilder, Template, Variety, short_name};
 
 /// A handler and what built it, so an unchanged handler is reused by the
 /// next snapshot with its state.
@@ -67,8 +67,9 @@ pub struct Snapshot {
     pub generation: u64,
     pub default_namespace: String,
     pub vocabulary: Vocabulary,
-    pub rules: Vec<Rule>,
+    pub rules: Vec<Arc<Rule>>,
     pub handlers: BTreeMap<String, Arc<HandlerEntry>>,
+    pub instances: HashMap<String, Arc<InstanceBuilder>>,
     pub quotas: QuotaBindings,
     pub errors: Vec<ConfigError>,
     /// Objects read, including rejected ones.
@@ -83,6 +84,7 @@ impl Snapshot {
             vocabulary: Vocabulary::standard(),
             rules: Vec::new(),
             handlers: BTreeMap::new(),
+            instances: HashMap::new(),
             quotas: QuotaBindings::default(),
             errors: Vec::new(),
             objects: 0,
@@ -97,6 +99,7 @@ impl Snapshot {
         adapters: &Registry,
     ) -> Snapshot {
         let ns = previous.default_namespace.clone();
+        let objects = &last_of_each(objects, &mut errors);
         let mut b = Build {
             adapters,
             previous,
@@ -114,11 +117,36 @@ impl Snapshot {
             vocabulary,
             rules,
             handlers,
+            instances,
             quotas,
             objects: objects.len(),
             errors,
         }
     }
+}
+
+/// One object per full name: the last read wins, and each earlier one is
+/// reported, as Pilot does for its kinds.
+fn last_of_each(objects: &[Object], errors: &mut Vec<ConfigError>) -> Vec<Object> {
+    let mut last: HashMap<String, usize> = HashMap::new();
+    for (i, o) in objects.iter().enumerate() {
+        if let Some(earlier) = last.insert(o.full_name(), i) {
+            errors.push(ConfigError {
+                object: objects[earlier].label(),
+                field: "metadata.name".into(),
+                message: format!(
+                    "defined more than once ({} and {}); the last one read wins",
+                    objects[earlier].source, o.source
+                ),
+            });
+        }
+    }
+    objects
+        .iter()
+        .enumerate()
+        .filter(|(i, o)| last.get(&o.full_name()) == Some(i))
+        .map(|(_, o)| o.clone())
+        .collect()
 }
 
 /// Kinds a rule may name as handlers before Istio 1.1: one per adapter.
@@ -139,6 +167,20 @@ impl Build<'_> {
             field: field.into(),
             message: message.into(),
         });
+    }
+
+    /// After `o` failed to compile (an error was recorded since `mark`):
+    /// its previous version, if it had one, stays in force, so a typo in a
+    /// deny rule's handler does not open the door.
+    fn last_good<T: Clone>(&mut self, mark: usize, previous: Option<&T>) -> Option<T> {
+        if self.errors.len() == mark {
+            return None;
+        }
+        let kept = previous?.clone();
+        if let Some(e) = self.errors.last_mut() {
+            e.message.push_str("; the last good version stays in force");
+        }
+        Some(kept)
     }
 
     fn spec<T: DeserializeOwned>(&mut self, object: &Object) -> Option<T> {
@@ -196,8 +238,16 @@ impl Build<'_> {
             };
             let mut templates = Vec::new();
             for (i, t) in spec.templates.iter().enumerate() {
-                let short = t.split('.').next().unwrap_or(t);
-                match Template::parse(short) {
+                match Template::parse(short_name(t)) {
+                    // The out-of-process client speaks listentry's service only.
+                    Some(t) if t != Template::ListEntry => self.error(
+                        o,
+                        &format!("spec.templates[{i}]"),
+                        format!(
+                            "out-of-process {} adapters are not supported yet (listentry is)",
+                            t.name()
+                        ),
+                    ),
                     Some(t) => templates.push(t),
                     None => self.error(
                         o,
@@ -218,26 +268,39 @@ impl Build<'_> {
     ) -> BTreeMap<String, Arc<HandlerEntry>> {
         let mut out = BTreeMap::new();
         for o in objects {
+            let mark = self.errors.len();
+            let name = o.full_name();
+            let built = if o.kind == "handler" || is_legacy_handler(&o.kind, self.adapters) {
+                self.handler_of(o, declared_adapters).map(Arc::new)
+            } else {
+                continue;
+            };
+            let previous = self.previous.handlers.get(&name);
+            if let Some(h) = built.or_else(|| self.last_good(mark, previous)) {
+                out.insert(name, h);
+            }
+        }
+        out
+    }
+
+    fn handler_of(
+        &mut self,
+        o: &Object,
+        declared_adapters: &HashMap<String, Vec<Template>>,
+    ) -> Option<HandlerEntry> {
+        {
             let (spec, legacy) = if o.kind == "handler" {
-                match self.spec::<HandlerSpec>(o) {
-                    Some(s) => (s, false),
-                    None => continue,
-                }
-            } else if is_legacy_handler(&o.kind, self.adapters) {
+                (self.spec::<HandlerSpec>(o)?, false)
+            } else {
                 let spec = HandlerSpec {
                     compiled_adapter: o.kind.clone(),
                     params: o.spec.clone(),
                     ..Default::default()
                 };
                 (spec, true)
-            } else {
-                continue;
             };
-            if let Some(entry) = self.handler(o, spec, legacy, declared_adapters) {
-                out.insert(o.full_name(), Arc::new(entry));
-            }
+            self.handler(o, spec, legacy, declared_adapters)
         }
-        out
     }
 
     fn handler(
@@ -248,12 +311,20 @@ impl Build<'_> {
         declared_adapters: &HashMap<String, Vec<Template>>,
     ) -> Option<HandlerEntry> {
         let params_field = if legacy { "spec" } else { "spec.params" };
-        let address = spec.connection.as_ref().map(|c| c.address.clone());
+        let remote_templates = if spec.adapter.is_empty() {
+            None
+        } else {
+            resolve(&spec.adapter, "adapter", &o.namespace)
+                .iter()
+                .find_map(|n| declared_adapters.get(n))
+        };
+        // Everything that shapes the handler: equal keys, same handler.
         let key = format!(
-            "{}|{}|{}|{}",
+            "{}|{}|{:?}|{:?}|{}",
             spec.compiled_adapter,
             spec.adapter,
-            address.as_deref().unwrap_or(""),
+            spec.connection.as_ref().map(|c| (&c.address, c.timeout)),
+            remote_templates,
             spec.params
         );
         let reuse = self
@@ -306,9 +377,7 @@ impl Build<'_> {
                 }
             }
             ("", remote) => {
-                let adapter_name = resolve(remote, "adapter", &o.namespace);
-                let Some(templates) = adapter_name.iter().find_map(|n| declared_adapters.get(n))
-                else {
+                let Some(templates) = remote_templates else {
                     self.error(
                         o,
                         "spec.adapter",
@@ -360,53 +429,61 @@ impl Build<'_> {
     ) -> HashMap<String, Arc<InstanceBuilder>> {
         let mut out = HashMap::new();
         for o in objects {
-            let (template_name, params, field) = if o.kind == "instance" {
-                let Some(spec) = self.spec::<InstanceSpec>(o) else {
-                    continue;
-                };
-                let name = match (spec.compiled_template.as_str(), spec.template.as_str()) {
-                    ("", "") => {
-                        self.error(
-                            o,
-                            "spec",
-                            "one of compiledTemplate and template is required",
-                        );
-                        continue;
-                    }
-                    (t, "") => t.to_string(),
-                    // A `template` object's name is the template's.
-                    ("", t) => t.split('.').next().unwrap_or(t).to_string(),
-                    _ => {
-                        self.error(o, "spec", "compiledTemplate and template are exclusive");
-                        continue;
-                    }
-                };
-                (name, spec.params, "spec.params")
-            } else if Template::parse(&o.kind).is_some() {
-                (o.kind.clone(), o.spec.clone(), "spec")
-            } else {
+            if o.kind != "instance" && Template::parse(&o.kind).is_none() {
                 continue;
-            };
-            let Some(template) = Template::parse(&template_name) else {
-                self.error(
-                    o,
-                    "spec.compiledTemplate",
-                    format!("unknown template {template_name:?}"),
-                );
-                continue;
-            };
-            match InstanceBuilder::compile(o.full_name().into(), template, &params, vocab) {
-                Ok(b) => {
-                    out.insert(o.full_name(), Arc::new(b));
-                }
-                Err((f, message)) => {
-                    let f = f.strip_prefix("params").unwrap_or(&f);
-                    let f = format!("{field}{f}");
-                    self.error(o, &f, message);
-                }
+            }
+            let mark = self.errors.len();
+            let name = o.full_name();
+            let built = self.instance(o, vocab).map(Arc::new);
+            let previous = self.previous.instances.get(&name);
+            if let Some(b) = built.or_else(|| self.last_good(mark, previous)) {
+                out.insert(name, b);
             }
         }
         out
+    }
+
+    fn instance(&mut self, o: &Object, vocab: &Vocabulary) -> Option<InstanceBuilder> {
+        let (template_name, params, field) = if o.kind == "instance" {
+            let spec = self.spec::<InstanceSpec>(o)?;
+            let name = match (spec.compiled_template.as_str(), spec.template.as_str()) {
+                ("", "") => {
+                    self.error(
+                        o,
+                        "spec",
+                        "one of compiledTemplate and template is required",
+                    );
+                    return None;
+                }
+                (t, "") => t.to_string(),
+                // A `template` object's name is the template's.
+                ("", t) => short_name(t).to_string(),
+                _ => {
+                    self.error(o, "spec", "compiledTemplate and template are exclusive");
+                    return None;
+                }
+            };
+            (name, spec.params, "spec.params")
+        } else {
+            // A legacy kind: the kind is the template, the spec its params.
+            (o.kind.clone(), o.spec.clone(), "spec")
+        };
+        let Some(template) = Template::parse(&template_name) else {
+            self.error(
+                o,
+                "spec.compiledTemplate",
+                format!("unknown template {template_name:?}"),
+            );
+            return None;
+        };
+        match InstanceBuilder::compile(o.full_name().into(), template, &params, vocab) {
+            Ok(b) => Some(b),
+            Err((f, message)) => {
+                let f = f.strip_prefix("params").unwrap_or(&f);
+                self.error(o, &format!("{field}{f}"), message);
+                None
+            }
+        }
     }
 
     fn rules(
@@ -415,13 +492,17 @@ impl Build<'_> {
         vocab: &Vocabulary,
         handlers: &BTreeMap<String, Arc<HandlerEntry>>,
         instances: &HashMap<String, Arc<InstanceBuilder>>,
-    ) -> Vec<Rule> {
+    ) -> Vec<Arc<Rule>> {
         let mut out = Vec::new();
         for o in objects.iter().filter(|o| o.kind == "rule") {
-            let Some(spec) = self.spec::<RuleSpec>(o) else {
-                continue;
-            };
-            if let Some(rule) = self.rule(o, spec, vocab, handlers, instances) {
+            let mark = self.errors.len();
+            let built = self
+                .spec::<RuleSpec>(o)
+                .and_then(|spec| self.rule(o, spec, vocab, handlers, instances))
+                .map(Arc::new);
+            let name = o.full_name();
+            let previous = self.previous.rules.iter().find(|r| r.name == name);
+            if let Some(rule) = built.or_else(|| self.last_good(mark, previous)) {
                 out.push(rule);
             }
         }
@@ -455,6 +536,19 @@ impl Build<'_> {
                 .find_map(|n| handlers.get(n))
                 .cloned()
             else {
+                // A report-only rule (telemetry's) is not this binary's to
+                // run when it offers no such adapter; anything else is an error.
+                let report_only = !a.instances.is_empty()
+                    && a.instances.iter().all(|name| {
+                        resolve(name, "instance", &o.namespace)
+                            .iter()
+                            .find_map(|n| instances.get(n))
+                            .is_some_and(|i| i.template.variety() == Variety::Report)
+                    });
+                if report_only {
+                    tracing::debug!(rule = %o.full_name(), handler = %a.handler, "report-only rule skipped");
+                    continue;
+                }
                 self.error(
                     o,
                     &format!("{field}.handler"),
@@ -563,7 +657,7 @@ impl Build<'_> {
 /// The full names a reference in a rule may mean, in the order Istio tried
 /// them: `x` is `x.<kind>.<ns>`; `a.b` is the legacy `a.b.<ns>` (b a kind)
 /// or `a.<kind>.b` (b a namespace); three parts are already full.
-fn resolve(reference: &str, kind: &str, namespace: &str) -> Vec<String> {
+pub fn resolve(reference: &str, kind: &str, namespace: &str) -> Vec<String> {
     let parts: Vec<&str> = reference.split('.').collect();
     match parts.as_slice() {
         [name] => vec![format!("{name}.{kind}.{namespace}")],

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::{ConfigError, Object, Snapshot, parse_file};
@@ -136,7 +136,11 @@ fn log(s: &Snapshot) {
 }
 
 /// Watches `dir` and rebuilds `current` after each burst of changes (100 ms
-/// quiet), until `shutdown`. `on_change` runs after each swap.
+/// quiet), until `shutdown`. `on_change` runs after each swap. It rebuilds
+/// once as soon as the watch is in place, so an edit made between the first
+/// load and the watch is not missed. It rebuilds
+/// once as soon as the watch is in place, so an edit made between the first
+/// load and the watch is not missed.
 pub async fn watch(
     dir: PathBuf,
     default_namespace: String,
@@ -146,21 +150,26 @@ pub async fn watch(
     shutdown: CancellationToken,
 ) -> Result<(), notify::Error> {
     use notify::Watcher;
-    let (tx, mut rx) = mpsc::unbounded_channel();
+    // A change is a flag, not a queue: any number of events mean one reload.
+    let changed = Arc::new(Notify::new());
+    let notify = changed.clone();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         if event.is_ok_and(|e| !e.kind.is_access()) {
-            let _ = tx.send(());
+            notify.notify_one();
         }
     })?;
     watcher.watch(&dir, notify::RecursiveMode::Recursive)?;
+    changed.notify_one();
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
-            got = rx.recv() => if got.is_none() { return Ok(()) },
+            _ = changed.notified() => {}
         }
         // Editors write in bursts; wait for the burst to end.
-        while let Ok(Some(())) = tokio::time::timeout(Duration::from_millis(100), rx.recv()).await {
-        }
+        while tokio::time::timeout(Duration::from_millis(100), changed.notified())
+            .await
+            .is_ok()
+        {}
         let previous = current.get();
         let dir = dir.clone();
         let ns = default_namespace.clone();

@@ -41,8 +41,13 @@ impl Instance {
     /// The instance's name without kind and namespace, as Mixer's API keys
     /// quotas (`requestcount` for `requestcount.quota.istio-system`).
     pub fn short_name(&self) -> &str {
-        self.name.split('.').next().unwrap_or(&self.name)
+        short_name(&self.name)
     }
+}
+
+/// `requestcount` of `requestcount.quota.istio-system`.
+pub fn short_name(full: &str) -> &str {
+    full.split('.').next().unwrap_or(full)
 }
 
 #[derive(Debug)]

@@ -213,7 +213,7 @@ struct ParsedFile {
     hash: u64,
     good: BTreeMap<String, Arc<ConfigObject>>,
     cluster: ClusterState,
-    policy_namespaces: std::collections::BTreeSet<String>,
+    mixer: crate::config::policy::MixerObjects,
     rejections: Vec<Rejection>,
 }
 
@@ -240,9 +240,7 @@ fn parse_file(file: &str, text: &str, previous: Option<ParsedFile>) -> ParsedFil
                 parsed.good.insert(obj.key(), Arc::from(obj));
             }
             Ok(Document::Other(other)) if crate::config::policy::is_mixer_kind(&other) => {
-                parsed
-                    .policy_namespaces
-                    .extend(crate::config::policy::namespaces(&other));
+                parsed.mixer.note(&other);
             }
             Ok(Document::Other(other)) => {
                 let id = ObjectId::of(&other);
@@ -283,6 +281,7 @@ fn parse_file(file: &str, text: &str, previous: Option<ParsedFile>) -> ParsedFil
 #[derive(Default)]
 struct Accumulator {
     config: ConfigSnapshot,
+    mixer: crate::config::policy::MixerObjects,
     cluster: ClusterState,
     rejections: Vec<Rejection>,
 }
@@ -314,9 +313,7 @@ impl Accumulator {
             .nodes
             .extend(c.nodes.iter().map(|(k, v)| (k.clone(), v.clone())));
         self.rejections.extend(parsed.rejections.iter().cloned());
-        self.config
-            .policy_namespaces
-            .extend(parsed.policy_namespaces.iter().cloned());
+        self.mixer.extend(&parsed.mixer);
         for (key, obj) in &parsed.good {
             if let Some(earlier) = self.config.insert(obj.clone())
                 && earlier != *obj
@@ -327,7 +324,8 @@ impl Accumulator {
         }
     }
 
-    fn finish(self) -> DirSnapshot {
+    fn finish(mut self) -> DirSnapshot {
+        self.config.policy_namespaces = self.mixer.policy_namespaces();
         DirSnapshot {
             config: Arc::new(self.config),
             cluster: Arc::new(self.cluster),

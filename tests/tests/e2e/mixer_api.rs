@@ -447,7 +447,22 @@ async fn ext_authz_maps_envoy_requests_and_denials() {
     use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Request};
     use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
 
-    let policy = Policy::start(&[]).await;
+    let anonymous = r#"
+apiVersion: config.istio.io/v1alpha2
+kind: denier
+metadata: {name: anonymous, namespace: istio-system}
+spec:
+  status: {code: 16, message: who are you}
+---
+apiVersion: config.istio.io/v1alpha2
+kind: rule
+metadata: {name: anonymous, namespace: istio-system}
+spec:
+  match: request.headers["x-user"] == "anonymous"
+  actions:
+  - {handler: anonymous.denier, instances: [denyrequest]}
+"#;
+    let policy = Policy::start(&[("anonymous.yaml", anonymous)]).await;
     let mut client = AuthorizationClient::connect(format!("http://{}:9091", policy.ip))
         .await
         .expect("connect");
@@ -499,14 +514,50 @@ async fn ext_authz_maps_envoy_requests_and_denials() {
         }
         other => panic!("expected OK: {other:?}"),
     }
-    // The out-of-process adapter's rule matches on a context extension.
-    let refused = client
-        .check(ask("jason", "ratings"))
-        .await
-        .expect("check")
-        .into_inner();
-    match refused.http_response {
-        Some(HttpResponse::DeniedResponse(d)) => assert_eq!(d.status.map(|s| s.code), Some(403)),
+    let denial = |r: envoy_types::ext_authz::v3::pb::CheckResponse| match r.http_response {
+        Some(HttpResponse::DeniedResponse(d)) => (d.status.map_or(0, |s| s.code), d.body),
         other => panic!("expected a denial: {other:?}"),
+    };
+    // The out-of-process adapter's rule matches on a context extension.
+    let refused = client.check(ask("jason", "ratings")).await.expect("check");
+    assert_eq!(denial(refused.into_inner()).0, 403);
+    // UNAUTHENTICATED is 401.
+    let refused = client
+        .check(ask("anonymous", "reviews"))
+        .await
+        .expect("check");
+    assert_eq!(
+        denial(refused.into_inner()),
+        (401, "anonymous.denier.istio-system:who are you".into())
+    );
+    // A context extension that is not of its attribute's type is refused by name.
+    let mut bad = ask("jason", "reviews");
+    if let Some(a) = bad.attributes.as_mut() {
+        a.context_extensions
+            .insert("destination.port".into(), "http".into());
     }
+    let (status, body) = denial(client.check(bad).await.expect("check").into_inner());
+    assert_eq!(status, 403);
+    assert!(
+        body.contains("context_extensions[destination.port]"),
+        "{body}"
+    );
+    // A request time no clock can hold is refused, and the server stays up.
+    let mut bad = ask("jason", "reviews");
+    if let Some(r) = bad.attributes.as_mut().and_then(|a| a.request.as_mut()) {
+        r.time = Some(envoy_types::pb::google::protobuf::Timestamp {
+            seconds: i64::MAX,
+            nanos: 1_000_000_000,
+        });
+    }
+    let (_, body) = denial(client.check(bad).await.expect("check").into_inner());
+    assert!(body.contains("request.time"), "{body}");
+    assert!(client.check(ask("jason", "reviews")).await.is_ok());
+    // `not.an.attribute` was ignored, and counted.
+    let metrics = policy.metrics().await;
+    let undeclared = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("mixer_undeclared_attributes_total "))
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    assert!(undeclared.is_some_and(|n| n > 0), "{metrics}");
 }

@@ -152,7 +152,7 @@ spec:
   compiledAdapter: memquota
   params:
     quotas:
-    - {name: requestcount.instance.istio-system, maxAmount: 3, validDuration: 2s}"#;
+    - {name: requestcount.instance.istio-system, maxAmount: 3, validDuration: 5s}"#;
     let config = quota_config(handler, "requestcount");
     let mesh = Mesh::start_with(&["v1"], &[("quota.yaml", &config)], policy(1, "")).await;
     assert_eq!(
@@ -160,7 +160,7 @@ spec:
         (3, 2),
         "3 admitted in the window, then 429"
     );
-    eventually("the window passes", Duration::from_secs(6), || async {
+    eventually("the window passes", Duration::from_secs(10), || async {
         (mesh.call_from("client", "/", &[]).await.0 == 200).then_some(())
     })
     .await;

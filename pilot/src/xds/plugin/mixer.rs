@@ -21,6 +21,7 @@ use envoy_types::pb::envoy::r#type::v3::HttpStatus;
 
 use super::{Direction, ListenerContext, Plugin};
 use crate::config::policy::MIXER_DEFAULT_NAMESPACE;
+use crate::xds::generate::lds::InboundPort;
 use crate::xds::names::{any, duration, outbound_cluster_name};
 use crate::xds::proxy::Proxy;
 use crate::xds::push::PushContext;
@@ -39,7 +40,9 @@ struct Checks {
     fail_open: bool,
 }
 
-fn checks(push: &PushContext, proxy: &Proxy) -> Option<Checks> {
+/// `port`'s service may live in another namespace than the proxy: rules of
+/// either can apply (Mixer scopes rules by the destination service).
+fn checks(push: &PushContext, proxy: &Proxy, port: Option<&InboundPort>) -> Option<Checks> {
     let mesh = &push.mesh;
     if mesh.disable_policy_checks || mesh.mixer_check_server.is_empty() {
         return None;
@@ -56,7 +59,10 @@ fn checks(push: &PushContext, proxy: &Proxy) -> Option<Checks> {
         _ => mesh.policy_check_fail_open,
     };
     let scopes = &push.config.policy_namespaces;
-    if !scopes.contains(MIXER_DEFAULT_NAMESPACE) && !scopes.contains(&proxy.namespace) {
+    let in_scope = scopes.contains(MIXER_DEFAULT_NAMESPACE)
+        || scopes.contains(&proxy.namespace)
+        || port.is_some_and(|p| scopes.contains(&p.service_namespace));
+    if !in_scope {
         return None;
     }
     let cluster = check_cluster(&mesh.mixer_check_server)?;
@@ -84,7 +90,7 @@ impl Plugin for Mixer {
         if ctx.direction != Direction::Inbound {
             return Vec::new();
         }
-        let Some(checks) = checks(ctx.push, ctx.proxy) else {
+        let Some(checks) = checks(ctx.push, ctx.proxy, ctx.port) else {
             return Vec::new();
         };
         let config = ExtAuthz {
@@ -116,7 +122,7 @@ impl Plugin for Mixer {
 
     fn on_inbound_routes(&self, ctx: &ListenerContext, routes: &mut RouteConfiguration) {
         let Some(port) = ctx.port else { return };
-        if checks(ctx.push, ctx.proxy).is_none() {
+        if checks(ctx.push, ctx.proxy, Some(port)).is_none() {
             return;
         }
         let proxy = ctx.proxy;
@@ -196,7 +202,7 @@ mod tests {
 
     fn rule(namespace: &str) -> String {
         format!(
-            "apiVersion: config.istio.io/v1alpha2\nkind: rule\nmetadata: {{name: r, namespace: {namespace}}}\nspec: {{}}\n---\n"
+            "apiVersion: config.istio.io/v1alpha2\nkind: rule\nmetadata: {{name: r, namespace: {namespace}}}\nspec:\n  actions: [{{handler: denyall.denier, instances: [deny.checknothing]}}]\n---\napiVersion: config.istio.io/v1alpha2\nkind: checknothing\nmetadata: {{name: deny, namespace: {namespace}}}\nspec: {{}}\n---\n"
         )
     }
 
