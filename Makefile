@@ -28,6 +28,7 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-# The fuzz targets (config directory, ADS requests), briefly: FUZZ_SECONDS each.
+# The fuzz targets (config directory, ADS requests, Mixer attributes and
+# expressions), briefly: FUZZ_SECONDS each.
 fuzz:
 	@scripts/fuzz.sh

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# `make fuzz`: the cargo-fuzz targets of pilot, each for FUZZ_SECONDS (30 by
-# default). Installs cargo-fuzz when missing. cargo-fuzz needs nightly flags;
-# RUSTC_BOOTSTRAP lets the one stable toolchain here accept them. The corpus
-# grows under the target directory; the config-directory target starts from
-# the repository's own YAML.
+# `make fuzz`: the cargo-fuzz targets of pilot (config directory, ADS
+# requests) and of mixer (compressed attributes, expressions), each for
+# FUZZ_SECONDS (30 by default). Installs cargo-fuzz when missing. cargo-fuzz
+# needs nightly flags; RUSTC_BOOTSTRAP lets the one stable toolchain here
+# accept them. Each crate's fuzz directory is a workspace of its own. The
+# corpora grow under the target directory; the config-directory target starts
+# from the repository's own YAML, the mixer targets from mixer/fuzz/seeds.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 seconds="${FUZZ_SECONDS:-30}"
@@ -13,24 +15,28 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
   cargo install --locked cargo-fuzz >&2
 fi
 export RUSTC_BOOTSTRAP=1
-cd "$root/pilot"
-mkdir -p "$target_dir/corpus/config_dir" "$target_dir/corpus/ads_request"
+mkdir -p "$target_dir/corpus/config_dir" "$target_dir/corpus/ads_request" \
+  "$target_dir/corpus/attributes" "$target_dir/corpus/expression"
+# run CRATE NAME [SEED_DIR...]: one target of CRATE/fuzz.
 run() {
-  local name=$1
-  shift
+  local crate=$1 name=$2
+  shift 2
   echo "== fuzz $name for ${seconds}s"
   local log
   log=$(mktemp)
   local status=0
-  cargo fuzz run --target-dir "$target_dir" "$name" "$target_dir/corpus/$name" "$@" \
-    -- -max_total_time="$seconds" -print_final_stats=1 >"$log" 2>&1 || status=$?
+  (cd "$root/$crate" &&
+    cargo fuzz run --target-dir "$target_dir" "$name" "$target_dir/corpus/$name" "$@" \
+      -- -max_total_time="$seconds" -print_final_stats=1) >"$log" 2>&1 || status=$?
   grep -E '^(Done|stat::number_of_executed_units)' "$log" || true
   if [ "$status" -ne 0 ]; then
     tail -n 60 "$log" >&2
-    echo "fuzz $name failed (exit $status); the input is under pilot/fuzz/artifacts/$name" >&2
+    echo "fuzz $name failed (exit $status); the input is under $crate/fuzz/artifacts/$name" >&2
     exit 1
   fi
   rm -f "$log"
 }
-run config_dir "$root/pilot/tests/golden" "$root/samples/demo"
-run ads_request
+run pilot config_dir "$root/pilot/tests/golden" "$root/samples/demo"
+run pilot ads_request
+run mixer attributes "$root/mixer/fuzz/seeds/attributes"
+run mixer expression "$root/mixer/fuzz/seeds/expression"
