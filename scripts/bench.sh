@@ -10,3 +10,15 @@ echo "== ADS load: 100 simulated sidecars against pilot-discovery"
 "$bin/ads-load" --services 1000 --endpoints 10 --clients 100
 echo "== config edit -> real Envoy updated"
 "$bin/convergence" --edits 100
+echo "== Mixer policy: expressions, attribute decoding, dispatcher (criterion)"
+cargo bench -p mixer --bench expr 2>/dev/null | grep -v '^$'
+echo "== Mixer policy: Check load against mixer-policy (20 rules)"
+# mixer-policy on one core, the load tool on the other, where there are two.
+pin_tool=() pin_server=()
+if command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ]; then
+  pin_tool=(taskset -c 1) pin_server=(--server-cpus 0)
+fi
+"${pin_tool[@]}" "$bin/check-load" "${pin_server[@]}"
+"${pin_tool[@]}" "$bin/check-load" "${pin_server[@]}" --hit-ratio 0.8
+echo "== Mixer policy: latency added through real Envoy"
+"$bin/policy-latency"

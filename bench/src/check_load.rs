@@ -1,0 +1,1163 @@
+//! Check load tool: the real mixer-policy, 20 rules, Checks that miss its cache.
+//!
+//! Starts `mixer-policy server` on its own loopback address with a config
+//! directory of 20 rules as an Istio 1.x mesh might hold them (denier rules on
+//! headers, paths, hosts and services; listchecker rules on the source address,
+//! the caller's principal, the user agent and the user), then drives Check over
+//! a few HTTP/2 connections:
+//!
+//! - closed loop: `--concurrency` Checks in flight for `--duration` seconds:
+//!   Checks/s, and mixer-policy's CPU seconds from `/proc/<pid>/stat`, so
+//!   Checks per CPU-second;
+//! - open loop: a fixed rate (`--rate`, by default half the closed-loop
+//!   figure) for `--duration` seconds: latency percentiles, timed from the
+//!   moment each Check was due, so a stall of the tool or the server counts.
+//!
+//! Every Check carries its own request id, trace id and `x-user` header, and
+//! the rules read `x-user`, so each one misses mixer-policy's check cache;
+//! with `--hit-ratio 0.8` that share of Checks repeats the user of an earlier
+//! Check instead (the hit ratio mixer-policy reports is printed). Both Istio's
+//! Mixer API (`istio.mixer.v1.Mixer/Check`, compressed attributes) and Envoy's
+//! ext_authz (`envoy.service.auth.v3.Authorization/Check`, the same request as
+//! an `AttributeContext`) are measured, one after the other.
+//!
+//! `--server-cpus 0` runs mixer-policy under `taskset -c 0`; run the tool
+//! itself on the other core (`taskset -c 1 check-load ...`) to measure one core
+//! of mixer-policy against a load generator that does not compete with it.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, bail};
+use api::mixer::mixer_client::MixerClient;
+use api::mixer::{CheckRequest as MixerRequest, CompressedAttributes};
+use clap::{Parser, ValueEnum};
+use envoy_types::ext_authz::v3::pb::{CheckRequest as AuthzRequest, HttpResponse};
+use envoy_types::pb::envoy::config::core::v3::{Address, SocketAddress, address, socket_address};
+use envoy_types::pb::envoy::service::auth::v3::AttributeContext;
+use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Peer, Request};
+use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
+use mixer::attribute::compressed::encode;
+use mixer::attribute::{Bag, Value, dictionary};
+use tonic::transport::{Channel, Endpoint};
+use trireme_tests::mesh::{next_subnet, wait_ok};
+use trireme_tests::process::Proc;
+
+#[derive(Parser)]
+struct Args {
+    /// Seconds per measurement (closed loop, then open loop).
+    #[arg(long, default_value_t = 10)]
+    duration: u64,
+    /// Seconds of closed-loop load before the measurements, per API.
+    #[arg(long, default_value_t = 2)]
+    warmup: u64,
+    /// HTTP/2 connections to mixer-policy.
+    #[arg(long, default_value_t = 4)]
+    connections: usize,
+    /// Checks in flight in the closed loop, spread over the connections.
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+    /// Share of Checks (0 to 1) that repeat the user of an earlier Check.
+    #[arg(long, default_value_t = 0.0)]
+    hit_ratio: f64,
+    /// Open-loop rate in Checks/s; half the closed-loop rate when not given.
+    #[arg(long)]
+    rate: Option<u64>,
+    /// Which APIs to measure; both when not given.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    api: Vec<Api>,
+    /// Shortest sleep of the open loop's pacing thread, in µs: each wake-up
+    /// costs this tool a context switch; each Check waits for at most that
+    /// long (the lag shows as the difference of "from when due" and "from
+    /// when sent").
+    #[arg(long, default_value_t = 50)]
+    pace: u64,
+    /// Run mixer-policy under `taskset -c <CPUS>`.
+    #[arg(long)]
+    server_cpus: Option<String>,
+    /// Worker threads of this tool's runtime.
+    #[arg(long, default_value_t = 1)]
+    client_threads: usize,
+    /// mixer-policy's `--numCheckCacheEntries`.
+    #[arg(long, default_value_t = 100_000)]
+    cache_entries: usize,
+    /// mixer-policy binary; defaults to the one next to this tool.
+    #[arg(long)]
+    mixer_policy: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, ValueEnum)]
+enum Api {
+    /// istio.mixer.v1.Mixer/Check
+    Mixer,
+    /// envoy.service.auth.v3.Authorization/Check
+    Authz,
+}
+
+/// Twenty rules over four listchecker handlers and one denier. For the
+/// requests this tool sends, no denier rule matches and the four list rules
+/// all admit: every Check is evaluated in full and answered OK.
+const RULES: &str = r#"
+apiVersion: config.istio.io/v1alpha2
+kind: handler
+metadata: {name: denyall, namespace: istio-system}
+spec:
+  compiledAdapter: denier
+  params:
+    status: {code: 7, message: Not allowed}
+---
+apiVersion: config.istio.io/v1alpha2
+kind: handler
+metadata: {name: blockedips, namespace: istio-system}
+spec:
+  compiledAdapter: listchecker
+  params:
+    entryType: IP_ADDRESSES
+    blacklist: true
+    overrides: ["203.0.113.0/24", "198.51.100.7/32", "192.0.2.0/28"]
+---
+apiVersion: config.istio.io/v1alpha2
+kind: handler
+metadata: {name: reviewscallers, namespace: istio-system}
+spec:
+  compiledAdapter: listchecker
+  params:
+    entryType: STRINGS
+    overrides:
+    - cluster.local/ns/default/sa/bookinfo-productpage
+    - spiffe://cluster.local/ns/default/sa/bookinfo-productpage
+    - cluster.local/ns/default/sa/bookinfo-reviews
+    - spiffe://cluster.local/ns/default/sa/bookinfo-reviews
+---
+apiVersion: config.istio.io/v1alpha2
+kind: handler
+metadata: {name: badagents, namespace: istio-system}
+spec:
+  compiledAdapter: listchecker
+  params:
+    entryType: REGEX
+    blacklist: true
+    overrides: ["^curl/", "(?i)sqlmap", "(?i)nikto", "^python-urllib/1\\."]
+---
+apiVersion: config.istio.io/v1alpha2
+kind: handler
+metadata: {name: blockedusers, namespace: istio-system}
+spec:
+  compiledAdapter: listchecker
+  params:
+    entryType: CASE_INSENSITIVE_STRINGS
+    blacklist: true
+    overrides: [mallory, eve, trudy]
+---
+apiVersion: config.istio.io/v1alpha2
+kind: instance
+metadata: {name: denyrequest, namespace: istio-system}
+spec:
+  compiledTemplate: checknothing
+---
+apiVersion: config.istio.io/v1alpha2
+kind: instance
+metadata: {name: sourceip, namespace: istio-system}
+spec:
+  compiledTemplate: listentry
+  params:
+    value: source.ip | ip("0.0.0.0")
+---
+apiVersion: config.istio.io/v1alpha2
+kind: instance
+metadata: {name: sourceprincipal, namespace: istio-system}
+spec:
+  compiledTemplate: listentry
+  params:
+    value: source.principal | "none"
+---
+apiVersion: config.istio.io/v1alpha2
+kind: instance
+metadata: {name: useragent, namespace: istio-system}
+spec:
+  compiledTemplate: listentry
+  params:
+    value: request.useragent | ""
+---
+apiVersion: config.istio.io/v1alpha2
+kind: instance
+metadata: {name: user, namespace: istio-system}
+spec:
+  compiledTemplate: listentry
+  params:
+    value: request.headers["x-user"] | "anonymous"
+---
+apiVersion: config.istio.io/v1alpha2
+kind: rule
+metadata: {name: deny-blocked-user, namespace: istio-system}
+spec:
+  match: request.headers["x-user"] | "" == "blocked"
+  actions: [{handler: denyall, instances: [denyrequest]}]
+---
+apiVersion: config.istio.io/v1alpha2
+kind: rule
+metadata: {name: deny-admin-paths, namespace: istio-system}
+spec:
+  match: request.path.startsWith("/admin") && source.namespace | "" != "istio-system"
+  actions: [{handler: denyall, instances: [denyrequest]}]
+---
+apiVersion: config.istio.io/v1alpha2
+kind: rule
+metadata: {name: deny-internal-api, namespace: istio-system}
+spec:
+  match: '"^/internal(/|$)".matches(request.path)'
+  actions: [{handler: denyall, instances: [denyrequest]}]
+---
+apiVersion: config.istio.io/v1alpha2
+kind: rule
+metadata: {name: deny-delete-reviews, namespace: istio-system}
+spec:
+  match: destination.service.name == "reviews" && request.method == "DELETE"
+  actions: [{handler: denyall, instances: [denyrequest]}]
+---
+apiVersion: config.istio.io/v1alpha2
+kind: rule
+metadata: {name: deny-legacy-hosts, namespace: istio-system}
+spec:
+  match: match(destination.service.host, "*.legacy.svc.cluster.local")
+  actions: [{handler: denyall, instances: [denyrequest]}]
+---
+apiVersion: config.istio.io/v1alpha2
+kind: rule
+metadata: {name: deny-debug-in-prod, namespace: istio-system}
+spec:
+  match: request.headers["x-debug"] | "" == "true" && destination.service.namespace | "" == "prod"
+  actions: [{handler: denyall, instances: [denyrequest]}]
+---
+apiVersion: config.istio.io/v1alpha2
+kind: rule
+metadata: {name: deny-canary-without-opt-in, namespace: istio-system}
+spec:
+  match: destination.labels["version"] | "" == "v3" && request.headers["x-canary"] | "" != "on"
+  actions: [{handler: denyall, instances: [denyrequest]}]
+---
+apiVersion: config.istio.io/v1alpha2
+kind: rule
+metadata: {name: deny-untrusted-namespace, namespace: istio-system}
+spec:
+  match: source.namespace | "" == "untrusted"
+  actions: [{handler: denyall, instances: [denyrequest]}]
+---
+apiVersion: config.istio.io/v1alpha2
+kind: rule
+metadata: {name: deny-attacker, namespace: istio-system}
+spec:
+  match: source.principal | "" == "cluster.local/ns/default/sa/attacker"
+  actions: [{handler: denyall, instances: [denyrequest]}]
+---
+apiVersion: config.istio.io/v1alpha2
+kind: rule
+metadata: {name: deny-large-uploads, namespace: istio-system}
+spec:
+  match: request.size | 0 > 10485760
+  actions: [{handler: denyall, instances: [denyrequest]}]
+---
+apiVersion: config.istio.io/v1alpha2
+kind: rule
+metadata: {name: deny-grpc-reflection, namespace: istio-system}
+spec:
+  match: request.path.startsWith("/grpc.reflection.")
+  actions: [{handler: denyall, instances: [denyrequest]}]
+---
+apiVersion: config.istio.io/v1alpha2
+kind: rule
+metadata: {name: deny-plaintext-payments, namespace: istio-system}
+spec:
+  match: destination.service.name == "payments" && !(connection.mtls | false)
+  actions: [{handler: denyall, instances: [denyrequest]}]
+---
+apiVersion: config.istio.io/v1alpha2
+kind: rule
+metadata: {name: deny-one-address, namespace: istio-system}
+spec:
+  match: source.ip | ip("0.0.0.0") == ip("10.66.0.1")
+  actions: [{handler: denyall, instances: [denyrequest]}]
+---
+apiVersion: config.istio.io/v1alpha2
+kind: rule
+metadata: {name: deny-internal-hosts, namespace: istio-system}
+spec:
+  match: request.host.endsWith(".internal")
+  actions: [{handler: denyall, instances: [denyrequest]}]
+---
+apiVersion: config.istio.io/v1alpha2
+kind: rule
+metadata: {name: deny-old-ratings-api, namespace: istio-system}
+spec:
+  match: request.path.startsWith("/v1beta/") && destination.service.name == "ratings"
+  actions: [{handler: denyall, instances: [denyrequest]}]
+---
+apiVersion: config.istio.io/v1alpha2
+kind: rule
+metadata: {name: blacklist-source-ips, namespace: istio-system}
+spec:
+  actions: [{handler: blockedips, instances: [sourceip]}]
+---
+apiVersion: config.istio.io/v1alpha2
+kind: rule
+metadata: {name: whitelist-reviews-callers, namespace: istio-system}
+spec:
+  match: destination.service.name == "reviews"
+  actions: [{handler: reviewscallers, instances: [sourceprincipal]}]
+---
+apiVersion: config.istio.io/v1alpha2
+kind: rule
+metadata: {name: blacklist-user-agents, namespace: istio-system}
+spec:
+  match: context.protocol | "http" == "http"
+  actions: [{handler: badagents, instances: [useragent]}]
+---
+apiVersion: config.istio.io/v1alpha2
+kind: rule
+metadata: {name: blacklist-users, namespace: istio-system}
+spec:
+  match: destination.namespace | "" == "default"
+  actions: [{handler: blockedusers, instances: [user]}]
+---
+apiVersion: config.istio.io/v1alpha2
+kind: rule
+metadata: {name: deny-suspended-tenant, namespace: default}
+spec:
+  match: request.headers["x-tenant"] | "" == "suspended"
+  actions: [{handler: denyall.istio-system, instances: [denyrequest.istio-system]}]
+"#;
+
+/// Placeholders in the request template, replaced per Check.
+const ID: &str = "@request-id@";
+const USER: &str = "@user@";
+const TRACE: &str = "@trace-id@";
+
+const USER_AGENT: &str = "python-requests/2.21.0";
+const PATH: &str = "/reviews/0";
+const HOST: &str = "reviews:9080";
+
+/// productpage-v1 calling reviews-v1, as the inbound sidecar of reviews-v1
+/// reports it: 30 attributes, 12 headers.
+fn request_bag() -> Bag {
+    let mut b = Bag::new();
+    let s = |v: &str| Value::string(v);
+    let map = |pairs: &[(&str, &str)]| {
+        Value::StringMap(Arc::new(
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        ))
+    };
+    b.set("source.ip", Value::IpAddress(IpAddr::from([10, 1, 0, 5])));
+    b.set(
+        "source.uid",
+        s("kubernetes://productpage-v1-7d6cfb7dfd-5x4kq.default"),
+    );
+    b.set("source.name", s("productpage-v1-7d6cfb7dfd-5x4kq"));
+    b.set("source.namespace", s("default"));
+    b.set(
+        "source.principal",
+        s("cluster.local/ns/default/sa/bookinfo-productpage"),
+    );
+    b.set(
+        "source.labels",
+        map(&[
+            ("app", "productpage"),
+            ("version", "v1"),
+            ("pod-template-hash", "7d6cfb7dfd"),
+        ]),
+    );
+    b.set("source.workload.name", s("productpage-v1"));
+    b.set(
+        "destination.ip",
+        Value::IpAddress(IpAddr::from([10, 1, 0, 9])),
+    );
+    b.set("destination.port", Value::Int64(9080));
+    b.set(
+        "destination.uid",
+        s("kubernetes://reviews-v1-5f9c7f8d6b-2lqvn.default"),
+    );
+    b.set(
+        "destination.service.host",
+        s("reviews.default.svc.cluster.local"),
+    );
+    b.set("destination.service.name", s("reviews"));
+    b.set("destination.service.namespace", s("default"));
+    b.set("destination.namespace", s("default"));
+    b.set("destination.workload.name", s("reviews-v1"));
+    b.set(
+        "destination.principal",
+        s("cluster.local/ns/default/sa/bookinfo-reviews"),
+    );
+    b.set(
+        "destination.labels",
+        map(&[("app", "reviews"), ("version", "v1")]),
+    );
+    b.set("request.headers", map(&headers(ID, USER, TRACE)));
+    b.set("request.id", s(ID));
+    b.set("request.path", s(PATH));
+    b.set("request.host", s(HOST));
+    b.set("request.method", s("GET"));
+    b.set("request.scheme", s("http"));
+    b.set("request.useragent", s(USER_AGENT));
+    b.set("request.size", Value::Int64(0));
+    b.set("request.time", Value::Timestamp(SystemTime::now()));
+    b.set("context.protocol", s("http"));
+    b.set("context.reporter.kind", s("inbound"));
+    b.set("connection.mtls", Value::Bool(true));
+    b.set("api.protocol", s("http"));
+    b
+}
+
+fn headers<'a>(id: &'a str, user: &'a str, trace: &'a str) -> [(&'a str, &'a str); 12] {
+    [
+        (":authority", HOST),
+        (":method", "GET"),
+        (":path", PATH),
+        ("accept", "application/json"),
+        ("user-agent", USER_AGENT),
+        ("x-forwarded-proto", "http"),
+        ("x-request-id", id),
+        ("x-b3-traceid", trace),
+        ("x-b3-spanid", "a1b2c3d4e5f60718"),
+        ("x-b3-sampled", "1"),
+        ("x-user", user),
+        ("content-length", "0"),
+    ]
+}
+
+/// Builds each Check's attributes from a template: the varying words are
+/// written into a copy, never re-encoded.
+struct Requests {
+    mixer: CompressedAttributes,
+    /// Positions of the placeholders in the template's words.
+    id_word: usize,
+    user_word: usize,
+    trace_word: usize,
+    authz: AttributeContext,
+    hit_per_mille: u64,
+    next: AtomicU64,
+}
+
+/// One Check's varying values.
+struct Key {
+    id: String,
+    user: String,
+    trace: String,
+}
+
+impl Requests {
+    fn new(hit_ratio: f64) -> anyhow::Result<Requests> {
+        let mixer = encode(&request_bag());
+        let word = |w: &str| {
+            mixer
+                .words
+                .iter()
+                .position(|x| x == w)
+                .with_context(|| format!("{w} is not a word of the template"))
+        };
+        let (id_word, user_word, trace_word) = (word(ID)?, word(USER)?, word(TRACE)?);
+        Ok(Requests {
+            id_word,
+            user_word,
+            trace_word,
+            mixer,
+            authz: authz_context(),
+            hit_per_mille: (hit_ratio.clamp(0.0, 1.0) * 1000.0).round() as u64,
+            next: AtomicU64::new(0),
+        })
+    }
+
+    /// A repeat when `n`'s hash falls under the hit ratio.
+    fn is_repeat(&self, n: u64) -> bool {
+        mix(n) % 1000 < self.hit_per_mille
+    }
+
+    /// The next Check's values. A repeat takes the user of a Check that was
+    /// not itself a repeat, 1,000 to 5,000 Checks back: long enough ago to be
+    /// answered and cached, recent enough to still be in the cache.
+    fn next_key(&self) -> Key {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        let mut user = n;
+        if self.is_repeat(n) && n > 5_000 {
+            let mut m = n - 1_000 - mix(n ^ 0x5bd1_e995) % 4_000;
+            // Bounded: with a hit ratio of 0.8, 200 repeats in a row is 1e-19.
+            for _ in 0..200 {
+                if !self.is_repeat(m) {
+                    user = m;
+                    break;
+                }
+                m -= 1;
+            }
+        }
+        Key {
+            id: format!("{:08x}-bench-{n:012x}", mix(n) as u32),
+            user: format!("user-{user}"),
+            trace: format!("{:016x}", mix(n.wrapping_add(7))),
+        }
+    }
+
+    fn mixer_request(&self, key: &Key) -> MixerRequest {
+        let mut attributes = self.mixer.clone();
+        attributes.words[self.id_word].clone_from(&key.id);
+        attributes.words[self.user_word].clone_from(&key.user);
+        attributes.words[self.trace_word].clone_from(&key.trace);
+        MixerRequest {
+            attributes: Some(attributes),
+            global_word_count: dictionary::words().len() as u32,
+            deduplication_id: key.id.clone(),
+            quotas: HashMap::new(),
+        }
+    }
+
+    fn authz_request(&self, key: &Key) -> AuthzRequest {
+        let mut ctx = self.authz.clone();
+        if let Some(http) = ctx.request.as_mut().and_then(|r| r.http.as_mut()) {
+            http.id.clone_from(&key.id);
+            for (k, v) in headers(&key.id, &key.user, &key.trace) {
+                if k.starts_with(':') {
+                    continue;
+                }
+                http.headers.insert(k.to_string(), v.to_string());
+            }
+        }
+        AuthzRequest {
+            attributes: Some(ctx),
+        }
+    }
+}
+
+/// The same request as Envoy's ext_authz filter on reviews-v1 sends it, with
+/// the `context_extensions` Pilot configures for the route.
+fn authz_context() -> AttributeContext {
+    let peer = |ip: &str, port: u32, principal: &str| Peer {
+        address: Some(Address {
+            address: Some(address::Address::SocketAddress(SocketAddress {
+                address: ip.into(),
+                port_specifier: Some(socket_address::PortSpecifier::PortValue(port)),
+                ..Default::default()
+            })),
+        }),
+        principal: principal.into(),
+        ..Default::default()
+    };
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let extensions = [
+        (
+            "destination.service.host",
+            "reviews.default.svc.cluster.local",
+        ),
+        ("destination.service.name", "reviews"),
+        ("destination.service.namespace", "default"),
+        ("destination.workload.name", "reviews-v1"),
+        ("destination.workload.namespace", "default"),
+        ("destination.namespace", "default"),
+        (
+            "destination.uid",
+            "kubernetes://reviews-v1-5f9c7f8d6b-2lqvn.default",
+        ),
+        ("destination.labels", r#"{"app":"reviews","version":"v1"}"#),
+    ];
+    AttributeContext {
+        source: Some(peer(
+            "10.1.0.5",
+            45322,
+            "spiffe://cluster.local/ns/default/sa/bookinfo-productpage",
+        )),
+        destination: Some(peer(
+            "10.1.0.9",
+            9080,
+            "spiffe://cluster.local/ns/default/sa/bookinfo-reviews",
+        )),
+        request: Some(Request {
+            time: Some(timestamp(now)),
+            http: Some(HttpRequest {
+                method: "GET".into(),
+                path: PATH.into(),
+                host: HOST.into(),
+                scheme: "http".into(),
+                protocol: "HTTP/1.1".into(),
+                size: 0,
+                ..Default::default()
+            }),
+        }),
+        context_extensions: extensions
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        ..Default::default()
+    }
+}
+
+fn timestamp(since_epoch: Duration) -> envoy_types::pb::google::protobuf::Timestamp {
+    envoy_types::pb::google::protobuf::Timestamp {
+        seconds: since_epoch.as_secs() as i64,
+        nanos: since_epoch.subsec_nanos() as i32,
+    }
+}
+
+/// splitmix64's finaliser: a cheap, well-spread hash of a counter.
+fn mix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+/// One connection's clients.
+#[derive(Clone)]
+struct Conn {
+    mixer: MixerClient<Channel>,
+    authz: AuthorizationClient<Channel>,
+}
+
+/// How one Check ended.
+enum Outcome {
+    Admitted,
+    Denied(String),
+    Failed(String),
+}
+
+async fn check_once(api: Api, conn: &Conn, requests: &Requests) -> Outcome {
+    let key = requests.next_key();
+    match api {
+        Api::Mixer => match conn.mixer.clone().check(requests.mixer_request(&key)).await {
+            Ok(r) => {
+                let status = r
+                    .into_inner()
+                    .precondition
+                    .and_then(|p| p.status)
+                    .unwrap_or_default();
+                if status.code == 0 {
+                    Outcome::Admitted
+                } else {
+                    Outcome::Denied(format!("{}: {}", status.code, status.message))
+                }
+            }
+            Err(e) => Outcome::Failed(e.to_string()),
+        },
+        Api::Authz => match conn.authz.clone().check(requests.authz_request(&key)).await {
+            Ok(r) => match r.into_inner().http_response {
+                Some(HttpResponse::OkResponse(_)) => Outcome::Admitted,
+                Some(HttpResponse::DeniedResponse(d)) => Outcome::Denied(d.body),
+                other => Outcome::Failed(format!("unexpected answer {other:?}")),
+            },
+            Err(e) => Outcome::Failed(e.to_string()),
+        },
+    }
+}
+
+/// What a run collected.
+#[derive(Default)]
+struct Tally {
+    /// Nanoseconds per admitted Check.
+    latencies: Vec<u64>,
+    /// Open loop: nanoseconds from when a task started sending its Check
+    /// until the answer; the difference to `latencies` is this tool's lag.
+    from_sent: Vec<u64>,
+    denied: u64,
+    failed: u64,
+    first_problem: Option<String>,
+}
+
+impl Tally {
+    fn record(&mut self, outcome: Outcome, nanos: u64) {
+        match outcome {
+            Outcome::Admitted => self.latencies.push(nanos),
+            Outcome::Denied(why) => {
+                self.denied += 1;
+                self.first_problem.get_or_insert(format!("denied: {why}"));
+            }
+            Outcome::Failed(why) => {
+                self.failed += 1;
+                self.first_problem.get_or_insert(format!("failed: {why}"));
+            }
+        }
+    }
+
+    fn merge(&mut self, other: Tally) {
+        self.latencies.extend(other.latencies);
+        self.from_sent.extend(other.from_sent);
+        self.denied += other.denied;
+        self.failed += other.failed;
+        if self.first_problem.is_none() {
+            self.first_problem = other.first_problem;
+        }
+    }
+
+    fn checks(&self) -> u64 {
+        self.latencies.len() as u64 + self.denied + self.failed
+    }
+
+    fn percentiles(&mut self) -> String {
+        percentiles(&mut self.latencies)
+    }
+
+    /// Open loop: latency from when each Check was sent, not due.
+    fn sent_percentiles(&mut self) -> String {
+        percentiles(&mut self.from_sent)
+    }
+
+    fn problems(&self) -> String {
+        match &self.first_problem {
+            None => String::new(),
+            Some(p) => format!(
+                "; {} denied, {} failed (first: {p})",
+                self.denied, self.failed
+            ),
+        }
+    }
+}
+
+fn percentiles(v: &mut [u64]) -> String {
+    if v.is_empty() {
+        return "no admitted Checks".into();
+    }
+    v.sort_unstable();
+    let at = |q: f64| v[((v.len() as f64 * q).ceil() as usize).clamp(1, v.len()) - 1];
+    let ms = |n: u64| n as f64 / 1e6;
+    format!(
+        "p50 {:.3} ms, p90 {:.3} ms, p99 {:.3} ms, p99.9 {:.3} ms, max {:.3} ms",
+        ms(at(0.5)),
+        ms(at(0.9)),
+        ms(at(0.99)),
+        ms(at(0.999)),
+        ms(at(1.0)),
+    )
+}
+
+/// The server under test and what is read from it.
+struct Server {
+    proc: Proc,
+    metrics_url: String,
+    http: reqwest::Client,
+}
+
+impl Server {
+    fn cpu_seconds(&self) -> f64 {
+        cpu_seconds(self.proc.pid())
+    }
+
+    /// mixer-policy's check-duration histogram: (upper bound in seconds,
+    /// cumulative count), from decoding the request to its answer, quotas
+    /// included; HTTP/2 and the wait for a worker thread are not in it.
+    async fn buckets(&self) -> Vec<(f64, f64)> {
+        const PREFIX: &str = "mixer_check_duration_seconds_bucket{le=\"";
+        let text = match self.http.get(&self.metrics_url).send().await {
+            Ok(r) => r.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        };
+        text.lines()
+            .filter_map(|l| l.strip_prefix(PREFIX))
+            .filter_map(|l| l.split_once("\"} "))
+            .filter_map(|(le, n)| Some((le.parse().ok()?, n.trim().parse().ok()?)))
+            .collect()
+    }
+
+    async fn counter(&self, name: &str) -> f64 {
+        let text = match self.http.get(&self.metrics_url).send().await {
+            Ok(r) => r.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        };
+        text.lines()
+            .filter(|l| l.starts_with(name))
+            .filter_map(|l| l.rsplit_once(' '))
+            .filter_map(|(_, v)| v.trim().parse::<f64>().ok())
+            .sum()
+    }
+}
+
+/// CPU and counters over one measurement.
+struct Window {
+    /// mixer-policy's CPU seconds.
+    cpu: f64,
+    /// This tool's CPU seconds.
+    tool: f64,
+    /// CPU seconds every process on the machine used.
+    machine: f64,
+    checks: f64,
+    hits: f64,
+    buckets: Vec<(f64, f64)>,
+}
+
+impl Window {
+    /// The histogram bound under which `q` of the Checks were handled
+    /// inside mixer-policy.
+    fn server_quantile(&self, q: f64) -> String {
+        let total = self.buckets.last().map_or(0.0, |b| b.1);
+        match self.buckets.iter().find(|(_, n)| *n >= q * total) {
+            Some((le, _)) if le.is_finite() => format!("≤ {:.2} ms", le * 1e3),
+            _ => "over the largest bucket".into(),
+        }
+    }
+
+    /// Time inside mixer-policy, from its histogram.
+    fn server_side(&self) -> String {
+        format!(
+            "inside mixer-policy p50 {}, p99 {}, p99.9 {}",
+            self.server_quantile(0.5),
+            self.server_quantile(0.99),
+            self.server_quantile(0.999)
+        )
+    }
+
+    /// The CPU figures, as cores over `elapsed`: mixer-policy, this tool, and
+    /// what other processes took (they share the machine's cores).
+    fn cores(&self, elapsed: Duration) -> String {
+        let s = elapsed.as_secs_f64();
+        format!(
+            "mixer-policy {:.2} cores, this tool {:.2}, other processes {:.2}",
+            self.cpu / s,
+            self.tool / s,
+            (self.machine - self.cpu - self.tool).max(0.0) / s
+        )
+    }
+}
+
+async fn window_start(server: &Server) -> Window {
+    Window {
+        cpu: server.cpu_seconds(),
+        tool: cpu_seconds(std::process::id()),
+        machine: machine_cpu_seconds(),
+        checks: server.counter("mixer_checks_total").await,
+        hits: server.counter("mixer_check_cache_hits_total").await,
+        buckets: server.buckets().await,
+    }
+}
+
+async fn window_end(server: &Server, start: Window) -> Window {
+    Window {
+        cpu: server.cpu_seconds() - start.cpu,
+        tool: cpu_seconds(std::process::id()) - start.tool,
+        machine: machine_cpu_seconds() - start.machine,
+        checks: server.counter("mixer_checks_total").await - start.checks,
+        hits: server.counter("mixer_check_cache_hits_total").await - start.hits,
+        buckets: server
+            .buckets()
+            .await
+            .into_iter()
+            .zip(&start.buckets)
+            .map(|((le, n), (_, before))| (le, n - before))
+            .collect(),
+    }
+}
+
+/// Busy CPU seconds of the whole machine, from the first line of /proc/stat
+/// (user, nice, system, irq, softirq, steal; not idle or iowait).
+fn machine_cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let fields: Vec<f64> = stat
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    let busy: f64 = [0, 1, 2, 5, 6, 7]
+        .iter()
+        .filter_map(|&i| fields.get(i))
+        .sum();
+    busy / 100.0
+}
+
+/// `concurrency` loops, each sending its next Check when the last is answered.
+async fn closed_loop(
+    api: Api,
+    conns: &[Conn],
+    requests: &Arc<Requests>,
+    concurrency: usize,
+    duration: Duration,
+) -> (Tally, Duration) {
+    let started = Instant::now();
+    let deadline = started + duration;
+    let tasks: Vec<_> = (0..concurrency)
+        .map(|i| {
+            let conn = conns[i % conns.len()].clone();
+            let requests = requests.clone();
+            tokio::spawn(async move {
+                let mut tally = Tally::default();
+                while Instant::now() < deadline {
+                    let t = Instant::now();
+                    let outcome = check_once(api, &conn, &requests).await;
+                    tally.record(outcome, t.elapsed().as_nanos() as u64);
+                }
+                tally
+            })
+        })
+        .collect();
+    let mut total = Tally::default();
+    for t in tasks {
+        if let Ok(tally) = t.await {
+            total.merge(tally);
+        }
+    }
+    (total, started.elapsed())
+}
+
+/// Checks at a fixed rate, each timed from when it was due. A pacing thread
+/// (sleeping until the next is due, `--pace` to 1 ms, finer than the
+/// runtime's 1 ms timer) hands the due Checks to the runtime. At most
+/// `max_in_flight` are outstanding; a Check due beyond that is counted as
+/// dropped, not sent.
+async fn open_loop(
+    api: Api,
+    conns: &[Conn],
+    requests: &Arc<Requests>,
+    rate: u64,
+    duration: Duration,
+    max_in_flight: usize,
+    pace: Duration,
+) -> (Tally, u64, Duration) {
+    let tally = Arc::new(Mutex::new(Tally::default()));
+    let in_flight = Arc::new(AtomicUsize::new(0));
+    let dropped = Arc::new(AtomicU64::new(0));
+    let handle = tokio::runtime::Handle::current();
+    let total = rate * duration.as_secs();
+    let started = Instant::now();
+    let pacer = {
+        let conns = conns.to_vec();
+        let requests = requests.clone();
+        let tally = tally.clone();
+        let in_flight = in_flight.clone();
+        let dropped = dropped.clone();
+        std::thread::spawn(move || {
+            let mut sent: u64 = 0;
+            while sent < total {
+                // Check i is due at i / rate: those up to elapsed × rate are.
+                let due = ((started.elapsed().as_secs_f64() * rate as f64) as u64 + 1).min(total);
+                while sent < due {
+                    let at = started + Duration::from_secs_f64(sent as f64 / rate as f64);
+                    sent += 1;
+                    if in_flight.load(Ordering::Relaxed) >= max_in_flight {
+                        dropped.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    }
+                    in_flight.fetch_add(1, Ordering::Relaxed);
+                    let conn = conns[(sent as usize) % conns.len()].clone();
+                    let requests = requests.clone();
+                    let tally = tally.clone();
+                    let in_flight = in_flight.clone();
+                    handle.spawn(async move {
+                        let sent = Instant::now();
+                        let outcome = check_once(api, &conn, &requests).await;
+                        let nanos = at.elapsed().as_nanos() as u64;
+                        let admitted = matches!(outcome, Outcome::Admitted);
+                        let mut tally = tally.lock().unwrap_or_else(|p| p.into_inner());
+                        tally.record(outcome, nanos);
+                        if admitted {
+                            tally.from_sent.push(sent.elapsed().as_nanos() as u64);
+                        }
+                        drop(tally);
+                        in_flight.fetch_sub(1, Ordering::Relaxed);
+                    });
+                }
+                // Until the next Check is due: at least `pace`, at most 1 ms.
+                let next = Duration::from_secs_f64(sent as f64 / rate as f64);
+                let wait = next.saturating_sub(started.elapsed());
+                std::thread::sleep(wait.clamp(pace, Duration::from_millis(1).max(pace)));
+            }
+        })
+    };
+    let _ = tokio::task::spawn_blocking(move || pacer.join()).await;
+    // Wait for the stragglers, for at most 10 s.
+    let drain = Instant::now();
+    while in_flight.load(Ordering::Relaxed) > 0 && drain.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let elapsed = started.elapsed();
+    let tally = std::mem::take(&mut *tally.lock().unwrap_or_else(|p| p.into_inner()));
+    (tally, dropped.load(Ordering::Relaxed), elapsed)
+}
+
+async fn start_server(args: &Args, dir: &Path) -> anyhow::Result<(Server, String)> {
+    let config = dir.join("config");
+    std::fs::create_dir_all(&config)?;
+    std::fs::write(config.join("policy.yaml"), RULES)?;
+    let ip = format!("127.{}.0.10", next_subnet());
+    let binary = args
+        .mixer_policy
+        .clone()
+        .unwrap_or_else(|| trireme_tests::bin("mixer-policy"));
+    let mut server_args: Vec<String> = vec![
+        "server".into(),
+        "--configStoreURL".into(),
+        format!("fs://{}", config.display()),
+        "--address".into(),
+        format!("tcp://{ip}:9091"),
+        "--monitoringPort".into(),
+        "15014".into(),
+        "--numCheckCacheEntries".into(),
+        args.cache_entries.to_string(),
+    ];
+    let program = match &args.server_cpus {
+        Some(cpus) => {
+            let mut wrapped = vec!["-c".to_string(), cpus.clone(), binary.display().to_string()];
+            wrapped.append(&mut server_args);
+            server_args = wrapped;
+            PathBuf::from("taskset")
+        }
+        None => binary,
+    };
+    let proc = Proc::spawn(
+        "mixer-policy",
+        &program,
+        &server_args,
+        &[("RUST_LOG", "warn".into())],
+        &dir.join("mixer-policy.log"),
+    );
+    let http = reqwest::Client::builder().no_proxy().build()?;
+    wait_ok(
+        &http,
+        &format!("http://{ip}:15014/ready"),
+        "mixer-policy /ready",
+        Duration::from_secs(20),
+    )
+    .await;
+    let configz: serde_json::Value = http
+        .get(format!("http://{ip}:15014/debug/configz"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let rules = configz["rules"].as_array().map_or(0, Vec::len);
+    let errors = &configz["errors"];
+    if rules != 20 || errors.as_array().is_some_and(|e| !e.is_empty()) {
+        bail!("mixer-policy loaded {rules} rules, errors: {errors}");
+    }
+    let server = Server {
+        proc,
+        metrics_url: format!("http://{ip}:15014/metrics"),
+        http,
+    };
+    Ok((server, ip))
+}
+
+async fn connect(ip: &str, n: usize) -> anyhow::Result<Vec<Conn>> {
+    let mut conns = Vec::with_capacity(n);
+    for _ in 0..n {
+        // One Endpoint::connect is one HTTP/2 connection.
+        let channel = Endpoint::from_shared(format!("http://{ip}:9091"))?
+            .tcp_nodelay(true)
+            .connect()
+            .await
+            .context("connect to mixer-policy")?;
+        conns.push(Conn {
+            mixer: MixerClient::new(channel.clone()),
+            authz: AuthorizationClient::new(channel),
+        });
+    }
+    Ok(conns)
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.client_threads.max(1))
+        .enable_all()
+        .build()?;
+    runtime.block_on(run(args))
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let apis = if args.api.is_empty() {
+        vec![Api::Mixer, Api::Authz]
+    } else {
+        args.api.clone()
+    };
+    let dir = tempfile::Builder::new()
+        .prefix("trireme-check-load-")
+        .tempdir()?;
+    let (server, ip) = start_server(&args, dir.path()).await?;
+    let conns = connect(&ip, args.connections.max(1)).await?;
+    let duration = Duration::from_secs(args.duration.max(1));
+    let pace = Duration::from_micros(args.pace.max(1));
+    println!(
+        "mixer-policy: 20 rules (16 denier, 4 listchecker), check cache {} entries{}; {} connections, {} in flight, hit ratio asked {:.2}; {} s per measurement; this tool: {} thread(s)",
+        args.cache_entries,
+        args.server_cpus
+            .as_ref()
+            .map(|c| format!(", on CPU(s) {c}"))
+            .unwrap_or_default(),
+        conns.len(),
+        args.concurrency,
+        args.hit_ratio,
+        duration.as_secs(),
+        args.client_threads,
+    );
+    for api in apis {
+        // A fresh key space per API, so neither finds the other's answers cached.
+        let requests = Arc::new(Requests::new(args.hit_ratio)?);
+        let name = match api {
+            Api::Mixer => "Mixer Check",
+            Api::Authz => "ext_authz Check",
+        };
+        // One Check, to see the config admits the request.
+        let mut probe = Tally::default();
+        probe.record(check_once(api, &conns[0], &requests).await, 0);
+        if let Some(p) = probe.first_problem {
+            bail!("{name}: the first Check was not admitted: {p}");
+        }
+        closed_loop(
+            api,
+            &conns,
+            &requests,
+            args.concurrency,
+            Duration::from_secs(args.warmup),
+        )
+        .await;
+
+        let start = window_start(&server).await;
+        let (mut tally, elapsed) =
+            closed_loop(api, &conns, &requests, args.concurrency, duration).await;
+        let w = window_end(&server, start).await;
+        let rate = tally.checks() as f64 / elapsed.as_secs_f64();
+        println!(
+            "{name}, closed loop: {} Checks in {:.2} s = {:.0} Checks/s = {:.0} Checks per mixer-policy CPU-second; cache hits {:.1}%; CPU: {}; latency {}{}",
+            tally.checks(),
+            elapsed.as_secs_f64(),
+            rate,
+            w.checks / w.cpu.max(0.01),
+            100.0 * w.hits / w.checks.max(1.0),
+            w.cores(elapsed),
+            tally.percentiles(),
+            tally.problems(),
+        );
+
+        let target = args.rate.unwrap_or((rate / 2.0) as u64).max(1);
+        let start = window_start(&server).await;
+        let (mut tally, dropped, elapsed) =
+            open_loop(api, &conns, &requests, target, duration, 20_000, pace).await;
+        let w = window_end(&server, start).await;
+        println!(
+            "{name}, open loop at {target} Checks/s: {} answered, {dropped} dropped (over 20,000 in flight); {:.0} Checks per mixer-policy CPU-second; cache hits {:.1}%; CPU: {}; latency from when due: {}; from when sent: {}; {}{}",
+            tally.checks(),
+            w.checks / w.cpu.max(0.01),
+            100.0 * w.hits / w.checks.max(1.0),
+            w.cores(elapsed),
+            tally.percentiles(),
+            tally.sent_percentiles(),
+            w.server_side(),
+            tally.problems(),
+        );
+    }
+    drop(server);
+    Ok(())
+}
+
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
+        + fields.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+    ticks / 100.0
+}

@@ -1,0 +1,608 @@
+//! What one Check costs inside mixer-policy, piece by piece, on a realistic
+//! request (productpage-v1 calling reviews-v1: 30 attributes, 12 headers):
+//!
+//! - `expr/*`: one compiled rule match evaluated against the request's bag:
+//!   a header and a service name, a glob, `|` falling back past missing
+//!   attributes, an IP comparison, a regex;
+//! - `decode/*`: the request's compressed attributes into a bag, alone and
+//!   with the protobuf decode of the whole `CheckRequest` before it;
+//! - `dispatcher/*`: `Dispatcher::check` over 20 rules (16 denier rules whose
+//!   matches do not hold, 4 listchecker rules that admit), with the check
+//!   cache off, on a cache miss (a new `x-user` each time, cache on) and on a
+//!   cache hit. The adapters are small stand-ins for mixer-policy's denier and
+//!   listchecker, defined here (mixer-policy's own are not a library of this
+//!   crate).
+//!
+//! The rules are those of `bench/src/check_load.rs`, which drives the real
+//! mixer-policy with them.
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
+use mixer::adapter::{Adapter, CheckResult, Handler, ParamsError, Registry, Status};
+use mixer::attribute::compressed::{Words, decode, encode};
+use mixer::attribute::{Bag, Value, Vocabulary, dictionary};
+use mixer::config::store::Current;
+use mixer::config::{Snapshot, parse_file};
+use mixer::dispatch::Dispatcher;
+use mixer::expr::Expression;
+use mixer::template::{Instance, Template};
+use prost::Message;
+use tonic::Code;
+
+// The allocator mixer-policy runs with.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+const RULES: &str = r#"
+apiVersion: config.istio.io/v1alpha2
+kind: handler
+metadata: {name: denyall, namespace: istio-system}
+spec:
+  compiledAdapter: denier
+  params:
+    status: {code: 7, message: Not allowed}
+---
+apiVersion: config.istio.io/v1alpha2
+kind: handler
+metadata: {name: blockedips, namespace: istio-system}
+spec:
+  compiledAdapter: listchecker
+  params:
+    entryType: IP_ADDRESSES
+    blacklist: true
+    overrides: ["203.0.113.0/24", "198.51.100.7/32", "192.0.2.0/28"]
+---
+apiVersion: config.istio.io/v1alpha2
+kind: handler
+metadata: {name: reviewscallers, namespace: istio-system}
+spec:
+  compiledAdapter: listchecker
+  params:
+    entryType: STRINGS
+    overrides:
+    - cluster.local/ns/default/sa/bookinfo-productpage
+    - spiffe://cluster.local/ns/default/sa/bookinfo-productpage
+    - cluster.local/ns/default/sa/bookinfo-reviews
+    - spiffe://cluster.local/ns/default/sa/bookinfo-reviews
+---
+apiVersion: config.istio.io/v1alpha2
+kind: handler
+metadata: {name: badagents, namespace: istio-system}
+spec:
+  compiledAdapter: listchecker
+  params:
+    entryType: REGEX
+    blacklist: true
+    overrides: ["^curl/", "(?i)sqlmap", "(?i)nikto", "^python-urllib/1\\."]
+---
+apiVersion: config.istio.io/v1alpha2
+kind: handler
+metadata: {name: blockedusers, namespace: istio-system}
+spec:
+  compiledAdapter: listchecker
+  params:
+    entryType: CASE_INSENSITIVE_STRINGS
+    blacklist: true
+    overrides: [mallory, eve, trudy]
+---
+apiVersion: config.istio.io/v1alpha2
+kind: instance
+metadata: {name: denyrequest, namespace: istio-system}
+spec:
+  compiledTemplate: checknothing
+---
+apiVersion: config.istio.io/v1alpha2
+kind: instance
+metadata: {name: sourceip, namespace: istio-system}
+spec:
+  compiledTemplate: listentry
+  params:
+    value: source.ip | ip("0.0.0.0")
+---
+apiVersion: config.istio.io/v1alpha2
+kind: instance
+metadata: {name: sourceprincipal, namespace: istio-system}
+spec:
+  compiledTemplate: listentry
+  params:
+    value: source.principal | "none"
+---
+apiVersion: config.istio.io/v1alpha2
+kind: instance
+metadata: {name: useragent, namespace: istio-system}
+spec:
+  compiledTemplate: listentry
+  params:
+    value: request.useragent | ""
+---
+apiVersion: config.istio.io/v1alpha2
+kind: instance
+metadata: {name: user, namespace: istio-system}
+spec:
+  compiledTemplate: listentry
+  params:
+    value: request.headers["x-user"] | "anonymous"
+---
+apiVersion: config.istio.io/v1alpha2
+kind: rule
+metadata: {name: deny-blocked-user, namespace: istio-system}
+spec:
+  match: request.headers["x-user"] | "" == "blocked"
+  actions: [{handler: denyall, instances: [denyrequest]}]
+---
+apiVersion: config.istio.io/v1alpha2
+kind: rule
+metadata: {name: deny-admin-paths, namespace: istio-system}
+spec:
+  match: request.path.startsWith("/admin") && source.namespace | "" != "istio-system"
+  actions: [{handler: denyall, instances: [denyrequest]}]
+---
+apiVersion: config.istio.io/v1alpha2
+kind: rule
+metadata: {name: deny-internal-api, namespace: istio-system}
+spec:
+  match: '"^/internal(/|$)".matches(request.path)'
+  actions: [{handler: denyall, instances: [denyrequest]}]
+---
+apiVersion: config.istio.io/v1alpha2
+kind: rule
+metadata: {name: deny-delete-reviews, namespace: istio-system}
+spec:
+  match: destination.service.name == "reviews" && request.method == "DELETE"
+  actions: [{handler: denyall, instances: [denyrequest]}]
+---
+apiVersion: config.istio.io/v1alpha2
+kind: rule
+metadata: {name: deny-legacy-hosts, namespace: istio-system}
+spec:
+  match: match(destination.service.host, "*.legacy.svc.cluster.local")
+  actions: [{handler: denyall, instances: [denyrequest]}]
+---
+apiVersion: config.istio.io/v1alpha2
+kind: rule
+metadata: {name: deny-debug-in-prod, namespace: istio-system}
+spec:
+  match: request.headers["x-debug"] | "" == "true" && destination.service.namespace | "" == "prod"
+  actions: [{handler: denyall, instances: [denyrequest]}]
+---
+apiVersion: config.istio.io/v1alpha2
+kind: rule
+metadata: {name: deny-canary-without-opt-in, namespace: istio-system}
+spec:
+  match: destination.labels["version"] | "" == "v3" && request.headers["x-canary"] | "" != "on"
+  actions: [{handler: denyall, instances: [denyrequest]}]
+---
+apiVersion: config.istio.io/v1alpha2
+kind: rule
+metadata: {name: deny-untrusted-namespace, namespace: istio-system}
+spec:
+  match: source.namespace | "" == "untrusted"
+  actions: [{handler: denyall, instances: [denyrequest]}]
+---
+apiVersion: config.istio.io/v1alpha2
+kind: rule
+metadata: {name: deny-attacker, namespace: istio-system}
+spec:
+  match: source.principal | "" == "cluster.local/ns/default/sa/attacker"
+  actions: [{handler: denyall, instances: [denyrequest]}]
+---
+apiVersion: config.istio.io/v1alpha2
+kind: rule
+metadata: {name: deny-large-uploads, namespace: istio-system}
+spec:
+  match: request.size | 0 > 10485760
+  actions: [{handler: denyall, instances: [denyrequest]}]
+---
+apiVersion: config.istio.io/v1alpha2
+kind: rule
+metadata: {name: deny-grpc-reflection, namespace: istio-system}
+spec:
+  match: request.path.startsWith("/grpc.reflection.")
+  actions: [{handler: denyall, instances: [denyrequest]}]
+---
+apiVersion: config.istio.io/v1alpha2
+kind: rule
+metadata: {name: deny-plaintext-payments, namespace: istio-system}
+spec:
+  match: destination.service.name == "payments" && !(connection.mtls | false)
+  actions: [{handler: denyall, instances: [denyrequest]}]
+---
+apiVersion: config.istio.io/v1alpha2
+kind: rule
+metadata: {name: deny-one-address, namespace: istio-system}
+spec:
+  match: source.ip | ip("0.0.0.0") == ip("10.66.0.1")
+  actions: [{handler: denyall, instances: [denyrequest]}]
+---
+apiVersion: config.istio.io/v1alpha2
+kind: rule
+metadata: {name: deny-internal-hosts, namespace: istio-system}
+spec:
+  match: request.host.endsWith(".internal")
+  actions: [{handler: denyall, instances: [denyrequest]}]
+---
+apiVersion: config.istio.io/v1alpha2
+kind: rule
+metadata: {name: deny-old-ratings-api, namespace: istio-system}
+spec:
+  match: request.path.startsWith("/v1beta/") && destination.service.name == "ratings"
+  actions: [{handler: denyall, instances: [denyrequest]}]
+---
+apiVersion: config.istio.io/v1alpha2
+kind: rule
+metadata: {name: blacklist-source-ips, namespace: istio-system}
+spec:
+  actions: [{handler: blockedips, instances: [sourceip]}]
+---
+apiVersion: config.istio.io/v1alpha2
+kind: rule
+metadata: {name: whitelist-reviews-callers, namespace: istio-system}
+spec:
+  match: destination.service.name == "reviews"
+  actions: [{handler: reviewscallers, instances: [sourceprincipal]}]
+---
+apiVersion: config.istio.io/v1alpha2
+kind: rule
+metadata: {name: blacklist-user-agents, namespace: istio-system}
+spec:
+  match: context.protocol | "http" == "http"
+  actions: [{handler: badagents, instances: [useragent]}]
+---
+apiVersion: config.istio.io/v1alpha2
+kind: rule
+metadata: {name: blacklist-users, namespace: istio-system}
+spec:
+  match: destination.namespace | "" == "default"
+  actions: [{handler: blockedusers, instances: [user]}]
+---
+apiVersion: config.istio.io/v1alpha2
+kind: rule
+metadata: {name: deny-suspended-tenant, namespace: default}
+spec:
+  match: request.headers["x-tenant"] | "" == "suspended"
+  actions: [{handler: denyall.istio-system, instances: [denyrequest.istio-system]}]
+"#;
+
+/// Stand-in for mixer-policy's denier: refuses with the configured status.
+struct Denier;
+
+struct Deny(Status);
+
+#[async_trait]
+impl Handler for Deny {
+    async fn check(&self, _instance: &Instance) -> CheckResult {
+        CheckResult {
+            status: self.0.clone(),
+            valid_duration: Duration::from_secs(5),
+            valid_use_count: 1000,
+        }
+    }
+}
+
+impl Adapter for Denier {
+    fn name(&self) -> &'static str {
+        "denier"
+    }
+
+    fn templates(&self) -> &'static [Template] {
+        &[Template::CheckNothing, Template::ListEntry]
+    }
+
+    fn build(&self, params: &serde_json::Value) -> Result<Arc<dyn Handler>, ParamsError> {
+        let code = params["status"]["code"].as_i64().unwrap_or(9) as i32;
+        let message = params["status"]["message"].as_str().unwrap_or_default();
+        Ok(Arc::new(Deny(Status::new(Code::from_i32(code), message))))
+    }
+}
+
+/// Stand-in for mixer-policy's listchecker: strings (optionally without
+/// case), IP networks or regexes; a whitelist or a blacklist.
+struct ListChecker;
+
+enum Entries {
+    Strings(HashSet<String>),
+    Lower(HashSet<String>),
+    Nets(Vec<ipnet::IpNet>),
+    Regexes(regex::RegexSet),
+}
+
+struct List {
+    entries: Entries,
+    blacklist: bool,
+}
+
+#[async_trait]
+impl Handler for List {
+    async fn check(&self, instance: &Instance) -> CheckResult {
+        let Some(value) = instance.value("value") else {
+            return CheckResult::once(Status::new(Code::InvalidArgument, "no value"));
+        };
+        let found = match &self.entries {
+            Entries::Strings(s) => s.contains(&value.to_string()),
+            Entries::Lower(s) => s.contains(&value.to_string().to_lowercase()),
+            Entries::Nets(nets) => match value {
+                Value::IpAddress(ip) => nets.iter().any(|n| n.contains(ip)),
+                _ => false,
+            },
+            Entries::Regexes(set) => set.is_match(&value.to_string()),
+        };
+        if found == self.blacklist {
+            return CheckResult::once(Status::new(Code::PermissionDenied, "listed"));
+        }
+        CheckResult {
+            status: Status::OK,
+            valid_duration: Duration::from_secs(300),
+            valid_use_count: 10_000,
+        }
+    }
+}
+
+impl Adapter for ListChecker {
+    fn name(&self) -> &'static str {
+        "listchecker"
+    }
+
+    fn templates(&self) -> &'static [Template] {
+        &[Template::ListEntry]
+    }
+
+    fn build(&self, params: &serde_json::Value) -> Result<Arc<dyn Handler>, ParamsError> {
+        let items: Vec<String> = params["overrides"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let bad = |e: String| ParamsError::new("overrides", e);
+        let entries = match params["entryType"].as_str().unwrap_or("STRINGS") {
+            "CASE_INSENSITIVE_STRINGS" => {
+                Entries::Lower(items.iter().map(|s| s.to_lowercase()).collect())
+            }
+            "IP_ADDRESSES" => Entries::Nets(
+                items
+                    .iter()
+                    .map(|s| s.parse().map_err(|e| bad(format!("{s}: {e}"))))
+                    .collect::<Result<_, _>>()?,
+            ),
+            "REGEX" => {
+                Entries::Regexes(regex::RegexSet::new(&items).map_err(|e| bad(e.to_string()))?)
+            }
+            _ => Entries::Strings(items.into_iter().collect()),
+        };
+        Ok(Arc::new(List {
+            entries,
+            blacklist: params["blacklist"].as_bool().unwrap_or(false),
+        }))
+    }
+}
+
+fn string_map(pairs: &[(&str, &str)]) -> Value {
+    Value::StringMap(Arc::new(
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect::<BTreeMap<_, _>>(),
+    ))
+}
+
+fn headers(user: &str) -> Value {
+    string_map(&[
+        (":authority", "reviews:9080"),
+        (":method", "GET"),
+        (":path", "/reviews/0"),
+        ("accept", "application/json"),
+        ("user-agent", "python-requests/2.21.0"),
+        ("x-forwarded-proto", "http"),
+        ("x-request-id", "5f1c8a3e-9b7d-4c2a-8e6f-0a1b2c3d4e5f"),
+        ("x-b3-traceid", "80f198ee56343ba864fe8b2a57d3eff7"),
+        ("x-b3-spanid", "a1b2c3d4e5f60718"),
+        ("x-b3-sampled", "1"),
+        ("x-user", user),
+        ("content-length", "0"),
+    ])
+}
+
+/// productpage-v1 calling reviews-v1, as reviews-v1's sidecar reports it.
+fn request_bag() -> Bag {
+    let mut b = Bag::new();
+    let s = Value::string;
+    b.set("source.ip", Value::IpAddress(IpAddr::from([10, 1, 0, 5])));
+    b.set(
+        "source.uid",
+        s("kubernetes://productpage-v1-7d6cfb7dfd-5x4kq.default"),
+    );
+    b.set("source.name", s("productpage-v1-7d6cfb7dfd-5x4kq"));
+    b.set("source.namespace", s("default"));
+    b.set(
+        "source.principal",
+        s("cluster.local/ns/default/sa/bookinfo-productpage"),
+    );
+    b.set(
+        "source.labels",
+        string_map(&[
+            ("app", "productpage"),
+            ("version", "v1"),
+            ("pod-template-hash", "7d6cfb7dfd"),
+        ]),
+    );
+    b.set("source.workload.name", s("productpage-v1"));
+    b.set(
+        "destination.ip",
+        Value::IpAddress(IpAddr::from([10, 1, 0, 9])),
+    );
+    b.set("destination.port", Value::Int64(9080));
+    b.set(
+        "destination.uid",
+        s("kubernetes://reviews-v1-5f9c7f8d6b-2lqvn.default"),
+    );
+    b.set(
+        "destination.service.host",
+        s("reviews.default.svc.cluster.local"),
+    );
+    b.set("destination.service.name", s("reviews"));
+    b.set("destination.service.namespace", s("default"));
+    b.set("destination.namespace", s("default"));
+    b.set("destination.workload.name", s("reviews-v1"));
+    b.set(
+        "destination.principal",
+        s("cluster.local/ns/default/sa/bookinfo-reviews"),
+    );
+    b.set(
+        "destination.labels",
+        string_map(&[("app", "reviews"), ("version", "v1")]),
+    );
+    b.set("request.headers", headers("jason"));
+    b.set("request.id", s("5f1c8a3e-9b7d-4c2a-8e6f-0a1b2c3d4e5f"));
+    b.set("request.path", s("/reviews/0"));
+    b.set("request.host", s("reviews:9080"));
+    b.set("request.method", s("GET"));
+    b.set("request.scheme", s("http"));
+    b.set("request.useragent", s("python-requests/2.21.0"));
+    b.set("request.size", Value::Int64(0));
+    b.set("request.time", Value::Timestamp(SystemTime::now()));
+    b.set("context.protocol", s("http"));
+    b.set("context.reporter.kind", s("inbound"));
+    b.set("connection.mtls", Value::Bool(true));
+    b.set("api.protocol", s("http"));
+    b
+}
+
+fn expressions(c: &mut Criterion) {
+    let vocab = Vocabulary::standard();
+    let bag = request_bag();
+    let cases = [
+        (
+            "header_and_service",
+            r#"request.headers["x-user"] == "jason" && destination.service.name == "reviews""#,
+            true,
+        ),
+        (
+            "glob",
+            r#"match(destination.service.host, "*.default.svc.cluster.local")"#,
+            true,
+        ),
+        (
+            "fallback_past_missing",
+            r#"request.headers["x-tenant"] | source.labels["tenant"] | "none" == "none""#,
+            true,
+        ),
+        ("ip_compare", r#"source.ip == ip("10.1.0.5")"#, true),
+        (
+            "regex",
+            r#""^/(reviews|ratings)/[0-9]+$".matches(request.path)"#,
+            true,
+        ),
+        (
+            "starts_with_and_not_equal",
+            r#"request.path.startsWith("/admin") && source.namespace | "" != "istio-system""#,
+            false,
+        ),
+    ];
+    let mut group = c.benchmark_group("expr");
+    for (name, text, expected) in cases {
+        let e = Expression::compile(text, &vocab).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(e.eval_bool(&bag), Ok(expected), "{text}");
+        group.bench_function(name, |b| b.iter(|| e.eval_bool(std::hint::black_box(&bag))));
+    }
+    group.finish();
+}
+
+fn decoding(c: &mut Criterion) {
+    let vocab = Vocabulary::standard();
+    let bag = request_bag();
+    let attrs = encode(&bag);
+    let global = dictionary::words().len() as u32;
+    let request = api::mixer::CheckRequest {
+        attributes: Some(attrs.clone()),
+        global_word_count: global,
+        deduplication_id: "5f1c8a3e-9b7d-4c2a-8e6f-0a1b2c3d4e5f".into(),
+        quotas: Default::default(),
+    };
+    let wire = request.encode_to_vec();
+    let decode_bag = |attrs: &api::mixer::CompressedAttributes| {
+        let mut out = Bag::new();
+        let words = Words::new(global, &attrs.words).expect("words");
+        decode(attrs, &words, &vocab, &mut out).expect("decode");
+        out
+    };
+    assert_eq!(decode_bag(&attrs).len(), bag.len());
+    let mut group = c.benchmark_group("decode");
+    group.bench_function("compressed_30_attributes", |b| {
+        b.iter(|| decode_bag(std::hint::black_box(&attrs)))
+    });
+    group.bench_function("check_request_wire_and_compressed", |b| {
+        b.iter(|| {
+            let req = api::mixer::CheckRequest::decode(std::hint::black_box(wire.as_slice()))
+                .expect("protobuf");
+            decode_bag(req.attributes.as_ref().expect("attributes"))
+        })
+    });
+    group.finish();
+}
+
+fn dispatcher(c: &mut Criterion) {
+    let mut objects = Vec::new();
+    for result in parse_file("rules.yaml", RULES, "istio-system") {
+        objects.push(result.unwrap_or_else(|e| panic!("{e:?}")));
+    }
+    let registry = Registry::new(vec![Arc::new(Denier), Arc::new(ListChecker)]);
+    let build = || {
+        let snapshot = Snapshot::build(
+            &objects,
+            Vec::new(),
+            &Snapshot::empty("istio-system"),
+            &registry,
+        );
+        assert!(snapshot.errors.is_empty(), "{:?}", snapshot.errors);
+        assert_eq!(snapshot.rules.len(), 20);
+        Current::new(snapshot)
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("runtime");
+    let uncached = Dispatcher::new(build(), Duration::from_secs(1), 0);
+    let cached = Dispatcher::new(build(), Duration::from_secs(1), 100_000);
+    let bag = request_bag();
+    // As mixer-policy does per request: take the current config, then check.
+    let check = |d: &Dispatcher, bag: &Bag| runtime.block_on(d.check(&d.snapshot(), bag));
+    let first = check(&uncached, &bag);
+    assert!(first.result.status.is_ok(), "{:?}", first.result);
+
+    let mut group = c.benchmark_group("dispatcher_20_rules");
+    group.bench_function("check_cache_off", |b| {
+        b.iter(|| check(&uncached, std::hint::black_box(&bag)))
+    });
+    let mut n: u64 = 0;
+    group.bench_function("check_cache_miss", |b| {
+        b.iter_batched(
+            || {
+                n += 1;
+                let mut miss = bag.clone();
+                miss.set("request.headers", headers(&format!("user-{n}")));
+                miss
+            },
+            |miss| {
+                let outcome = check(&cached, &miss);
+                debug_assert!(!outcome.cache_hit);
+                outcome
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    check(&cached, &bag);
+    group.bench_function("check_cache_hit", |b| {
+        b.iter(|| check(&cached, std::hint::black_box(&bag)))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, expressions, decoding, dispatcher);
+criterion_main!(benches);
