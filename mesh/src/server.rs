@@ -33,6 +33,20 @@ pub async fn bind(addr: &str, flag: &'static str) -> Result<TcpListener, BindErr
     })
 }
 
+/// Accepted connections with Nagle's algorithm off, for a gRPC server fed its
+/// own listener (tonic sets it only on listeners it binds itself): a reply
+/// written in two pieces must not wait for the peer's delayed ACK (~40 ms).
+pub fn incoming_nodelay(
+    listener: TcpListener,
+) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    use tokio_stream::StreamExt;
+    tokio_stream::wrappers::TcpListenerStream::new(listener).map(|accepted| {
+        let stream = accepted?;
+        stream.set_nodelay(true)?;
+        Ok(stream)
+    })
+}
+
 /// `/metrics` and `/version`, served on every component's monitoring port.
 pub fn monitoring_router(metrics: Metrics, info: Info) -> Router {
     Router::new()

@@ -12,7 +12,6 @@ use clap::Args;
 use envoy_types::ext_authz::v3::pb::AuthorizationServer;
 use mixer::config::store::{self, Current};
 use mixer::dispatch::Dispatcher;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::PolicyMetrics;
@@ -170,7 +169,7 @@ pub async fn run(
         .add_service(MixerServer::new(policy.clone()))
         .add_service(AuthorizationServer::new(policy))
         .serve_with_incoming_shutdown(
-            TcpListenerStream::new(grpc_listener),
+            mesh::server::incoming_nodelay(grpc_listener),
             shutdown.clone().cancelled_owned(),
         );
     serve.await.context("gRPC server")?;

@@ -158,12 +158,16 @@ impl<T: Clone> CheckCache<T> {
         let key = (shape, self.hash(&parts));
         let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         if entries.len() >= self.capacity {
-            entries.retain(|_, e| e.expires > now && e.uses_left > 0);
-            if entries.len() >= self.capacity {
-                // Still full of live entries: start over rather than track
-                // recency on every hit.
-                entries.clear();
-            }
+            // Expired entries go first; if live ones still fill it, about a
+            // tenth go too (in hash order, so at random): a full cache costs
+            // one sweep per tenth of its size, never a wipe of all it knows.
+            let keep = self.capacity - self.capacity / 10 - 1;
+            let mut live = 0;
+            entries.retain(|_, e| {
+                let keep_it = e.expires > now && e.uses_left > 0 && live < keep;
+                live += usize::from(keep_it);
+                keep_it
+            });
         }
         entries.insert(
             key,

@@ -84,13 +84,18 @@ impl Dispatcher {
         }
         let (calls, failure, request_headers, response_headers, referenced) = {
             let tracker = Tracker::new(bag);
-            let (calls, failure) = calls(snapshot, &tracker, Variety::Check, |_| true);
             let mut request_headers = Vec::new();
             let mut response_headers = Vec::new();
-            for rule in matching(snapshot, &tracker, Variety::Check) {
-                headers(&rule.request_header_ops, &tracker, &mut request_headers);
-                headers(&rule.response_header_ops, &tracker, &mut response_headers);
-            }
+            let (calls, failure) = calls(
+                snapshot,
+                &tracker,
+                Variety::Check,
+                |_| true,
+                |rule| {
+                    headers(&rule.request_header_ops, &tracker, &mut request_headers);
+                    headers(&rule.response_header_ops, &tracker, &mut response_headers);
+                },
+            );
             (
                 calls,
                 failure,
@@ -147,9 +152,13 @@ impl Dispatcher {
     ) -> QuotaOutcome {
         let (calls, failure, referenced) = {
             let tracker = Tracker::new(bag);
-            let (calls, failure) = calls(snapshot, &tracker, Variety::Quota, |instance| {
-                short_name(instance).eq_ignore_ascii_case(name)
-            });
+            let (calls, failure) = calls(
+                snapshot,
+                &tracker,
+                Variety::Quota,
+                |instance| short_name(instance).eq_ignore_ascii_case(name),
+                |_| {},
+            );
             (calls, failure, tracker.into_reads())
         };
         if let Some(status) = failure {
@@ -205,16 +214,18 @@ impl Dispatcher {
 }
 
 /// The handler calls of the rules that match, for their instances of
-/// `variety` that `wanted` keeps; the first instance that cannot be built
-/// fails the whole request.
+/// `variety` that `wanted` keeps; `each` sees every matching rule, in the
+/// same pass. The first instance that cannot be built fails the request.
 fn calls(
     snapshot: &Snapshot,
     tracker: &Tracker,
     variety: Variety,
     wanted: impl Fn(&str) -> bool,
+    mut each: impl FnMut(&Rule),
 ) -> (Vec<Call>, Option<Status>) {
     let mut calls = Vec::new();
     for rule in matching(snapshot, tracker, variety) {
+        each(rule);
         for action in &rule.actions {
             for builder in &action.instances {
                 if builder.template.variety() != variety || !wanted(&builder.name) {

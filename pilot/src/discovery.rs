@@ -8,7 +8,6 @@ use anyhow::Context;
 use api::mesh::MeshConfig;
 use clap::Args;
 use tokio::sync::watch;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::dir::{DirLoader, DirSource};
@@ -212,7 +211,10 @@ pub async fn run(
             tonic::transport::Server::builder()
                 .http2_keepalive_interval(Some(Duration::from_secs(30)))
                 .add_service(AdsService::new(server))
-                .serve_with_incoming_shutdown(TcpListenerStream::new(grpc), shutdown.cancelled())
+                .serve_with_incoming_shutdown(
+                    mesh::server::incoming_nodelay(grpc),
+                    shutdown.cancelled(),
+                )
                 .await
                 .context("xDS gRPC server failed")
         });
