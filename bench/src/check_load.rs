@@ -26,7 +26,6 @@
 //! of mixer-policy against a load generator that does not compete with it.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -42,7 +41,7 @@ use envoy_types::pb::envoy::service::auth::v3::AttributeContext;
 use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Peer, Request};
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
 use mixer::attribute::compressed::encode;
-use mixer::attribute::{Bag, Value, dictionary};
+use mixer::attribute::{Bag, Value, Vocabulary, dictionary};
 use tonic::transport::{Channel, Endpoint};
 use trireme_tests::mesh::{next_subnet, wait_ok};
 use trireme_tests::process::Proc;
@@ -115,74 +114,17 @@ const HOST: &str = "reviews:9080";
 /// productpage-v1 calling reviews-v1, as the inbound sidecar of reviews-v1
 /// reports it: 30 attributes, 12 headers.
 fn request_bag() -> Bag {
-    let mut b = Bag::new();
-    let s = |v: &str| Value::string(v);
-    let map = |pairs: &[(&str, &str)]| {
-        Value::StringMap(Arc::new(
-            pairs
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-        ))
-    };
-    b.set("source.ip", Value::IpAddress(IpAddr::from([10, 1, 0, 5])));
-    b.set(
-        "source.uid",
-        s("kubernetes://productpage-v1-7d6cfb7dfd-5x4kq.default"),
-    );
-    b.set("source.name", s("productpage-v1-7d6cfb7dfd-5x4kq"));
-    b.set("source.namespace", s("default"));
-    b.set(
-        "source.principal",
-        s("cluster.local/ns/default/sa/bookinfo-productpage"),
-    );
-    b.set(
-        "source.labels",
-        map(&[
-            ("app", "productpage"),
-            ("version", "v1"),
-            ("pod-template-hash", "7d6cfb7dfd"),
-        ]),
-    );
-    b.set("source.workload.name", s("productpage-v1"));
-    b.set(
-        "destination.ip",
-        Value::IpAddress(IpAddr::from([10, 1, 0, 9])),
-    );
-    b.set("destination.port", Value::Int64(9080));
-    b.set(
-        "destination.uid",
-        s("kubernetes://reviews-v1-5f9c7f8d6b-2lqvn.default"),
-    );
-    b.set(
-        "destination.service.host",
-        s("reviews.default.svc.cluster.local"),
-    );
-    b.set("destination.service.name", s("reviews"));
-    b.set("destination.service.namespace", s("default"));
-    b.set("destination.namespace", s("default"));
-    b.set("destination.workload.name", s("reviews-v1"));
-    b.set(
-        "destination.principal",
-        s("cluster.local/ns/default/sa/bookinfo-reviews"),
-    );
-    b.set(
-        "destination.labels",
-        map(&[("app", "reviews"), ("version", "v1")]),
-    );
-    b.set("request.headers", map(&headers(ID, USER, TRACE)));
-    b.set("request.id", s(ID));
-    b.set("request.path", s(PATH));
-    b.set("request.host", s(HOST));
-    b.set("request.method", s("GET"));
-    b.set("request.scheme", s("http"));
-    b.set("request.useragent", s(USER_AGENT));
-    b.set("request.size", Value::Int64(0));
+    let json = serde_json::from_str(include_str!("../config/reviews-request.json"))
+        .expect("bench/config/reviews-request.json is JSON");
+    let mut b = Bag::from_json(&json, &Vocabulary::standard())
+        .expect("bench/config/reviews-request.json holds attributes");
+    let headers = headers(ID, USER, TRACE)
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    b.set("request.headers", Value::StringMap(Arc::new(headers)));
+    b.set("request.id", Value::string(ID));
     b.set("request.time", Value::Timestamp(SystemTime::now()));
-    b.set("context.protocol", s("http"));
-    b.set("context.reporter.kind", s("inbound"));
-    b.set("connection.mtls", Value::Bool(true));
-    b.set("api.protocol", s("http"));
     b
 }
 

@@ -17,7 +17,6 @@
 //! mixer-policy with them.
 
 use std::collections::{BTreeMap, HashSet};
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -182,68 +181,19 @@ fn headers(user: &str) -> Value {
     ])
 }
 
-/// productpage-v1 calling reviews-v1, as reviews-v1's sidecar reports it.
+/// productpage-v1 calling reviews-v1, as reviews-v1's sidecar reports it:
+/// the request `check-load` sends.
 fn request_bag() -> Bag {
-    let mut b = Bag::new();
-    let s = Value::string;
-    b.set("source.ip", Value::IpAddress(IpAddr::from([10, 1, 0, 5])));
-    b.set(
-        "source.uid",
-        s("kubernetes://productpage-v1-7d6cfb7dfd-5x4kq.default"),
-    );
-    b.set("source.name", s("productpage-v1-7d6cfb7dfd-5x4kq"));
-    b.set("source.namespace", s("default"));
-    b.set(
-        "source.principal",
-        s("cluster.local/ns/default/sa/bookinfo-productpage"),
-    );
-    b.set(
-        "source.labels",
-        string_map(&[
-            ("app", "productpage"),
-            ("version", "v1"),
-            ("pod-template-hash", "7d6cfb7dfd"),
-        ]),
-    );
-    b.set("source.workload.name", s("productpage-v1"));
-    b.set(
-        "destination.ip",
-        Value::IpAddress(IpAddr::from([10, 1, 0, 9])),
-    );
-    b.set("destination.port", Value::Int64(9080));
-    b.set(
-        "destination.uid",
-        s("kubernetes://reviews-v1-5f9c7f8d6b-2lqvn.default"),
-    );
-    b.set(
-        "destination.service.host",
-        s("reviews.default.svc.cluster.local"),
-    );
-    b.set("destination.service.name", s("reviews"));
-    b.set("destination.service.namespace", s("default"));
-    b.set("destination.namespace", s("default"));
-    b.set("destination.workload.name", s("reviews-v1"));
-    b.set(
-        "destination.principal",
-        s("cluster.local/ns/default/sa/bookinfo-reviews"),
-    );
-    b.set(
-        "destination.labels",
-        string_map(&[("app", "reviews"), ("version", "v1")]),
-    );
+    let json = serde_json::from_str(include_str!("../../bench/config/reviews-request.json"))
+        .expect("bench/config/reviews-request.json is JSON");
+    let mut b = Bag::from_json(&json, &Vocabulary::standard())
+        .expect("bench/config/reviews-request.json holds attributes");
     b.set("request.headers", headers("jason"));
-    b.set("request.id", s("5f1c8a3e-9b7d-4c2a-8e6f-0a1b2c3d4e5f"));
-    b.set("request.path", s("/reviews/0"));
-    b.set("request.host", s("reviews:9080"));
-    b.set("request.method", s("GET"));
-    b.set("request.scheme", s("http"));
-    b.set("request.useragent", s("python-requests/2.21.0"));
-    b.set("request.size", Value::Int64(0));
+    b.set(
+        "request.id",
+        Value::string("5f1c8a3e-9b7d-4c2a-8e6f-0a1b2c3d4e5f"),
+    );
     b.set("request.time", Value::Timestamp(SystemTime::now()));
-    b.set("context.protocol", s("http"));
-    b.set("context.reporter.kind", s("inbound"));
-    b.set("connection.mtls", Value::Bool(true));
-    b.set("api.protocol", s("http"));
     b
 }
 

@@ -1,6 +1,6 @@
 use std::collections::HashMap;
 
-use super::Value;
+use super::{Value, Vocabulary};
 
 /// A request's attributes by name. Hashed with foldhash: every rule match
 /// looks names up, and SipHash's flood resistance buys nothing for names the
@@ -38,6 +38,28 @@ impl Bag {
     }
 }
 
+impl Bag {
+    /// A bag from JSON as people write attributes down: each value as its
+    /// text (or a JSON number, boolean or, for a string map, object), typed
+    /// by `vocab`. For fixtures, tools and benchmarks.
+    pub fn from_json(json: &serde_json::Value, vocab: &Vocabulary) -> Result<Bag, String> {
+        let object = json.as_object().ok_or("attributes must be a JSON object")?;
+        let mut bag = Bag::new();
+        for (name, v) in object {
+            let ty = vocab
+                .type_of(name)
+                .ok_or_else(|| format!("`{name}` is not a declared attribute"))?;
+            let text = match v {
+                serde_json::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            let value = Value::parse_as(ty, &text).map_err(|e| format!("`{name}`: {e}"))?;
+            bag.set(name.clone(), value);
+        }
+        Ok(bag)
+    }
+}
+
 impl FromIterator<(String, Value)> for Bag {
     fn from_iter<I: IntoIterator<Item = (String, Value)>>(iter: I) -> Self {
         Bag(iter.into_iter().collect())
@@ -64,5 +86,34 @@ pub trait Attributes {
 impl Attributes for Bag {
     fn get(&self, name: &str) -> Option<&Value> {
         Bag::get(self, name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::attribute::ValueType;
+
+    #[test]
+    fn from_json_types_values_by_the_vocabulary() {
+        let json = serde_json::json!({
+            "source.ip": "10.1.0.5",
+            "destination.port": 9080,
+            "connection.mtls": true,
+            "destination.labels": {"app": "reviews"},
+        });
+        let bag = Bag::from_json(&json, &Vocabulary::standard()).unwrap();
+        assert_eq!(
+            bag.get("source.ip").map(Value::value_type),
+            Some(ValueType::IpAddress)
+        );
+        assert_eq!(bag.get("destination.port"), Some(&Value::Int64(9080)));
+        assert_eq!(bag.get("connection.mtls"), Some(&Value::Bool(true)));
+        assert_eq!(bag.get_key("destination.labels", "app"), Some("reviews"));
+        let err = Bag::from_json(
+            &serde_json::json!({"no.such": "x"}),
+            &Vocabulary::standard(),
+        );
+        assert!(err.unwrap_err().contains("no.such"));
     }
 }

@@ -28,6 +28,19 @@ impl Object {
     pub fn label(&self) -> String {
         format!("{} {}", self.kind, self.full_name())
     }
+
+    /// The spec as `T`, unknown fields refused, an error naming the field.
+    pub fn spec<T: serde::de::DeserializeOwned>(&self) -> Result<T, ConfigError> {
+        crate::adapter::params(&self.spec).map_err(|e| ConfigError {
+            object: self.label(),
+            field: if e.field.is_empty() {
+                "spec".into()
+            } else {
+                format!("spec.{}", e.field)
+            },
+            message: e.message,
+        })
+    }
 }
 
 /// The API groups Mixer reads.

@@ -55,19 +55,17 @@ impl QuotaBindings {
         default_namespace: &str,
         errors: &mut Vec<ConfigError>,
     ) -> QuotaBindings {
-        let mut err = |o: &Object, field: String, message: String| {
-            errors.push(ConfigError {
-                object: o.label(),
-                field,
-                message,
-            })
+        let err = |o: &Object, field: String, message: String| ConfigError {
+            object: o.label(),
+            field,
+            message,
         };
         let mut specs: BTreeMap<String, Arc<Vec<QuotaRule>>> = BTreeMap::new();
         for o in objects.iter().filter(|o| o.kind == "QuotaSpec") {
-            let spec: QuotaSpecSpec = match serde_path_to_error::deserialize(&o.spec) {
+            let spec: QuotaSpecSpec = match o.spec() {
                 Ok(s) => s,
                 Err(e) => {
-                    err(o, format!("spec.{}", e.path()), e.into_inner().to_string());
+                    errors.push(e);
                     continue;
                 }
             };
@@ -75,15 +73,15 @@ impl QuotaBindings {
                 Ok(rules) => {
                     specs.insert(format!("{}/{}", o.namespace, o.name), Arc::new(rules));
                 }
-                Err((field, message)) => err(o, field, message),
+                Err((field, message)) => errors.push(err(o, field, message)),
             }
         }
         let mut bindings = Vec::new();
         for o in objects.iter().filter(|o| o.kind == "QuotaSpecBinding") {
-            let spec: QuotaSpecBindingSpec = match serde_path_to_error::deserialize(&o.spec) {
+            let spec: QuotaSpecBindingSpec = match o.spec() {
                 Ok(s) => s,
                 Err(e) => {
-                    err(o, format!("spec.{}", e.path()), e.into_inner().to_string());
+                    errors.push(e);
                     continue;
                 }
             };
@@ -96,11 +94,11 @@ impl QuotaBindings {
                 };
                 match specs.get(&format!("{ns}/{}", r.name)) {
                     Some(s) => found.push(s.clone()),
-                    None => err(
+                    None => errors.push(err(
                         o,
                         format!("spec.quotaSpecs[{i}]"),
                         format!("no valid QuotaSpec {ns}/{}", r.name),
-                    ),
+                    )),
                 }
             }
             bindings.push(Binding {

@@ -184,24 +184,7 @@ impl Build<'_> {
     }
 
     fn spec<T: DeserializeOwned>(&mut self, object: &Object) -> Option<T> {
-        let spec = if object.spec.is_null() {
-            serde_json::Value::Object(Default::default())
-        } else {
-            object.spec.clone()
-        };
-        match serde_path_to_error::deserialize::<_, T>(spec) {
-            Ok(s) => Some(s),
-            Err(e) => {
-                let path = e.path().to_string();
-                let field = if path == "." {
-                    "spec".to_string()
-                } else {
-                    format!("spec.{path}")
-                };
-                self.error(object, &field, e.into_inner().to_string());
-                None
-            }
-        }
+        object.spec().map_err(|e| self.errors.push(e)).ok()
     }
 
     fn vocabulary(&mut self, objects: &[Object]) -> Vocabulary {

@@ -213,52 +213,17 @@ spec:
     .await;
 }
 
-/// Fail-closed mesh, one Pod annotated `allow-on-error`: with mixer-policy
-/// gone, that Pod admits and the other answers 503 (an outage, not a 403).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn policy_outage_fails_closed_except_where_annotated() {
+/// Starts v1 and v2 behind a deny rule with `mesh` lines and one Pod
+/// annotation, checks the rule is enforced, kills mixer-policy, and shows
+/// that v1 fails open and v2 fails closed: v1 answers, v2 gives 503 (an
+/// outage, not a 403).
+async fn outage(mesh: &str, annotated: &'static str, value: &'static str) -> Mesh {
     let mut mesh = Mesh::start_with(
         &["v1", "v2"],
         &[("mixer.yaml", DENY_BLOCKED_USER)],
         Options {
-            annotations: vec![("reviews-v1", "policy.istio.io/check", "allow-on-error")],
-            ..policy(1, "")
-        },
-    )
-    .await;
-    assert_eq!(
-        mesh.call_from("client", "/", &[("x-user", "blocked")])
-            .await
-            .0,
-        403
-    );
-    mesh.kill_policy(0);
-    let counts = mesh.tally(20, "/", &[]).await;
-    assert_eq!(
-        counts.get("v2"),
-        None,
-        "fail-closed v2 admits nothing: {counts:?}"
-    );
-    assert!(counts.get("v1").is_some_and(|n| *n > 0), "{counts:?}");
-    assert!(
-        counts.get("status 503").is_some_and(|n| *n > 0),
-        "{counts:?}"
-    );
-    let fail_open = mesh
-        .agent_stat("reviews-v1", "ext_authz.failure_mode_allowed")
-        .await;
-    assert!(fail_open > 0, "Envoy counts each fail-open admission");
-}
-
-/// Fail-open mesh, one Pod annotated `enable`: the reverse.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn policy_outage_fails_open_except_where_annotated() {
-    let mut mesh = Mesh::start_with(
-        &["v1", "v2"],
-        &[("mixer.yaml", DENY_BLOCKED_USER)],
-        Options {
-            annotations: vec![("reviews-v2", "policy.istio.io/check", "enable")],
-            ..policy(1, "policyCheckFailOpen: true\n")
+            annotations: vec![(annotated, "policy.istio.io/check", value)],
+            ..policy(1, mesh)
         },
     )
     .await;
@@ -274,11 +239,32 @@ async fn policy_outage_fails_open_except_where_annotated() {
         counts.get("v1").is_some_and(|n| *n > 0),
         "fail-open v1 admits: {counts:?}"
     );
-    assert_eq!(counts.get("v2"), None, "v2 is fail-closed: {counts:?}");
+    assert_eq!(
+        counts.get("v2"),
+        None,
+        "fail-closed v2 admits nothing: {counts:?}"
+    );
     assert!(
         counts.get("status 503").is_some_and(|n| *n > 0),
         "{counts:?}"
     );
+    mesh
+}
+
+/// Fail-closed mesh, v1 annotated `allow-on-error`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policy_outage_fails_closed_except_where_annotated() {
+    let mesh = outage("", "reviews-v1", "allow-on-error").await;
+    let fail_open = mesh
+        .agent_stat("reviews-v1", "ext_authz.failure_mode_allowed")
+        .await;
+    assert!(fail_open > 0, "Envoy counts each fail-open admission");
+}
+
+/// Fail-open mesh, v2 annotated `enable`: the reverse.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policy_outage_fails_open_except_where_annotated() {
+    outage("policyCheckFailOpen: true\n", "reviews-v2", "enable").await;
 }
 
 /// No rule can apply, or the Pod opts out: no filter, no cost.
