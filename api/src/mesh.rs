@@ -24,6 +24,9 @@ pub struct MeshConfig {
     /// Where sidecars send telemetry reports.
     #[serde(default)]
     pub mixer_report_server: String,
+    /// Turns the proxies' reports off mesh-wide even when a report server is set.
+    #[serde(default)]
+    pub disable_mixer_http_reports: bool,
     /// Turns policy checks off mesh-wide even when a check server is set.
     #[serde(default)]
     pub disable_policy_checks: bool,
@@ -41,6 +44,7 @@ impl Default for MeshConfig {
             default_config: ProxyConfig::default(),
             mixer_check_server: String::new(),
             mixer_report_server: String::new(),
+            disable_mixer_http_reports: false,
             disable_policy_checks: false,
             policy_check_fail_open: false,
         }

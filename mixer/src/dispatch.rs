@@ -14,7 +14,7 @@ use crate::attribute::{Attributes, Bag};
 use crate::cache::CheckCache;
 use crate::config::kinds::HeaderOperation;
 use crate::config::store::Current;
-use crate::config::{HeaderOp, Rule, Snapshot};
+use crate::config::{HandlerEntry, HeaderOp, Rule, Snapshot};
 use crate::referenced::{Read, Tracker};
 use crate::template::{Instance, Variety, short_name};
 
@@ -213,6 +213,98 @@ impl Dispatcher {
     }
 }
 
+/// What one batch of reports came to.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ReportOutcome {
+    /// Instances built and handed to handlers.
+    pub instances: usize,
+    /// Instances that could not be built (a missing attribute with no `|`
+    /// default), and the first such error.
+    pub build_errors: usize,
+    pub first_build_error: Option<String>,
+    /// Handlers that failed or timed out on the batch, with why.
+    pub handler_errors: Vec<(String, String)>,
+}
+
+impl Dispatcher {
+    /// Runs the attribute-generating rules (Istio's `kubernetesenv`) over
+    /// `bag` and adds the attributes their instances bind, as Istio's
+    /// preprocessing did before every check and report. A handler that
+    /// cannot answer adds nothing.
+    pub fn generate(&self, snapshot: &Snapshot, bag: &mut Bag) {
+        if !snapshot.generates {
+            return;
+        }
+        let mut produced = Vec::new();
+        for rule in matching(snapshot, bag, Variety::AttributeGeneration) {
+            for action in &rule.actions {
+                for builder in &action.instances {
+                    if builder.template.variety() != Variety::AttributeGeneration {
+                        continue;
+                    }
+                    let out = builder
+                        .build(bag)
+                        .and_then(|instance| action.handler.handler.generate(&instance));
+                    match out {
+                        Ok(out) => produced.extend(builder.bound(&out, bag)),
+                        Err(e) => {
+                            tracing::debug!(handler = %action.handler.name, "no attributes generated: {e}")
+                        }
+                    }
+                }
+            }
+        }
+        for (name, value) in produced {
+            bag.set(name.as_ref(), value);
+        }
+    }
+
+    /// Hands every report rule's instances for `bags` to their handlers:
+    /// one call per handler for the whole batch, each within the deadline.
+    pub async fn report(&self, snapshot: &Snapshot, bags: &[Bag]) -> ReportOutcome {
+        let mut outcome = ReportOutcome::default();
+        let mut batches: Vec<(&HandlerEntry, Vec<Instance>)> = Vec::new();
+        for bag in bags {
+            for rule in matching(snapshot, bag, Variety::Report) {
+                for action in &rule.actions {
+                    for builder in &action.instances {
+                        if builder.template.variety() != Variety::Report {
+                            continue;
+                        }
+                        let instance = match builder.build(bag) {
+                            Ok(i) => i,
+                            Err(e) => {
+                                outcome.build_errors += 1;
+                                outcome.first_build_error.get_or_insert(e);
+                                continue;
+                            }
+                        };
+                        outcome.instances += 1;
+                        let entry = action.handler.as_ref();
+                        match batches.iter_mut().find(|(h, _)| std::ptr::eq(*h, entry)) {
+                            Some((_, batch)) => batch.push(instance),
+                            None => batches.push((entry, vec![instance])),
+                        }
+                    }
+                }
+            }
+        }
+        let results = join_all(batches.iter().map(|(entry, batch)| async move {
+            match tokio::time::timeout(self.deadline, entry.handler.report(batch)).await {
+                Ok(Ok(())) => None,
+                Ok(Err(e)) => Some((entry.name.clone(), e)),
+                Err(_) => Some((
+                    entry.name.clone(),
+                    format!("did not finish within {:?}", self.deadline),
+                )),
+            }
+        }))
+        .await;
+        outcome.handler_errors = results.into_iter().flatten().collect();
+        outcome
+    }
+}
+
 /// The handler calls of the rules that match, for their instances of
 /// `variety` that `wanted` keeps; `each` sees every matching rule, in the
 /// same pass. The first instance that cannot be built fails the request.
@@ -249,7 +341,7 @@ fn calls(
 /// apply everywhere, the others only to destinations in their namespace.
 fn matching<'s>(
     snapshot: &'s Snapshot,
-    attrs: &Tracker,
+    attrs: &dyn Attributes,
     variety: Variety,
 ) -> impl Iterator<Item = &'s Rule> {
     let mut destination_ns: Option<Option<String>> = None;
@@ -605,5 +697,162 @@ mod tests {
             .await;
         assert!(!other.cache_hit);
         assert_eq!(other.request_headers[0].value, "ann");
+    }
+
+    /// Keeps every report it is handed.
+    #[derive(Clone, Default)]
+    struct Collect(Arc<std::sync::Mutex<Vec<Instance>>>);
+
+    #[async_trait]
+    impl Handler for Collect {
+        async fn report(&self, instances: &[Instance]) -> Result<(), String> {
+            self.0.lock().unwrap().extend_from_slice(instances);
+            Ok(())
+        }
+    }
+
+    impl Adapter for Collect {
+        fn name(&self) -> &'static str {
+            "collect"
+        }
+        fn templates(&self) -> &'static [Template] {
+            &[Template::Metric, Template::LogEntry]
+        }
+        fn build(&self, _: &serde_json::Value) -> Result<Arc<dyn Handler>, ParamsError> {
+            Ok(Arc::new(self.clone()))
+        }
+    }
+
+    const TELEMETRY: &str = r#"apiVersion: config.istio.io/v1alpha2
+kind: handler
+metadata: {name: collect}
+spec: {compiledAdapter: collect}
+---
+apiVersion: config.istio.io/v1alpha2
+kind: handler
+metadata: {name: kubernetesenv}
+spec: {compiledAdapter: kubernetesenv, params: {}}
+---
+apiVersion: config.istio.io/v1alpha2
+kind: handler
+metadata: {name: denyall}
+spec: {compiledAdapter: denier}
+---
+apiVersion: config.istio.io/v1alpha2
+kind: instance
+metadata: {name: attributes}
+spec:
+  compiledTemplate: kubernetes
+  params:
+    source_uid: source.uid | ""
+    source_ip: source.ip | ip("0.0.0.0")
+    destination_uid: destination.uid | ""
+    destination_ip: destination.ip | ip("0.0.0.0")
+  attributeBindings:
+    source.workload.name: $out.source_workload_name | "unknown"
+    source.labels: $out.source_labels | emptyStringMap()
+    destination.workload.name: $out.destination_workload_name | "unknown"
+---
+apiVersion: config.istio.io/v1alpha2
+kind: rule
+metadata: {name: kubeattrgenrulerule}
+spec:
+  actions: [{handler: kubernetesenv, instances: [attributes]}]
+---
+apiVersion: config.istio.io/v1alpha2
+kind: instance
+metadata: {name: requestcount}
+spec:
+  compiledTemplate: metric
+  params:
+    value: "1"
+    dimensions:
+      source_workload: source.workload.name
+      source_app: source.labels["app"] | "unknown"
+      destination_workload: destination.workload.name
+      response_code: response.code
+---
+apiVersion: config.istio.io/v1alpha2
+kind: rule
+metadata: {name: promhttp}
+spec:
+  match: context.protocol == "http"
+  actions: [{handler: collect, instances: [requestcount]}]
+---
+apiVersion: config.istio.io/v1alpha2
+kind: instance
+metadata: {name: denyrequest}
+spec: {compiledTemplate: checknothing}
+---
+apiVersion: config.istio.io/v1alpha2
+kind: rule
+metadata: {name: deny}
+spec:
+  actions: [{handler: denyall, instances: [denyrequest]}]
+"#;
+
+    #[tokio::test]
+    async fn reports_carry_generated_workload_attributes_to_handlers() {
+        let pods = adapter::kubernetesenv::PodIndex::default();
+        pods.set(adapter::kubernetesenv::dir::tests_pods());
+        let collect = Collect::default();
+        let registry = Registry::new(vec![
+            Arc::new(collect.clone()),
+            Arc::new(adapter::kubernetesenv::KubernetesEnv::new(pods)),
+        ]);
+        let s = snapshot(TELEMETRY, &Snapshot::empty("istio-system"), &registry);
+        // Policy's denier rule is the other Mixer's: no error here.
+        assert!(s.errors.is_empty(), "{:?}", s.errors);
+        assert!(s.generates);
+        let d = Dispatcher::new(Current::new(s), Duration::from_millis(200), 0);
+        let snapshot = d.snapshot();
+        let mut bags = Vec::new();
+        for (source, code) in [("10.1.0.1", 200), ("10.9.9.9", 503)] {
+            let mut bag = bag(&[("context.protocol", "http")]);
+            bag.set("source.ip", Value::IpAddress(source.parse().unwrap()));
+            bag.set(
+                "destination.ip",
+                Value::IpAddress("10.1.0.2".parse().unwrap()),
+            );
+            bag.set("response.code", Value::Int64(code));
+            d.generate(&snapshot, &mut bag);
+            bags.push(bag);
+        }
+        let mut tcp = bag(&[("context.protocol", "tcp")]);
+        d.generate(&snapshot, &mut tcp);
+        bags.push(tcp);
+        // Nothing but the protocol: the instance cannot be built, and is counted.
+        bags.push(bag(&[("context.protocol", "http")]));
+
+        let outcome = d.report(&snapshot, &bags).await;
+        assert_eq!(
+            (outcome.instances, outcome.build_errors),
+            (2, 1),
+            "{outcome:?}"
+        );
+        let error = outcome.first_build_error.unwrap();
+        assert!(
+            error.contains("requestcount.instance.istio-system: dimensions.")
+                && error.contains("is missing"),
+            "{error}"
+        );
+        assert!(outcome.handler_errors.is_empty());
+        let got = collect.0.lock().unwrap();
+        let dims = |i: usize| {
+            let m = got[i].map("dimensions").unwrap();
+            [
+                "source_workload",
+                "source_app",
+                "destination_workload",
+                "response_code",
+            ]
+            .map(|k| m[k].to_string())
+        };
+        assert_eq!(
+            dims(0),
+            ["productpage-v1", "productpage", "reviews-v1", "200"]
+        );
+        // An address no Pod has: the bindings' defaults.
+        assert_eq!(dims(1), ["unknown", "unknown", "reviews-v1", "503"]);
     }
 }

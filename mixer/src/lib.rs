@@ -2,7 +2,8 @@
 //! Mixer): attribute vocabulary, bags and their compressed wire form; the
 //! expression language; handler/instance/rule config and its store;
 //! templates; the adapter traits; the dispatcher and its check cache.
-//! Nothing here serves a port: the binaries do.
+//! Nothing here serves a port: the binaries do, with the flags and config
+//! loading of [`server`].
 
 pub mod adapter;
 pub mod attribute;
@@ -11,4 +12,5 @@ pub mod config;
 pub mod dispatch;
 pub mod expr;
 pub mod referenced;
+pub mod server;
 pub mod template;

@@ -8,6 +8,7 @@ pub mod kube_api;
 pub mod mesh;
 pub mod mixer;
 pub mod process;
+pub mod telemetry;
 pub mod topology;
 
 use std::path::PathBuf;

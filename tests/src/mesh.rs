@@ -11,7 +11,7 @@ use crate::topology::{Pod, Topology};
 use crate::{bin, envoy, eventually};
 
 pub const PROXY_HTTP_PORT: u16 = 15080;
-const STARTUP: Duration = Duration::from_secs(20);
+pub(crate) const STARTUP: Duration = Duration::from_secs(20);
 
 /// A running mesh: pilot-discovery, one sidecar per pod, and the backends.
 pub struct Mesh {
@@ -21,6 +21,7 @@ pub struct Mesh {
     pub agents: Vec<(Pod, Proc)>,
     /// mixer-policy processes, by index (their address is `topology.policy_ip(i)`).
     pub policies: Vec<Option<Proc>>,
+    pub telemetry: Option<Proc>,
     backends: Vec<Proc>,
     /// Plain HTTP client, for admin and debug endpoints.
     pub http: reqwest::Client,
@@ -61,10 +62,17 @@ pub struct Options {
     pub policy_servers: usize,
     /// Annotations by pod name.
     pub annotations: Vec<(&'static str, &'static str, &'static str)>,
+    /// Run mixer-telemetry behind `istio-telemetry.istio-system`, and send
+    /// the sidecars' reports to it.
+    pub telemetry: bool,
 }
 
 /// The mesh config lines that send sidecars' checks to `istio-policy`.
 pub const POLICY_MESH: &str = "mixerCheckServer: istio-policy.istio-system.svc.cluster.local:9091\ndisablePolicyChecks: false\n";
+
+/// The mesh config line that sends sidecars' reports to `istio-telemetry`.
+pub const TELEMETRY_MESH: &str =
+    "mixerReportServer: istio-telemetry.istio-system.svc.cluster.local:9091\n";
 
 /// Waits until `url` answers 2xx.
 pub async fn wait_ok(http: &reqwest::Client, url: &str, what: &str, timeout: Duration) {
@@ -109,7 +117,15 @@ impl Mesh {
         std::fs::create_dir_all(dir.path().join("config")).expect("config dir");
         std::fs::write(
             dir.path().join("mesh.yaml"),
-            format!("proxyHttpPort: {PROXY_HTTP_PORT}\n{}", options.mesh),
+            format!(
+                "proxyHttpPort: {PROXY_HTTP_PORT}\n{}{}",
+                options.mesh,
+                if options.telemetry {
+                    TELEMETRY_MESH
+                } else {
+                    ""
+                }
+            ),
         )
         .expect("mesh");
         let http = reqwest::Client::builder()
@@ -131,6 +147,7 @@ impl Mesh {
             pilot: None,
             agents: Vec::new(),
             policies: Vec::new(),
+            telemetry: None,
             backends: Vec::new(),
             http,
             client,
@@ -143,8 +160,14 @@ impl Mesh {
                 &mesh.topology.policy_yaml(options.policy_servers),
             );
         }
+        if options.telemetry {
+            mesh.write_config("telemetry.yaml", &mesh.topology.telemetry_yaml());
+        }
         for (file, yaml) in config {
             mesh.write_config(file, yaml);
+        }
+        if options.telemetry {
+            mesh.start_telemetry().await;
         }
         for i in 0..options.policy_servers {
             mesh.start_policy(i).await;
@@ -191,6 +214,18 @@ impl Mesh {
     /// config directory as Pilot, and waits until it is ready.
     pub async fn start_policy(&mut self, i: usize) {
         let ip = self.topology.policy_ip(i);
+        let proc = self
+            .start_mixer("mixer-policy", &ip, &format!("mixer-policy-{i}"))
+            .await;
+        if self.policies.len() <= i {
+            self.policies.resize_with(i + 1, || None);
+        }
+        self.policies[i] = Some(proc);
+    }
+
+    /// Starts `binary` (a Mixer) on `ip` with the mesh's config directory as
+    /// its store, and waits until it is ready.
+    pub(crate) async fn start_mixer(&self, binary: &str, ip: &str, log: &str) -> Proc {
         let args: Vec<String> = vec![
             "server".into(),
             "--configStoreURL".into(),
@@ -200,14 +235,10 @@ impl Mesh {
             "--monitoringPort".into(),
             "15014".into(),
         ];
-        let log = self.log(&format!("mixer-policy-{i}"));
-        let proc = Proc::spawn("mixer-policy", &bin("mixer-policy"), &args, &[], &log);
-        if self.policies.len() <= i {
-            self.policies.resize_with(i + 1, || None);
-        }
-        self.policies[i] = Some(proc);
+        let proc = Proc::spawn(binary, &bin(binary), &args, &[], &self.log(log));
         let url = format!("http://{ip}:15014/ready");
-        wait_ok(&self.http, &url, "mixer-policy /ready", STARTUP).await;
+        wait_ok(&self.http, &url, &format!("{binary} /ready"), STARTUP).await;
+        proc
     }
 
     /// Kills the `i`th mixer-policy outright, as a crashed Pod.

@@ -65,12 +65,31 @@ impl Topology {
     /// `istio-policy` in `istio-system`, with Istio's port names, backed by
     /// `n` mixer-policy processes: sidecars reach it through Pilot's cluster.
     pub fn policy_yaml(&self, n: usize) -> String {
-        let addresses: Vec<String> = (0..n)
-            .map(|i| format!("  - ip: {}", self.policy_ip(i)))
-            .collect();
-        format!(
-            "apiVersion: v1\nkind: Service\nmetadata: {{name: istio-policy, namespace: istio-system}}\nspec:\n  clusterIP: 10.96.0.30\n  ports: [{{name: grpc-mixer, port: 9091}}, {{name: http-policy-monitoring, port: 15014}}]\n---\napiVersion: v1\nkind: Endpoints\nmetadata: {{name: istio-policy, namespace: istio-system}}\nsubsets:\n- addresses:\n{}\n  ports: [{{name: grpc-mixer, port: 9091}}, {{name: http-policy-monitoring, port: 15014}}]\n",
-            addresses.join("\n")
+        let ips: Vec<String> = (0..n).map(|i| self.policy_ip(i)).collect();
+        control_plane_yaml(
+            "istio-policy",
+            "10.96.0.30",
+            &ips,
+            &[("grpc-mixer", 9091), ("http-policy-monitoring", 15014)],
+        )
+    }
+
+    /// The address of mixer-telemetry (its "pod IP").
+    pub fn telemetry_ip(&self) -> String {
+        format!("127.{}.0.20", self.subnet)
+    }
+
+    /// `istio-telemetry` in `istio-system`, with Istio's port names.
+    pub fn telemetry_yaml(&self) -> String {
+        control_plane_yaml(
+            "istio-telemetry",
+            "10.96.0.31",
+            &[self.telemetry_ip()],
+            &[
+                ("grpc-mixer", 9091),
+                ("http-monitoring", 15014),
+                ("prometheus", 42422),
+            ],
         )
     }
 
@@ -138,4 +157,23 @@ impl Topology {
             subsets.join("\n")
         )
     }
+}
+
+/// A Service and its Endpoints in `istio-system` for a control-plane component.
+fn control_plane_yaml(
+    name: &str,
+    cluster_ip: &str,
+    ips: &[String],
+    ports: &[(&str, u16)],
+) -> String {
+    let ports: Vec<String> = ports
+        .iter()
+        .map(|(n, p)| format!("{{name: {n}, port: {p}}}"))
+        .collect();
+    let ports = ports.join(", ");
+    let addresses: Vec<String> = ips.iter().map(|ip| format!("  - ip: {ip}")).collect();
+    format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: istio-system}}\nspec:\n  clusterIP: {cluster_ip}\n  ports: [{ports}]\n---\napiVersion: v1\nkind: Endpoints\nmetadata: {{name: {name}, namespace: istio-system}}\nsubsets:\n- addresses:\n{}\n  ports: [{ports}]\n",
+        addresses.join("\n")
+    )
 }

@@ -9,10 +9,13 @@ mod redisquota;
 use std::sync::Arc;
 
 use mixer::adapter::Registry;
+use mixer::adapter::kubernetesenv::KubernetesEnv;
 
-/// Every adapter a handler may name with `compiledAdapter` (or as a legacy kind).
-pub fn registry() -> Registry {
+/// Every adapter a handler may name with `compiledAdapter` (or as a legacy
+/// kind); `kubernetesenv` so that rules can match workloads.
+pub fn registry(kubernetesenv: KubernetesEnv) -> Registry {
     Registry::new(vec![
+        Arc::new(kubernetesenv),
         Arc::new(denier::Denier),
         Arc::new(list::ListChecker),
         Arc::new(memquota::MemQuota),

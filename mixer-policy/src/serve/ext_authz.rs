@@ -32,8 +32,9 @@ impl Authorization for Policy {
         let snapshot = self.dispatcher.snapshot();
         let attrs = request.into_inner().attributes.unwrap_or_default();
         let status = match bag(&attrs, &snapshot.vocabulary) {
-            Ok((bag, undeclared)) => {
+            Ok((mut bag, undeclared)) => {
                 self.metrics.undeclared_attributes.inc_by(undeclared);
+                self.dispatcher.generate(&snapshot, &mut bag);
                 self.decide(&bag, &snapshot).await
             }
             Err(e) => {

@@ -32,7 +32,8 @@ impl mixer_server::Mixer for Policy {
         let started = Instant::now();
         let req = request.into_inner();
         let snapshot = self.dispatcher.snapshot();
-        let bag = self.decode(&req, &snapshot)?;
+        let mut bag = self.decode(&req, &snapshot)?;
+        self.dispatcher.generate(&snapshot, &mut bag);
         let outcome = self.dispatcher.check(&snapshot, &bag).await;
         if outcome.cache_hit {
             self.metrics.check_cache_hits.inc();

@@ -4,6 +4,7 @@
 //! way the dispatcher sees a [`Handler`].
 
 pub mod grpc;
+pub mod kubernetesenv;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -12,7 +13,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tonic::Code;
 
-use crate::template::{Instance, Template};
+use crate::attribute::Value;
+use crate::template::{Instance, Template, Variety};
 
 /// A gRPC status, as adapters and Mixer's API report a result.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -119,6 +121,16 @@ pub trait Handler: Send + Sync {
     async fn report(&self, _instances: &[Instance]) -> Result<(), String> {
         Err("this handler does not take reports".into())
     }
+
+    /// An attribute-generating handler's `$out` fields for one instance.
+    /// Synchronous: it runs before every check and report, so it must
+    /// answer from memory.
+    fn generate(&self, instance: &Instance) -> Result<Vec<(&'static str, Value)>, String> {
+        Err(format!(
+            "this handler does not generate attributes from {}",
+            instance.template.name()
+        ))
+    }
 }
 
 /// A params error: the field under `params` and what is wrong.
@@ -171,11 +183,47 @@ pub fn params<T: serde::de::DeserializeOwned>(json: &serde_json::Value) -> Resul
     serde_path_to_error::deserialize(json).map_err(ParamsError::from_serde)
 }
 
+/// Istio's in-tree adapters (and Trireme's own). Policy and telemetry read
+/// one config store: a handler of one of these that this binary does not
+/// offer is the other binary's, skipped rather than reported.
+pub const IN_TREE: &[&str] = &[
+    "bypass",
+    "circonus",
+    "cloudwatch",
+    "denier",
+    "dogstatsd",
+    "fluentd",
+    "kubernetesenv",
+    "list",
+    "listchecker",
+    "memquota",
+    "noop",
+    "opa",
+    "opentelemetry",
+    "prometheus",
+    "rbac",
+    "redisquota",
+    "signalfx",
+    "solarwinds",
+    "sql",
+    "stackdriver",
+    "statsd",
+    "stdio",
+    "zipkin",
+];
+
 /// The in-process adapters a binary offers.
 #[derive(Clone, Default)]
 pub struct Registry(HashMap<&'static str, Arc<dyn Adapter>>);
 
 impl Registry {
+    /// Whether some adapter here takes instances of `variety`.
+    pub fn serves(&self, variety: Variety) -> bool {
+        self.0
+            .values()
+            .any(|a| a.templates().iter().any(|t| t.variety() == variety))
+    }
+
     pub fn new(adapters: Vec<Arc<dyn Adapter>>) -> Registry {
         Registry(adapters.into_iter().map(|a| (a.name(), a)).collect())
     }

@@ -3,7 +3,7 @@
 //! is left out with an error naming it and its field; objects that refer to
 //! it are left out too, with errors of their own; the rest works.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,7 +15,7 @@ use super::kinds::{
 };
 use super::object::{ConfigError, Object};
 use super::quota::QuotaBindings;
-use crate::adapter::{Handler, Registry, grpc};
+use crate::adapter::{self, Handler, Registry, grpc};
 use crate::attribute::{ValueType, Vocabulary};
 use crate::expr::{self, Expression};
 use crate::template::{InstanceBuilder, Template, Variety, short_name};
@@ -71,6 +71,9 @@ pub struct Snapshot {
     pub handlers: BTreeMap<String, Arc<HandlerEntry>>,
     pub instances: HashMap<String, Arc<InstanceBuilder>>,
     pub quotas: QuotaBindings,
+    /// Whether any rule generates attributes (most configs: none, and
+    /// requests skip the step).
+    pub generates: bool,
     pub errors: Vec<ConfigError>,
     /// Objects read, including rejected ones.
     pub objects: usize,
@@ -86,6 +89,7 @@ impl Snapshot {
             handlers: BTreeMap::new(),
             instances: HashMap::new(),
             quotas: QuotaBindings::default(),
+            generates: false,
             errors: Vec::new(),
             objects: 0,
         }
@@ -104,6 +108,7 @@ impl Snapshot {
             adapters,
             previous,
             errors: &mut errors,
+            foreign: HashSet::new(),
         };
         let vocabulary = b.vocabulary(objects);
         let declared_adapters = b.declared_adapters(objects);
@@ -115,6 +120,7 @@ impl Snapshot {
             generation: previous.generation + 1,
             default_namespace: ns,
             vocabulary,
+            generates: rules.iter().any(|r| r.has(Variety::AttributeGeneration)),
             rules,
             handlers,
             instances,
@@ -158,6 +164,8 @@ struct Build<'a> {
     adapters: &'a Registry,
     previous: &'a Snapshot,
     errors: &'a mut Vec<ConfigError>,
+    /// Handlers of adapters the other Mixer binary offers.
+    foreign: HashSet<String>,
 }
 
 impl Build<'_> {
@@ -256,6 +264,9 @@ impl Build<'_> {
             let built = if o.kind == "handler" || is_legacy_handler(&o.kind, self.adapters) {
                 self.handler_of(o, declared_adapters).map(Arc::new)
             } else {
+                if adapter::IN_TREE.contains(&o.kind.as_str()) {
+                    self.foreign.insert(name);
+                }
                 continue;
             };
             let previous = self.previous.handlers.get(&name);
@@ -330,6 +341,11 @@ impl Build<'_> {
                 None
             }
             (compiled, "") => {
+                if self.adapters.get(compiled).is_none() && adapter::IN_TREE.contains(&compiled) {
+                    tracing::debug!(handler = %o.full_name(), adapter = compiled, "handler for the other Mixer skipped");
+                    self.foreign.insert(o.full_name());
+                    return None;
+                }
                 let Some(adapter) = self.adapters.get(compiled) else {
                     let mut known: Vec<_> = self.adapters.names().collect();
                     known.sort();
@@ -427,7 +443,7 @@ impl Build<'_> {
     }
 
     fn instance(&mut self, o: &Object, vocab: &Vocabulary) -> Option<InstanceBuilder> {
-        let (template_name, params, field) = if o.kind == "instance" {
+        let (template_name, params, bindings, field) = if o.kind == "instance" {
             let spec = self.spec::<InstanceSpec>(o)?;
             let name = match (spec.compiled_template.as_str(), spec.template.as_str()) {
                 ("", "") => {
@@ -446,10 +462,27 @@ impl Build<'_> {
                     return None;
                 }
             };
-            (name, spec.params, "spec.params")
+            (name, spec.params, spec.attribute_bindings, "spec.params")
         } else {
-            // A legacy kind: the kind is the template, the spec its params.
-            (o.kind.clone(), o.spec.clone(), "spec")
+            // A legacy kind: the kind is the template, the spec its params,
+            // but for the bindings written beside them.
+            let mut params = o.spec.clone();
+            let bindings = params
+                .as_object_mut()
+                .and_then(|m| {
+                    m.remove("attribute_bindings")
+                        .or_else(|| m.remove("attributeBindings"))
+                })
+                .map(|b| serde_json::from_value(b).map_err(|e| e.to_string()))
+                .transpose();
+            let bindings = match bindings {
+                Ok(b) => b.unwrap_or_default(),
+                Err(e) => {
+                    self.error(o, "spec.attributeBindings", e);
+                    return None;
+                }
+            };
+            (o.kind.clone(), params, bindings, "spec")
         };
         let Some(template) = Template::parse(&template_name) else {
             self.error(
@@ -459,11 +492,19 @@ impl Build<'_> {
             );
             return None;
         };
-        match InstanceBuilder::compile(o.full_name().into(), template, &params, vocab) {
+        let built = InstanceBuilder::compile(o.full_name().into(), template, &params, vocab)
+            .map_err(|(f, message)| {
+                let f = f.strip_prefix("params").unwrap_or(&f);
+                (format!("{field}{f}"), message)
+            })
+            .and_then(|b| {
+                b.bind(&bindings, vocab)
+                    .map_err(|(f, message)| (format!("spec.{f}"), message))
+            });
+        match built {
             Ok(b) => Some(b),
             Err((f, message)) => {
-                let f = f.strip_prefix("params").unwrap_or(&f);
-                self.error(o, &format!("{field}{f}"), message);
+                self.error(o, &f, message);
                 None
             }
         }
@@ -519,17 +560,22 @@ impl Build<'_> {
                 .find_map(|n| handlers.get(n))
                 .cloned()
             else {
-                // A report-only rule (telemetry's) is not this binary's to
-                // run when it offers no such adapter; anything else is an error.
-                let report_only = !a.instances.is_empty()
-                    && a.instances.iter().all(|name| {
-                        resolve(name, "instance", &o.namespace)
-                            .iter()
-                            .find_map(|n| instances.get(n))
-                            .is_some_and(|i| i.template.variety() == Variety::Report)
-                    });
-                if report_only {
-                    tracing::debug!(rule = %o.full_name(), handler = %a.handler, "report-only rule skipped");
+                // Policy and telemetry read one config: an action for the
+                // other binary's adapters (a handler of an adapter offered
+                // there, or instances of varieties served there) is not this
+                // binary's to run; anything else is an error.
+                let foreign = resolve(&a.handler, "handler", &o.namespace)
+                    .iter()
+                    .any(|n| self.foreign.contains(n))
+                    || (!a.instances.is_empty()
+                        && a.instances.iter().all(|name| {
+                            resolve(name, "instance", &o.namespace)
+                                .iter()
+                                .find_map(|n| instances.get(n))
+                                .is_some_and(|i| !self.adapters.serves(i.template.variety()))
+                        }));
+                if foreign {
+                    tracing::debug!(rule = %o.full_name(), handler = %a.handler, "action for the other Mixer skipped");
                     continue;
                 }
                 self.error(

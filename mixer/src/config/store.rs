@@ -27,10 +27,7 @@ pub fn parse_url(url: &str) -> Result<PathBuf, String> {
 
 /// Reads every `.yaml`/`.yml` file under `dir`, in path order.
 pub fn load_dir(dir: &Path, default_namespace: &str) -> (Vec<Object>, Vec<ConfigError>) {
-    let mut files = Vec::new();
-    let mut errors = Vec::new();
-    collect(dir, &mut files, &mut errors, 0);
-    files.sort();
+    let (files, mut errors) = yaml_files(dir);
     let mut objects = Vec::new();
     for path in files {
         let source = path
@@ -55,6 +52,16 @@ pub fn load_dir(dir: &Path, default_namespace: &str) -> (Vec<Object>, Vec<Config
         }
     }
     (objects, errors)
+}
+
+/// Every `.yaml`/`.yml` file under `dir`, in path order, and the
+/// directories that could not be read.
+pub fn yaml_files(dir: &Path) -> (Vec<PathBuf>, Vec<ConfigError>) {
+    let mut files = Vec::new();
+    let mut errors = Vec::new();
+    collect(dir, &mut files, &mut errors, 0);
+    files.sort();
+    (files, errors)
 }
 
 fn collect(dir: &Path, files: &mut Vec<PathBuf>, errors: &mut Vec<ConfigError>, depth: usize) {
@@ -108,9 +115,44 @@ impl Current {
     }
 }
 
+/// Objects a binary carries under the store's (mixer-telemetry's default
+/// telemetry config): an object of the store with the same name replaces
+/// one of these, which is no conflict.
+#[derive(Clone, Default)]
+pub struct Base(Arc<Vec<Object>>);
+
+impl Base {
+    pub fn new(objects: Vec<Object>) -> Base {
+        Base(Arc::new(objects))
+    }
+
+    pub fn objects(&self) -> Vec<Object> {
+        self.0.to_vec()
+    }
+
+    fn under(
+        &self,
+        (objects, errors): (Vec<Object>, Vec<ConfigError>),
+    ) -> (Vec<Object>, Vec<ConfigError>) {
+        if self.0.is_empty() {
+            return (objects, errors);
+        }
+        let mine: std::collections::HashSet<String> =
+            objects.iter().map(Object::full_name).collect();
+        let mut all: Vec<Object> = self
+            .0
+            .iter()
+            .filter(|o| !mine.contains(&o.full_name()))
+            .cloned()
+            .collect();
+        all.extend(objects);
+        (all, errors)
+    }
+}
+
 /// Loads `dir` once, synchronously, into a first snapshot.
-pub fn initial(dir: &Path, default_namespace: &str, adapters: &Registry) -> Snapshot {
-    let (objects, errors) = load_dir(dir, default_namespace);
+pub fn initial(dir: &Path, default_namespace: &str, base: &Base, adapters: &Registry) -> Snapshot {
+    let (objects, errors) = base.under(load_dir(dir, default_namespace));
     let snapshot = Snapshot::build(
         &objects,
         errors,
@@ -135,51 +177,30 @@ fn log(s: &Snapshot) {
     }
 }
 
-/// Watches `dir` and rebuilds `current` after each burst of changes (100 ms
-/// quiet), until `shutdown`. `on_change` runs after each swap. It rebuilds
-/// once as soon as the watch is in place, so an edit made between the first
-/// load and the watch is not missed. It rebuilds
-/// once as soon as the watch is in place, so an edit made between the first
-/// load and the watch is not missed.
+/// Watches `dir` and rebuilds `current` after each burst of changes, until
+/// `shutdown`. `on_change` runs after each swap.
 pub async fn watch(
     dir: PathBuf,
     default_namespace: String,
+    base: Base,
     adapters: Registry,
     current: Current,
-    on_change: impl Fn(&Snapshot) + Send + 'static,
+    on_change: impl Fn(&Snapshot) + Send + Sync + 'static,
     shutdown: CancellationToken,
 ) -> Result<(), notify::Error> {
-    use notify::Watcher;
-    // A change is a flag, not a queue: any number of events mean one reload.
-    let changed = Arc::new(Notify::new());
-    let notify = changed.clone();
-    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        if event.is_ok_and(|e| !e.kind.is_access()) {
-            notify.notify_one();
-        }
-    })?;
-    watcher.watch(&dir, notify::RecursiveMode::Recursive)?;
-    changed.notify_one();
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return Ok(()),
-            _ = changed.notified() => {}
-        }
-        // Editors write in bursts; wait for the burst to end.
-        while tokio::time::timeout(Duration::from_millis(100), changed.notified())
-            .await
-            .is_ok()
-        {}
+    let reload = || {
         let previous = current.get();
         let dir = dir.clone();
         let ns = default_namespace.clone();
         let adapters = adapters.clone();
-        let built = tokio::task::spawn_blocking(move || {
-            let (objects, errors) = load_dir(&dir, &ns);
+        let base = base.clone();
+        tokio::task::spawn_blocking(move || {
+            let (objects, errors) = base.under(load_dir(&dir, &ns));
             Snapshot::build(&objects, errors, &previous, &adapters)
         })
-        .await;
-        match built {
+    };
+    on_changes(&dir, shutdown, || async {
+        match reload().await {
             Ok(snapshot) => {
                 log(&snapshot);
                 on_change(&snapshot);
@@ -187,5 +208,39 @@ pub async fn watch(
             }
             Err(e) => tracing::error!("config reload failed: {e}"),
         }
+    })
+    .await
+}
+
+/// Calls `changed` after each burst of changes under `dir` (100 ms quiet),
+/// until `shutdown`; and once as soon as the watch is in place, so an edit
+/// made between a first load and the watch is not missed.
+pub async fn on_changes<F: Future<Output = ()>>(
+    dir: &Path,
+    shutdown: CancellationToken,
+    mut changed: impl FnMut() -> F,
+) -> Result<(), notify::Error> {
+    use notify::Watcher;
+    // A change is a flag, not a queue: any number of events mean one call.
+    let flag = Arc::new(Notify::new());
+    let notify = flag.clone();
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        if event.is_ok_and(|e| !e.kind.is_access()) {
+            notify.notify_one();
+        }
+    })?;
+    watcher.watch(dir, notify::RecursiveMode::Recursive)?;
+    flag.notify_one();
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            _ = flag.notified() => {}
+        }
+        // Editors write in bursts; wait for the burst to end.
+        while tokio::time::timeout(Duration::from_millis(100), flag.notified())
+            .await
+            .is_ok()
+        {}
+        changed().await;
     }
 }

@@ -345,7 +345,22 @@ impl Checker<'_> {
         let mut ty = None;
         let mut settled = false;
         for x in xs {
-            let t = self.expr(x)?;
+            let mut t = self.expr(x)?;
+            // Istio's own config falls back from durations to a string that
+            // spells one (`response.duration | "0ms"`): such a literal is
+            // taken as a value of the type it falls back from.
+            if let (Some(first), Node::Const(Value::String(text))) = (ty, &t.node)
+                && matches!(
+                    first,
+                    ValueType::Duration | ValueType::Timestamp | ValueType::IpAddress
+                )
+                && let Ok(v) = Value::parse_as(first, text)
+            {
+                t = Typed {
+                    node: Node::Const(v),
+                    ty: first,
+                };
+            }
             match ty {
                 None => ty = Some(t.ty),
                 Some(first) if !compatible(first, t.ty) => {

@@ -110,8 +110,10 @@ pub(crate) fn tokenize(text: &str) -> Result<Vec<Token>, Located> {
     }
 }
 
+/// `$` starts `$out.<field>`, an attribute-generating adapter's output as
+/// an instance's `attributeBindings` read it.
 fn is_ident_start(c: char) -> bool {
-    c == '_' || c.is_alphabetic()
+    c == '_' || c == '$' || c.is_alphabetic()
 }
 
 fn is_ident_char(c: char) -> bool {
@@ -159,6 +161,7 @@ impl Lexer<'_> {
 
     fn ident(&mut self) -> Tok {
         let start = self.pos;
+        self.bump();
         while self.peek().is_some_and(is_ident_char) {
             self.bump();
         }

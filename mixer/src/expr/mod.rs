@@ -338,6 +338,21 @@ mod tests {
     use crate::attribute::Bag;
 
     #[test]
+    fn a_string_that_spells_the_fallen_back_type_is_one() {
+        // As Istio's default telemetry config wrote its duration defaults.
+        let e = compile("response.duration | \"0ms\"");
+        assert_eq!(e.result_type(), ValueType::Duration);
+        assert_eq!(
+            e.eval(&crate::attribute::Bag::new()).unwrap(),
+            Value::Duration(std::time::Duration::ZERO)
+        );
+        assert_eq!(
+            compile_err("response.duration | \"soon\"").message,
+            "`|` falls back from DURATION to STRING; the alternatives must have the same type"
+        );
+    }
+
+    #[test]
     fn error_messages_name_the_text() {
         let e = compile_err("response.code == \"200\"");
         assert_eq!(e.position, 14);

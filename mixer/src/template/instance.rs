@@ -62,6 +62,25 @@ pub struct InstanceBuilder {
     pub name: Arc<str>,
     pub template: Template,
     fields: Vec<(&'static str, Compiled)>,
+    /// For attribute-generating templates: attribute name ← expression over
+    /// the adapter's `$out` and the request's attributes.
+    bindings: Vec<(Arc<str>, Expression)>,
+}
+
+/// What an attribute-generating adapter produced, with the request's
+/// attributes behind it: how `attributeBindings` see `$out.<field>`.
+struct Generated<'a> {
+    out: &'a [(&'static str, Value)],
+    attrs: &'a dyn Attributes,
+}
+
+impl Attributes for Generated<'_> {
+    fn get(&self, name: &str) -> Option<&Value> {
+        match name.strip_prefix("$out.") {
+            Some(field) => self.out.iter().find(|(f, _)| *f == field).map(|(_, v)| v),
+            None => self.attrs.get(name),
+        }
+    }
 }
 
 /// A params error: the field (dotted, under `params`) and what is wrong.
@@ -124,7 +143,59 @@ impl InstanceBuilder {
             name,
             template,
             fields,
+            bindings: Vec::new(),
         })
+    }
+
+    /// Compiles `attributeBindings`: each names a declared attribute and
+    /// gives an expression of its type over `$out.<field>` and attributes.
+    pub fn bind(
+        mut self,
+        bindings: &BTreeMap<String, String>,
+        vocab: &Vocabulary,
+    ) -> Result<InstanceBuilder, FieldError> {
+        if bindings.is_empty() {
+            return Ok(self);
+        }
+        let outputs = self.template.outputs();
+        if outputs.is_empty() {
+            return Err((
+                "attributeBindings".into(),
+                format!(
+                    "template {} produces no attributes to bind",
+                    self.template.name()
+                ),
+            ));
+        }
+        let with_out = vocab.with(outputs.iter().map(|(f, t)| (format!("$out.{f}"), *t)));
+        for (attribute, text) in bindings {
+            let at = format!("attributeBindings.{attribute}");
+            let Some(want) = vocab.type_of(attribute) else {
+                return Err((at, format!("`{attribute}` is not a declared attribute")));
+            };
+            let expr =
+                Expression::compile(text, &with_out).map_err(|e| (at.clone(), e.to_string()))?;
+            let got = expr.result_type();
+            if got != want && !(got.is_textual() && want.is_textual()) {
+                return Err((at, format!("`{text}` is {got}, `{attribute}` is {want}")));
+            }
+            self.bindings.push((Arc::from(attribute.as_str()), expr));
+        }
+        Ok(self)
+    }
+
+    /// The attributes `out` (an attribute-generating adapter's answer for
+    /// this instance) binds. A binding that cannot be evaluated is skipped.
+    pub fn bound(
+        &self,
+        out: &[(&'static str, Value)],
+        attrs: &dyn Attributes,
+    ) -> Vec<(Arc<str>, Value)> {
+        let scope = Generated { out, attrs };
+        self.bindings
+            .iter()
+            .filter_map(|(name, e)| Some((name.clone(), e.eval(&scope).ok()?)))
+            .collect()
     }
 
     /// Evaluates every field. A missing attribute without a `|` default

@@ -14,6 +14,8 @@ pub enum Variety {
     Check,
     Quota,
     Report,
+    /// Run before the others: adds attributes (Istio's kubernetesenv).
+    AttributeGeneration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -26,6 +28,8 @@ pub enum Template {
     Metric,
     LogEntry,
     TraceSpan,
+    /// Istio's `kubernetes` attribute-generation template.
+    Kubernetes,
 }
 
 /// What a field holds.
@@ -51,7 +55,7 @@ const fn f(path: &'static str, kind: FieldKind) -> Field {
 }
 
 use FieldKind::{Any, Map, Typed};
-use ValueType::{Bool, Duration, Int64, IpAddress, String as Str, Timestamp};
+use ValueType::{Bool, Duration, Int64, IpAddress, String as Str, StringMap, Timestamp};
 
 const LIST_ENTRY: &[Field] = &[f("value", Any)];
 const QUOTA: &[Field] = &[f("dimensions", Map)];
@@ -100,9 +104,44 @@ const TRACE_SPAN: &[Field] = &[
     f("apiProtocol", Typed(Str)),
     f("duration", Typed(Duration)),
 ];
+const KUBERNETES: &[Field] = &[
+    f("sourceUid", Typed(Str)),
+    f("sourceIp", Typed(IpAddress)),
+    f("destinationUid", Typed(Str)),
+    f("destinationIp", Typed(IpAddress)),
+    f("destinationPort", Typed(Int64)),
+];
+
+/// What the `kubernetes` template's adapter produces, as `$out.<name>` in
+/// an instance's `attributeBindings`.
+const KUBERNETES_OUT: &[(&str, ValueType)] = &[
+    ("source_pod_uid", Str),
+    ("source_pod_ip", IpAddress),
+    ("source_pod_name", Str),
+    ("source_labels", StringMap),
+    ("source_namespace", Str),
+    ("source_service_account_name", Str),
+    ("source_host_ip", IpAddress),
+    ("source_workload_uid", Str),
+    ("source_workload_name", Str),
+    ("source_workload_namespace", Str),
+    ("source_owner", Str),
+    ("destination_pod_uid", Str),
+    ("destination_pod_ip", IpAddress),
+    ("destination_pod_name", Str),
+    ("destination_container_name", Str),
+    ("destination_labels", StringMap),
+    ("destination_namespace", Str),
+    ("destination_service_account_name", Str),
+    ("destination_host_ip", IpAddress),
+    ("destination_workload_uid", Str),
+    ("destination_workload_name", Str),
+    ("destination_workload_namespace", Str),
+    ("destination_owner", Str),
+];
 
 impl Template {
-    pub const ALL: [Template; 8] = [
+    pub const ALL: [Template; 9] = [
         Template::CheckNothing,
         Template::ListEntry,
         Template::Quota,
@@ -111,6 +150,7 @@ impl Template {
         Template::Metric,
         Template::LogEntry,
         Template::TraceSpan,
+        Template::Kubernetes,
     ];
 
     /// The name config uses (`compiledTemplate`, or the legacy kind).
@@ -124,6 +164,7 @@ impl Template {
             Template::Metric => "metric",
             Template::LogEntry => "logentry",
             Template::TraceSpan => "tracespan",
+            Template::Kubernetes => "kubernetes",
         }
     }
 
@@ -141,6 +182,7 @@ impl Template {
             | Template::Metric
             | Template::LogEntry
             | Template::TraceSpan => Variety::Report,
+            Template::Kubernetes => Variety::AttributeGeneration,
         }
     }
 
@@ -153,6 +195,15 @@ impl Template {
             Template::Metric => METRIC,
             Template::LogEntry => LOG_ENTRY,
             Template::TraceSpan => TRACE_SPAN,
+            Template::Kubernetes => KUBERNETES,
+        }
+    }
+
+    /// The `$out` fields an attribute-generating template's adapter fills.
+    pub fn outputs(self) -> &'static [(&'static str, ValueType)] {
+        match self {
+            Template::Kubernetes => KUBERNETES_OUT,
+            _ => &[],
         }
     }
 }

@@ -1,11 +1,16 @@
 //! Envoy's bootstrap: the node identity, the admin endpoint, ADS towards Pilot
-//! over the static `xds-grpc` cluster, and the static Prometheus listener.
+//! over the static `xds-grpc` cluster, the static Prometheus listener, and
+//! the statsd sink when there is a bridge.
 
 use serde_json::{Value, json};
 
 use super::{Identity, ProxyArgs};
 
-pub fn render(args: &ProxyArgs, id: &Identity) -> anyhow::Result<Value> {
+pub fn render(
+    args: &ProxyArgs,
+    id: &Identity,
+    statsd: Option<std::net::SocketAddr>,
+) -> anyhow::Result<Value> {
     let (host, port) = args
         .discovery_address
         .rsplit_once(':')
@@ -99,6 +104,19 @@ pub fn render(args: &ProxyArgs, id: &Identity) -> anyhow::Result<Value> {
                 "source_address": { "address": id.local_bind, "port_value": 0 },
             },
         });
+    }
+    if let Some(sink) = statsd {
+        bootstrap["stats_sinks"] = json!([{
+            "name": "envoy.stat_sinks.statsd",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.config.metrics.v3.StatsdSink",
+                "address": { "socket_address": {
+                    "protocol": "UDP",
+                    "address": sink.ip().to_string(),
+                    "port_value": sink.port(),
+                } },
+            },
+        }]);
     }
     Ok(bootstrap)
 }

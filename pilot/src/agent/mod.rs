@@ -57,6 +57,10 @@ pub struct ProxyArgs {
     #[arg(long = "concurrency", default_value_t = 2,
           value_parser = clap::value_parser!(u32).range(0..=1024))]
     pub concurrency: u32,
+    /// Where Envoy sends its stats over statsd (`istio-statsd-prom-bridge:9125`);
+    /// set when Helm's `global.proxy.envoyStatsd.enabled` is.
+    #[arg(long = "statsdUdpAddress", default_value = "")]
+    pub statsd_udp_address: String,
     #[arg(long = "proxyLogLevel", default_value = "warning")]
     pub proxy_log_level: String,
     #[arg(long, env = "POD_NAME", default_value = "")]
@@ -142,6 +146,23 @@ impl ProxyArgs {
     }
 }
 
+/// The statsd sink's address, resolved here: Envoy's sink takes an IP only,
+/// and Istio 1.0's proxies refused to start when the bridge's name was
+/// given to it. A name that does not resolve (the bridge turned off) leaves
+/// the sink out and Envoy starts anyway.
+async fn statsd_sink(address: &str) -> Option<std::net::SocketAddr> {
+    if address.is_empty() {
+        return None;
+    }
+    match tokio::net::lookup_host(address).await {
+        Ok(mut found) => found.next(),
+        Err(e) => {
+            tracing::warn!(%address, "statsd sink left out; Envoy starts without it: {e}");
+            None
+        }
+    }
+}
+
 pub async fn run(args: ProxyArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
     let identity = args.identity(std::env::vars())?;
     if !args.binary_path.exists() {
@@ -149,7 +170,8 @@ pub async fn run(args: ProxyArgs, shutdown: CancellationToken) -> anyhow::Result
     }
     std::fs::create_dir_all(&args.config_path)
         .with_context(|| format!("--configPath {}", args.config_path.display()))?;
-    let bootstrap = bootstrap::render(&args, &identity)?;
+    let statsd = statsd_sink(&args.statsd_udp_address).await;
+    let bootstrap = bootstrap::render(&args, &identity, statsd)?;
     let bootstrap_path = args.config_path.join("envoy-rev0.json");
     std::fs::write(&bootstrap_path, serde_json::to_vec_pretty(&bootstrap)?)
         .with_context(|| format!("writing {}", bootstrap_path.display()))?;
@@ -178,4 +200,23 @@ pub async fn run(args: ProxyArgs, shutdown: CancellationToken) -> anyhow::Result
     shutdown.cancel();
     let _ = status_task.await;
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_statsd_bridge_that_is_not_there_never_stops_envoy() {
+        assert_eq!(statsd_sink("").await, None);
+        assert_eq!(
+            statsd_sink("istio-statsd-prom-bridge.invalid:9125").await,
+            None
+        );
+        assert_eq!(statsd_sink("not an address").await, None);
+        assert_eq!(
+            statsd_sink("127.0.0.7:9125").await,
+            Some("127.0.0.7:9125".parse().unwrap())
+        );
+    }
 }

@@ -4,5 +4,7 @@ mod change;
 mod lifecycle;
 mod mixer_api;
 mod policy;
+mod report_api;
 mod routing;
+mod telemetry;
 mod validation;

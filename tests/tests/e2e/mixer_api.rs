@@ -14,8 +14,8 @@ use mixer::attribute::compressed::encode;
 use mixer::attribute::{Bag, Value, dictionary};
 use tempfile::TempDir;
 use tonic::Code;
-use trireme_tests::mesh::{next_subnet, wait_ok};
-use trireme_tests::mixer::DENY_BLOCKED_USER;
+use trireme_tests::mesh::next_subnet;
+use trireme_tests::mixer::{DENY_BLOCKED_USER, start_mixer};
 use trireme_tests::process::Proc;
 use trireme_tests::{bin, eventually};
 
@@ -119,38 +119,8 @@ impl Policy {
             &[],
             &dir.path().join("list-adapter.log"),
         )];
-        let args: Vec<String> = vec![
-            "server".into(),
-            "--configStoreURL".into(),
-            format!("fs://{}", dir.path().display()),
-            "--address".into(),
-            format!("tcp://{ip}:9091"),
-        ];
-        procs.push(Proc::spawn(
-            "mixer-policy",
-            &bin("mixer-policy"),
-            &args,
-            &[],
-            &dir.path().join("mixer-policy.log"),
-        ));
-        let http = reqwest::Client::builder()
-            .no_proxy()
-            .build()
-            .expect("client");
-        let ready = format!("http://{ip}:15014/ready");
-        wait_ok(
-            &http,
-            &ready,
-            "mixer-policy /ready",
-            Duration::from_secs(20),
-        )
-        .await;
-        let endpoint = format!("http://{ip}:9091");
-        let client = eventually("the gRPC port", Duration::from_secs(10), || {
-            let endpoint = endpoint.clone();
-            async move { MixerClient::connect(endpoint).await.ok() }
-        })
-        .await;
+        let (policy, client, http) = start_mixer("mixer-policy", dir.path(), &ip).await;
+        procs.push(policy);
         eventually("the adapter's port", Duration::from_secs(10), || {
             let adapter = adapter.clone();
             async move { tokio::net::TcpStream::connect(adapter).await.ok() }

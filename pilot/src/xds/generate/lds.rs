@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 
 use api::networking::{L4MatchAttributes, Protocol};
+use envoy_types::pb::envoy::config::accesslog::v3::AccessLog;
 use envoy_types::pb::envoy::config::core::v3::{Address, Pipe, TrafficDirection, address};
 use envoy_types::pb::envoy::config::listener::v3::{
     Filter, FilterChain, FilterChainMatch, Listener, ListenerFilter, filter::ConfigType,
@@ -25,7 +26,7 @@ use crate::xds::names::{
     BLACKHOLE, HTTP_PROXY_ROUTE, INBOUND_PASSTHROUGH, PASSTHROUGH, ads_source, any, bool_value,
     inbound_cluster_name, outbound_cluster_name, port_route_name, socket_address, u32_value,
 };
-use crate::xds::plugin::{Direction, ListenerContext};
+use crate::xds::plugin::{Direction, ListenerContext, Traffic};
 use crate::xds::proxy::{InterceptionMode, Proxy, ProxyKind};
 use crate::xds::push::PushContext;
 use crate::xds::resource::Resource;
@@ -218,7 +219,14 @@ fn inbound_chains(
         }
         hcm(&ctx, &stat_prefix, RouteSpecifier::RouteConfig(routes))
     } else {
-        with_network_filters(&ctx, tcp_proxy(&stat_prefix, &ib.cluster))
+        with_network_filters(
+            &ctx,
+            tcp_proxy_to(
+                &stat_prefix,
+                &[(ib.cluster.clone(), 100)],
+                access_logs(&ctx, Traffic::Tcp),
+            ),
+        )
     };
     let port_only = FilterChainMatch {
         destination_port: port_match.map(u32_value),
@@ -345,6 +353,7 @@ fn outbound_port_listeners(push: &PushContext, proxy: &Proxy) -> Vec<Listener> {
                         tcp_proxy_to(
                             &format!("outbound|{}||{}", sp.port, service.hostname),
                             &clusters,
+                            access_logs(&outbound(push, proxy), Traffic::Tcp),
                         ),
                     ),
                     ..Default::default()
@@ -388,6 +397,7 @@ fn hcm(ctx: &ListenerContext, stat_prefix: &str, routes: RouteSpecifier) -> Vec<
         stat_prefix: stat_prefix.to_string(),
         route_specifier: Some(routes),
         http_filters,
+        access_log: access_logs(ctx, Traffic::Http),
         generate_request_id: Some(bool_value(true)),
         ..Default::default()
     };
@@ -436,11 +446,25 @@ fn tcp_destinations(
         .collect()
 }
 
-fn tcp_proxy(stat_prefix: &str, cluster: &str) -> Filter {
-    tcp_proxy_to(stat_prefix, &[(cluster.to_string(), 100)])
+/// The plug-ins' access loggers, in plug-in order.
+fn access_logs(ctx: &ListenerContext, traffic: Traffic) -> Vec<AccessLog> {
+    ctx.push
+        .plugins
+        .iter()
+        .flat_map(|p| p.access_logs(ctx, traffic))
+        .collect()
 }
 
-fn tcp_proxy_to(stat_prefix: &str, clusters: &[(String, u32)]) -> Filter {
+/// A TCP proxy of Envoy's own (passthrough, blackhole): nothing to report.
+fn tcp_proxy(stat_prefix: &str, cluster: &str) -> Filter {
+    tcp_proxy_to(stat_prefix, &[(cluster.to_string(), 100)], Vec::new())
+}
+
+fn tcp_proxy_to(
+    stat_prefix: &str,
+    clusters: &[(String, u32)],
+    access_log: Vec<AccessLog>,
+) -> Filter {
     let cluster_specifier = match clusters {
         [(only, _)] => tcp_proxy::ClusterSpecifier::Cluster(only.clone()),
         many => tcp_proxy::ClusterSpecifier::WeightedClusters(tcp_proxy::WeightedCluster {
@@ -459,6 +483,7 @@ fn tcp_proxy_to(stat_prefix: &str, clusters: &[(String, u32)]) -> Filter {
     let proxy = TcpProxy {
         stat_prefix: stat_prefix.to_string(),
         cluster_specifier: Some(cluster_specifier),
+        access_log,
         ..Default::default()
     };
     Filter {

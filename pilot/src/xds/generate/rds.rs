@@ -137,7 +137,9 @@ fn domains(service: &Service, port: u32, proxy_namespace: &str, via_proxy: bool)
 fn routes_for(push: &PushContext, proxy: &Proxy, service: &Service, port: u32) -> Vec<Route> {
     let Some((vs_namespace, vs)) = push.virtual_service(&service.hostname) else {
         return vec![Route {
-            name: "default".into(),
+            // Envoy logs a route's name: mixer-telemetry reads the
+            // destination service from it when there is no cluster.
+            name: service.hostname.clone(),
             r#match: Some(prefix_match("/")),
             action: Some(Action::Route(RouteAction {
                 cluster_specifier: Some(ClusterSpecifier::Cluster(outbound_cluster_name(
@@ -182,11 +184,7 @@ fn translate(
     port: u32,
 ) -> Route {
     let mut route = Route {
-        name: if http.name.is_empty() {
-            String::new()
-        } else {
-            http.name.clone()
-        },
+        name: http.name.clone(),
         r#match: Some(m.map(route_match).unwrap_or_else(|| prefix_match("/"))),
         ..Default::default()
     };
@@ -211,6 +209,12 @@ fn translate(
             .iter()
             .filter(|d| d.weight != Some(0) || http.route.len() == 1)
             .collect();
+        // Named after the (first) destination service, as the default route
+        // is, for telemetry of requests that never reach a cluster.
+        if let Some(first) = weighted.first() {
+            let cluster = cluster_of(&first.destination);
+            route.name = cluster.rsplit('|').next().unwrap_or_default().to_string();
+        }
         let cluster_specifier = if weighted.len() == 1 {
             ClusterSpecifier::Cluster(cluster_of(&weighted[0].destination))
         } else {

@@ -19,10 +19,10 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
 };
 use envoy_types::pb::envoy::r#type::v3::HttpStatus;
 
-use super::{Direction, ListenerContext, Plugin};
+use super::{Direction, ListenerContext, Plugin, server_cluster};
 use crate::config::policy::MIXER_DEFAULT_NAMESPACE;
 use crate::xds::generate::lds::InboundPort;
-use crate::xds::names::{any, duration, outbound_cluster_name};
+use crate::xds::names::{any, duration};
 use crate::xds::proxy::Proxy;
 use crate::xds::push::PushContext;
 
@@ -65,20 +65,12 @@ fn checks(push: &PushContext, proxy: &Proxy, port: Option<&InboundPort>) -> Opti
     if !in_scope {
         return None;
     }
-    let cluster = check_cluster(&mesh.mixer_check_server)?;
-    let sent = push.outbound_clusters.iter().any(|c| c.name == cluster);
-    sent.then(|| Checks {
+    let cluster = server_cluster(push, &mesh.mixer_check_server)?;
+    Some(Checks {
         cluster,
         authority: mesh.mixer_check_server.clone(),
         fail_open,
     })
-}
-
-/// `istio-policy.istio-system.svc.cluster.local:9091` →
-/// `outbound|9091||istio-policy.istio-system.svc.cluster.local`.
-fn check_cluster(server: &str) -> Option<String> {
-    let (host, port) = server.rsplit_once(':')?;
-    Some(outbound_cluster_name(port.parse().ok()?, "", host))
 }
 
 impl Plugin for Mixer {

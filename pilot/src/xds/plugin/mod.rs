@@ -1,5 +1,5 @@
-//! Plug-ins: how a feature (CORS, fault injection; next Mixer's filters,
-//! authentication, authorization, telemetry) adds to what the generators
+//! Plug-ins: how a feature (CORS, fault injection, Mixer's policy check and
+//! telemetry; next authentication, authorization) adds to what the generators
 //! build without editing them, as Istio 1.4's `plugin.Plugin` did. The
 //! generators call every registered plug-in at fixed points: the HTTP filters
 //! of each connection manager, the network filters and filter chains of each
@@ -9,10 +9,12 @@
 mod cors;
 mod fault;
 mod mixer;
+mod telemetry;
 
 use std::sync::{Arc, LazyLock};
 
 use api::networking::HttpRoute;
+use envoy_types::pb::envoy::config::accesslog::v3::AccessLog;
 use envoy_types::pb::envoy::config::cluster::v3::Cluster;
 use envoy_types::pb::envoy::config::core::v3::TransportSocket;
 use envoy_types::pb::envoy::config::listener::v3::{Filter, FilterChainMatch};
@@ -25,10 +27,11 @@ use prost::{Message, Name};
 pub use cors::Cors;
 pub use fault::Fault;
 pub use mixer::Mixer;
+pub use telemetry::Telemetry;
 
 use crate::model::{Service, ServicePort};
 use crate::xds::generate::lds::InboundPort;
-use crate::xds::names::any;
+use crate::xds::names::{any, outbound_cluster_name};
 use crate::xds::proxy::Proxy;
 use crate::xds::push::PushContext;
 
@@ -38,6 +41,15 @@ pub enum Direction {
     Outbound,
     /// Traffic from the mesh to this proxy's application.
     Inbound,
+}
+
+/// What a filter chain proxies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Traffic {
+    /// An HTTP connection manager.
+    Http,
+    /// A TCP proxy.
+    Tcp,
 }
 
 /// A listener, or one inbound port of it, being built for `proxy`.
@@ -103,6 +115,11 @@ pub trait Plugin: Send + Sync {
         None
     }
 
+    /// Access loggers for a connection manager or TCP proxy.
+    fn access_logs(&self, _ctx: &ListenerContext, _traffic: Traffic) -> Vec<AccessLog> {
+        Vec::new()
+    }
+
     /// Adjusts an Envoy route made from an Istio HTTP route (per-filter config).
     fn on_http_route(&self, _ctx: &RouteContext, _route: &mut Route) {}
 
@@ -135,6 +152,19 @@ fn outbound_filter<M: Message + Name>(
     }]
 }
 
+/// The outbound cluster of a Mixer server the mesh config names
+/// (`istio-policy.istio-system.svc.cluster.local:9091` →
+/// `outbound|9091||istio-policy.istio-system.svc.cluster.local`), when the
+/// push has it: a filter must never name a cluster that is not sent.
+fn server_cluster(push: &PushContext, server: &str) -> Option<String> {
+    let (host, port) = server.rsplit_once(':')?;
+    let cluster = outbound_cluster_name(port.parse().ok()?, "", host);
+    push.outbound_clusters
+        .iter()
+        .any(|c| c.name == cluster)
+        .then_some(cluster)
+}
+
 /// The plug-ins the generators call, in order.
 #[derive(Clone)]
 pub struct Plugins(Arc<Vec<Arc<dyn Plugin>>>);
@@ -146,10 +176,17 @@ impl Plugins {
 
     /// What every Pilot runs: CORS before fault injection, as in Istio, so a
     /// preflight is answered rather than faulted; Mixer's policy check on
-    /// inbound ports when the mesh config turns it on.
+    /// inbound ports and its reports from every port when the mesh config
+    /// turns them on.
     pub fn standard() -> Plugins {
-        static STANDARD: LazyLock<Plugins> =
-            LazyLock::new(|| Plugins::new(vec![Arc::new(Cors), Arc::new(Fault), Arc::new(Mixer)]));
+        static STANDARD: LazyLock<Plugins> = LazyLock::new(|| {
+            Plugins::new(vec![
+                Arc::new(Cors),
+                Arc::new(Fault),
+                Arc::new(Mixer),
+                Arc::new(Telemetry),
+            ])
+        });
         STANDARD.clone()
     }
 

@@ -1,0 +1,162 @@
+//! Telemetry through real Envoy: the sidecars' access logs stream to the real
+//! mixer-telemetry, whose default config turns them into Istio's metrics
+//! (scraped by a real Prometheus) and access-log lines.
+
+use std::time::Duration;
+
+use serde_json::Value;
+use trireme_tests::eventually;
+use trireme_tests::mesh::{Mesh, Options};
+use trireme_tests::telemetry::{Prometheus, series_value};
+
+/// Requests with `x-fault: abort` are answered 503 by the client's Envoy
+/// itself: no upstream cluster, so the service must come from the route.
+const ABORT: &str = r#"
+apiVersion: networking.istio.io/v1alpha3
+kind: VirtualService
+metadata: {name: reviews, namespace: default}
+spec:
+  hosts: [reviews]
+  http:
+  - match:
+    - headers:
+        x-fault: {exact: abort}
+    fault:
+      abort: {httpStatus: 503, percentage: {value: 100}}
+    route:
+    - destination: {host: reviews}
+  - route:
+    - destination: {host: reviews}
+"#;
+
+fn telemetry() -> Options {
+    Options {
+        telemetry: true,
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envoy_traffic_becomes_istio_metrics_in_prometheus_and_access_logs() {
+    let mesh = Mesh::start_with(&["v1"], &[("vs.yaml", ABORT)], telemetry()).await;
+    for _ in 0..5 {
+        assert_eq!(mesh.call("/reviews/1", &[]).await.0, 200);
+    }
+    assert_eq!(
+        mesh.call("/reviews/2", &[("x-fault", "abort")]).await.0,
+        503
+    );
+
+    let both = [
+        ("source_workload", "client"),
+        ("source_app", "client"),
+        ("destination_workload", "reviews-v1"),
+        ("destination_app", "reviews"),
+        ("destination_version", "v1"),
+        ("destination_service", "reviews.default.svc.cluster.local"),
+        ("destination_service_name", "reviews"),
+        ("destination_service_namespace", "default"),
+        ("request_protocol", "http"),
+        ("response_code", "200"),
+    ];
+    let text = eventually(
+        "5 requests reported by both sidecars",
+        Duration::from_secs(20),
+        || async {
+            let text = mesh.mesh_metrics().await;
+            let count = |reporter| {
+                let mut labels = both.to_vec();
+                labels.push(("reporter", reporter));
+                series_value(&text, "istio_requests_total", &labels).unwrap_or(0.0)
+            };
+            (count("destination") == 5.0 && count("source") == 5.0).then_some(text)
+        },
+    )
+    .await;
+    assert!(
+        series_value(
+            &text,
+            "istio_request_duration_seconds_count",
+            &[("reporter", "destination")]
+        )
+        .is_some_and(|n| n >= 5.0),
+        "{text}"
+    );
+    assert!(!text.contains("_total_total"));
+
+    // The abort never reached a cluster: the route named the service.
+    let aborted = eventually("the abort reported", Duration::from_secs(20), || async {
+        let text = mesh.mesh_metrics().await;
+        series_value(
+            &text,
+            "istio_requests_total",
+            &[
+                ("reporter", "source"),
+                ("source_workload", "client"),
+                ("destination_service", "reviews.default.svc.cluster.local"),
+                ("response_code", "503"),
+                ("response_flags", "FI"),
+            ],
+        )
+    })
+    .await;
+    assert_eq!(aborted, 1.0);
+
+    // The access log: one JSON line per request and reporter.
+    let log = std::fs::read_to_string(mesh.log("mixer-telemetry")).expect("log");
+    let entries: Vec<Value> = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["instance"] == "accesslog.instance.istio-system")
+        .collect();
+    let ok_from = |reporter: &str| {
+        entries
+            .iter()
+            .filter(|e| {
+                e["reporter"] == reporter
+                    && e["responseCode"] == 200
+                    && e["sourceWorkload"] == "client"
+                    && e["destinationWorkload"] == "reviews-v1"
+                    && e["url"] == "/reviews/1"
+                    && e["method"] == "GET"
+            })
+            .count()
+    };
+    assert_eq!(
+        (ok_from("destination"), ok_from("source")),
+        (5, 5),
+        "{entries:#?}"
+    );
+
+    // A real Prometheus scraping 42422 sees the same series.
+    let ip = mesh.topology.telemetry_ip();
+    let listen = ip.replace(".0.20", ".0.21") + ":9090";
+    let prometheus = Prometheus::start(
+        mesh.dir.path(),
+        &listen,
+        &[("istio-mesh", format!("{ip}:42422"))],
+    )
+    .await;
+    let sample = prometheus
+        .wait_for(
+            r#"istio_requests_total{reporter="destination",source_workload="client",destination_service="reviews.default.svc.cluster.local",response_code="200"}"#,
+            |v| v == 5.0,
+        )
+        .await;
+    assert_eq!(sample["metric"]["destination_workload"], "reviews-v1");
+    assert_eq!(sample["metric"]["job"], "istio-mesh");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mesh_without_telemetry_sends_no_reports_anywhere() {
+    let mesh = Mesh::start(&["v1"], &[]).await;
+    assert_eq!(mesh.call("/reviews/1", &[]).await.0, 200);
+    let listeners = mesh.listeners_dump("client").await;
+    assert!(!listeners.contains("http_grpc"), "{listeners}");
+    assert!(
+        !mesh
+            .active_clusters("client")
+            .await
+            .contains("istio-telemetry")
+    );
+}
