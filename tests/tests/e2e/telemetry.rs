@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde_json::Value;
 use trireme_tests::eventually;
 use trireme_tests::mesh::{Mesh, Options};
+use trireme_tests::postgres::Postgres;
 use trireme_tests::telemetry::{Prometheus, series_value};
 
 /// Requests with `x-fault: abort` are answered 503 by the client's Envoy
@@ -159,4 +160,105 @@ async fn a_mesh_without_telemetry_sends_no_reports_anywhere() {
             .await
             .contains("istio-telemetry")
     );
+}
+
+/// The default access log, also as rows in PostgreSQL: a small buffer, so
+/// an outage overflows it.
+fn sql_config(url: &str) -> String {
+    format!(
+        r#"
+apiVersion: config.istio.io/v1alpha2
+kind: handler
+metadata: {{name: accesslog-sql, namespace: istio-system}}
+spec:
+  compiledAdapter: sql
+  params:
+    url: "{url}"
+    table: access_log
+    flushInterval: 200ms
+    bufferSize: 6
+---
+apiVersion: config.istio.io/v1alpha2
+kind: rule
+metadata: {{name: accesslog-sql, namespace: istio-system}}
+spec:
+  match: context.protocol == "http"
+  actions:
+  - handler: accesslog-sql
+    instances: [accesslog]
+"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_logs_reach_postgresql_and_survive_its_outage() {
+    // The mesh's subnet is chosen when it starts: PostgreSQL gets an
+    // address of its own first, on the loopback like every "pod".
+    let pg_host = format!("127.{}.9.1", trireme_tests::mesh::next_subnet());
+    let mut pg = Postgres::start(&pg_host);
+    let mesh = Mesh::start_with(
+        &["v1"],
+        &[("sql.yaml", &sql_config(&pg.url()))],
+        telemetry(),
+    )
+    .await;
+    let rows = |pg: &Postgres| {
+        pg.query("SELECT count(*) FROM access_log WHERE variables->>'url' = '/reviews/1' AND (variables->>'responseCode')::int = 200")
+            .parse::<u64>()
+            .unwrap_or(0)
+    };
+    for _ in 0..3 {
+        assert_eq!(mesh.call("/reviews/1", &[]).await.0, 200);
+    }
+    // Each request is logged by both sidecars.
+    eventually("6 rows in PostgreSQL", Duration::from_secs(20), || async {
+        (rows(&pg) == 6).then_some(())
+    })
+    .await;
+    let reporters =
+        pg.query("SELECT string_agg(DISTINCT variables->>'reporter', ',') FROM access_log");
+    assert_eq!(reporters, "destination,source");
+
+    pg.stop();
+    for _ in 0..5 {
+        assert_eq!(
+            mesh.call("/reviews/1", &[]).await.0,
+            200,
+            "the mesh does not notice"
+        );
+    }
+    // Ten rows for a buffer of six: six wait, four are dropped and counted.
+    let metric = |text: &str, name: &str| {
+        trireme_tests::telemetry::series_value(text, name, &[("table", "access_log")])
+            .unwrap_or(0.0)
+    };
+    eventually("the overflow counted", Duration::from_secs(20), || async {
+        let own = mesh.telemetry_metrics().await;
+        (metric(&own, "mixer_sql_rows_dropped_total") == 4.0
+            && metric(&own, "mixer_sql_buffered_rows") == 6.0
+            && metric(&own, "mixer_sql_write_errors_total") >= 1.0)
+            .then_some(())
+    })
+    .await;
+    let ready = format!("http://{}:15014/ready", mesh.topology.telemetry_ip());
+    assert!(
+        mesh.http
+            .get(&ready)
+            .send()
+            .await
+            .expect("ready")
+            .status()
+            .is_success()
+    );
+
+    pg.start_again();
+    eventually(
+        "the buffered rows written",
+        Duration::from_secs(30),
+        || async { (rows(&pg) == 12).then_some(()) },
+    )
+    .await;
+    let own = mesh.telemetry_metrics().await;
+    assert_eq!(metric(&own, "mixer_sql_rows_written_total"), 12.0);
+    assert_eq!(metric(&own, "mixer_sql_buffered_rows"), 0.0);
 }
