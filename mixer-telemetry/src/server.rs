@@ -18,10 +18,9 @@ use mixer::config::store::Base;
 use mixer::dispatch::Dispatcher;
 use mixer::server::{MixsArgs, Validated};
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
+use crate::adapter::Background;
 use crate::adapter::prometheus::MeshMetrics;
-use crate::adapter::sql::{Sql, SqlMetrics};
 use crate::ingest::Ingest;
 use crate::metrics::TelemetryMetrics;
 use crate::serve::Telemetry;
@@ -98,13 +97,7 @@ pub async fn run(
     let registry = mesh::metrics::Metrics::default();
     let metrics = TelemetryMetrics::new(&registry);
     let mesh_metrics = MeshMetrics::default();
-    let sql = Sql {
-        metrics: SqlMetrics::default(),
-        stop: CancellationToken::new(),
-        tasks: TaskTracker::new(),
-    };
-    sql.metrics.register(&registry);
-    let (sql_stop, sql_tasks) = (sql.stop.clone(), sql.tasks.clone());
+    let background = Background::new(&registry);
     let (kubernetesenv, pods) = KubernetesEnv::from_dir(addrs.config_dir.clone(), shutdown.clone());
     let (current, watcher) = {
         let m = metrics.clone();
@@ -112,7 +105,7 @@ pub async fn run(
             &args.mixs,
             addrs,
             default_config(&args),
-            crate::adapter::registry(kubernetesenv, mesh_metrics.clone(), sql),
+            crate::adapter::registry(kubernetesenv, mesh_metrics.clone(), &background),
             move |s| {
                 m.config_errors.set(s.errors.len() as i64);
                 m.config_generation.set(s.generation as i64);
@@ -205,15 +198,8 @@ pub async fn run(
     for w in work {
         let _ = w.await;
     }
-    // Then the adapters' own buffers (sql) get their last chance to write.
-    sql_stop.cancel();
-    sql_tasks.close();
-    if tokio::time::timeout(Duration::from_secs(10), sql_tasks.wait())
-        .await
-        .is_err()
-    {
-        tracing::warn!("sql writers did not finish within 10s; unwritten rows are lost");
-    }
+    // Then the adapters' own buffers get their last chance to send.
+    background.finish(Duration::from_secs(10)).await;
     let _ = watcher.await;
     let _ = pods.await;
     let _ = sweeper.await;
@@ -260,15 +246,10 @@ mod tests {
             report_workers: 1,
             report_queue_depth: 1,
         });
-        let sql = Sql {
-            metrics: SqlMetrics::default(),
-            stop: CancellationToken::new(),
-            tasks: TaskTracker::new(),
-        };
         let registry = crate::adapter::registry(
             KubernetesEnv::new(PodIndex::default()),
             MeshMetrics::default(),
-            sql,
+            &Background::new(&mesh::metrics::Metrics::default()),
         );
         let objects = base.objects();
         let s = Snapshot::build(

@@ -7,6 +7,7 @@
 pub mod kube_api;
 pub mod mesh;
 pub mod mixer;
+pub mod otlp;
 pub mod postgres;
 pub mod process;
 pub mod telemetry;

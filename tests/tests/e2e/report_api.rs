@@ -9,11 +9,13 @@ use api::mixer::report_request::RepeatedAttributesSemantics;
 use api::mixer::{CheckRequest, CompressedAttributes, ReportRequest};
 use mixer::attribute::compressed::encode;
 use mixer::attribute::{Bag, Value, dictionary};
+use opentelemetry_proto::tonic::common::v1::any_value::Value::StringValue;
 use tempfile::TempDir;
 use tonic::Code;
 use trireme_tests::eventually;
 use trireme_tests::mesh::next_subnet;
 use trireme_tests::mixer::start_mixer;
+use trireme_tests::otlp::Collector;
 use trireme_tests::process::Proc;
 use trireme_tests::telemetry::series_value;
 
@@ -29,13 +31,20 @@ struct Telemetry {
 }
 
 impl Telemetry {
-    async fn start() -> Telemetry {
+    async fn start(extra: &[(&str, String)]) -> Telemetry {
+        Telemetry::start_on(&format!("127.{}.0.20", next_subnet()), extra).await
+    }
+
+    async fn start_on(ip: &str, extra: &[(&str, String)]) -> Telemetry {
+        let ip = ip.to_string();
         let dir = tempfile::Builder::new()
             .prefix("trireme-report-api-")
             .tempdir()
             .expect("tempdir");
         std::fs::write(dir.path().join("pods.yaml"), PODS).expect("pods");
-        let ip = format!("127.{}.0.20", next_subnet());
+        for (file, text) in extra {
+            std::fs::write(dir.path().join(file), text).expect("config");
+        }
         let (proc, client, http) = start_mixer("mixer-telemetry", dir.path(), &ip).await;
         Telemetry {
             _dir: dir,
@@ -95,11 +104,11 @@ fn request(code: i64) -> Bag {
         Value::string("reviews.default.svc.cluster.local"),
     );
     bag.set("request.path", Value::string("/reviews/0"));
-    bag.set("request.time", Value::Timestamp(SystemTime::now()));
-    bag.set(
-        "response.duration",
-        Value::Duration(Duration::from_millis(3)),
-    );
+    let start = SystemTime::now();
+    let took = Duration::from_millis(3);
+    bag.set("request.time", Value::Timestamp(start));
+    bag.set("response.duration", Value::Duration(took));
+    bag.set("response.time", Value::Timestamp(start + took));
     bag.set("response.code", Value::Int64(code));
     bag
 }
@@ -115,7 +124,7 @@ fn batch(sets: Vec<CompressedAttributes>, semantics: RepeatedAttributesSemantics
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batches_of_reports_become_istio_metrics() {
-    let t = Telemetry::start().await;
+    let t = Telemetry::start(&[]).await;
 
     // Independent sets sharing the request's default words, as Istio's
     // proxy batched them.
@@ -149,7 +158,7 @@ async fn batches_of_reports_become_istio_metrics() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broken_batches_are_refused_whole_and_counted() {
-    let t = Telemetry::start().await;
+    let t = Telemetry::start(&[]).await;
     let mut bad = encode(&request(200));
     bad.strings.insert(-99, -1);
     let request_batch = batch(
@@ -212,4 +221,118 @@ async fn broken_batches_are_refused_whole_and_counted() {
         "{own}"
     );
     assert!(own.contains("mixer_undeclared_attributes_total 1"), "{own}");
+}
+
+/// Istio's tracespan instance from B3 headers, exported by the
+/// opentelemetry adapter to `collector`.
+fn tracing_config(collector: &str) -> String {
+    format!(
+        r#"
+apiVersion: config.istio.io/v1alpha2
+kind: handler
+metadata: {{name: otel, namespace: istio-system}}
+spec:
+  compiledAdapter: opentelemetry
+  params:
+    endpoint: http://{collector}
+    flushInterval: 100ms
+---
+apiVersion: config.istio.io/v1alpha2
+kind: instance
+metadata: {{name: default, namespace: istio-system}}
+spec:
+  compiledTemplate: tracespan
+  params:
+    traceId: request.headers["x-b3-traceid"]
+    spanId: request.headers["x-b3-spanid"] | ""
+    parentSpanId: request.headers["x-b3-parentspanid"] | ""
+    spanName: request.path | "/"
+    startTime: request.time
+    endTime: response.time | request.time
+    clientSpan: (context.reporter.kind | "inbound") == "outbound"
+    rewriteClientSpanId: "false"
+    sourceName: source.workload.name | "unknown"
+    destinationName: destination.workload.name | "unknown"
+    httpStatusCode: response.code | 0
+    spanTags:
+      http.url: request.path | ""
+      destination.service: destination.service.host | ""
+---
+apiVersion: config.istio.io/v1alpha2
+kind: rule
+metadata: {{name: tracing, namespace: istio-system}}
+spec:
+  match: (request.headers["x-b3-sampled"] | "0") == "1"
+  actions:
+  - handler: otel
+    instances: [default]
+"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sampled_requests_become_spans_at_an_opentelemetry_collector() {
+    let ip = format!("127.{}.0.20", next_subnet());
+    let collector = Collector::start(&ip).await;
+    let t = Telemetry::start_on(
+        &ip,
+        &[("tracing.yaml", tracing_config(&collector.addr.to_string()))],
+    )
+    .await;
+    let b3 = |sampled: &str| {
+        let mut bag = request(200);
+        bag.set(
+            "request.headers",
+            Value::StringMap(std::sync::Arc::new(
+                [
+                    (
+                        "x-b3-traceid".to_string(),
+                        "463ac35c9f6413ad48485a3953bb6124".to_string(),
+                    ),
+                    ("x-b3-spanid".to_string(), "a2fb4a1d1a96d312".to_string()),
+                    ("x-b3-sampled".to_string(), sampled.to_string()),
+                ]
+                .into(),
+            )),
+        );
+        encode(&bag)
+    };
+    t.report(batch(
+        vec![b3("1"), b3("0")],
+        RepeatedAttributesSemantics::IndependentEncoding,
+    ))
+    .await
+    .expect("report");
+    let spans = eventually(
+        "the span at the collector",
+        Duration::from_secs(10),
+        || async {
+            let got = collector.received();
+            (!got.is_empty()).then_some(got)
+        },
+    )
+    .await;
+    assert_eq!(spans.len(), 1, "only the sampled request: {spans:#?}");
+    let resource = &spans[0];
+    let service = &resource.resource.as_ref().expect("resource").attributes[0];
+    assert_eq!(service.key, "service.name");
+    let name = service.value.as_ref().and_then(|v| v.value.as_ref());
+    assert_eq!(name, Some(&StringValue("reviews-v2".into())));
+    let span = &resource.scope_spans[0].spans[0];
+    assert_eq!(span.name, "/reviews/0");
+    assert_eq!(span.trace_id[..4], [0x46, 0x3a, 0xc3, 0x5c]);
+    assert_eq!(
+        span.span_id,
+        [0xa2, 0xfb, 0x4a, 0x1d, 0x1a, 0x96, 0xd3, 0x12]
+    );
+    assert_eq!(
+        span.end_time_unix_nano - span.start_time_unix_nano,
+        3_000_000,
+        "{span:?}"
+    );
+    let own = t.get(15014).await;
+    assert!(
+        series_value(&own, "mixer_opentelemetry_spans_exported_total", &[]) == Some(1.0),
+        "{own}"
+    );
 }

@@ -7,73 +7,38 @@
 
 mod db;
 
-use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use mixer::adapter::{Adapter, Handler, ParamsError, params};
 use mixer::attribute::Value;
 use mixer::expr::functions::format_rfc3339;
 use mixer::template::{Instance, Template};
-use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
 use serde::Deserialize;
 use serde_json::Value as Json;
-use tokio::sync::Notify;
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, DropGuard};
 use tokio_util::task::TaskTracker;
 
+use super::outbox::{self, Names, Outbox, OutboxMetrics, Sink};
 use super::stdio::json_value;
 pub use db::Row;
 use db::{Db, supported};
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct TableLabel {
-    pub table: String,
-}
-
-/// The adapter's metrics, by table.
-#[derive(Clone, Default)]
-pub struct SqlMetrics {
-    pub written: Family<TableLabel, Counter>,
-    pub dropped: Family<TableLabel, Counter>,
-    pub write_errors: Family<TableLabel, Counter>,
-    pub buffered: Family<TableLabel, Gauge>,
-}
-
-impl SqlMetrics {
-    pub fn register(&self, r: &mesh::metrics::Metrics) {
-        r.register(
-            "mixer_sql_rows_written",
-            "Log rows inserted, by table",
-            self.written.clone(),
-        );
-        r.register(
-            "mixer_sql_rows_dropped",
-            "Log rows dropped because the buffer was full (the database away), by table",
-            self.dropped.clone(),
-        );
-        r.register(
-            "mixer_sql_write_errors",
-            "Failed connections, migrations and inserts, by table",
-            self.write_errors.clone(),
-        );
-        r.register(
-            "mixer_sql_buffered_rows",
-            "Log rows waiting for the database, by table",
-            self.buffered.clone(),
-        );
-    }
-}
+pub const METRICS: Names = Names {
+    label: "table",
+    sent: "mixer_sql_rows_written",
+    dropped: "mixer_sql_rows_dropped",
+    errors: "mixer_sql_write_errors",
+    buffered: "mixer_sql_buffered_rows",
+    items: "Log rows",
+};
 
 /// Builds `sql` handlers; their writers end, flushing what they hold, when
 /// `stop` is cancelled (after the last report is dispatched), and `tasks`
 /// tells when they have.
 pub struct Sql {
-    pub metrics: SqlMetrics,
+    pub metrics: OutboxMetrics,
     pub stop: CancellationToken,
     pub tasks: TaskTracker,
 }
@@ -86,11 +51,11 @@ struct Params {
     url: String,
     #[serde(default = "default_table")]
     table: String,
-    #[serde(default = "default_batch")]
+    #[serde(default = "outbox::default_batch")]
     batch_size: usize,
-    #[serde(default = "default_flush")]
+    #[serde(default = "outbox::default_flush")]
     flush_interval: api::duration::IstioDuration,
-    #[serde(default = "default_buffer")]
+    #[serde(default = "outbox::default_buffer")]
     buffer_size: usize,
 }
 
@@ -99,15 +64,6 @@ fn default_url() -> String {
 }
 fn default_table() -> String {
     "istio_log_entries".into()
-}
-fn default_batch() -> usize {
-    500
-}
-fn default_flush() -> api::duration::IstioDuration {
-    api::duration::IstioDuration(Duration::from_secs(1))
-}
-fn default_buffer() -> usize {
-    100_000
 }
 
 fn identifier(s: &str) -> bool {
@@ -145,48 +101,31 @@ impl Adapter for Sql {
                 ),
             ));
         }
-        if p.batch_size == 0 || p.buffer_size == 0 || p.flush_interval.as_duration().is_zero() {
-            return Err(ParamsError::new(
-                "",
-                "batchSize, bufferSize and flushInterval must be positive",
-            ));
-        }
-        let label = TableLabel {
-            table: p.table.clone(),
-        };
-        let shared = Arc::new(Shared {
-            rows: Mutex::default(),
-            wake: Notify::new(),
-            buffered: self.metrics.buffered.get_or_create(&label).clone(),
-            dropped: self.metrics.dropped.get_or_create(&label).clone(),
-            params: p,
-        });
+        let limits = outbox::limits(p.batch_size, p.buffer_size, &p.flush_interval)?;
+        let outbox = Arc::new(Outbox::new(limits, &self.metrics, &p.table));
         let stop = self.stop.child_token();
-        self.tasks.spawn(write(
-            shared.clone(),
-            self.metrics.written.get_or_create(&label).clone(),
-            self.metrics.write_errors.get_or_create(&label).clone(),
+        let sink = Database {
+            url: p.url,
+            table: p.table,
+            db: None,
+        };
+        self.tasks.spawn(outbox::run(
+            outbox.clone(),
+            sink,
+            self.metrics.clone(),
             stop.clone(),
         ));
         Ok(Arc::new(SqlHandler {
-            shared,
+            outbox,
             _stop: stop.drop_guard(),
         }))
     }
 }
 
-struct Shared {
-    params: Params,
-    rows: Mutex<VecDeque<Row>>,
-    wake: Notify,
-    buffered: Gauge,
-    dropped: Counter,
-}
-
 struct SqlHandler {
-    shared: Arc<Shared>,
+    outbox: Arc<Outbox<Row>>,
     /// A replaced handler's writer flushes and ends.
-    _stop: tokio_util::sync::DropGuard,
+    _stop: DropGuard,
 }
 
 fn row(instance: &Instance) -> Row {
@@ -214,92 +153,35 @@ fn row(instance: &Instance) -> Row {
 #[async_trait]
 impl Handler for SqlHandler {
     async fn report(&self, instances: &[Instance]) -> Result<(), String> {
-        let s = &self.shared;
-        let cap = s.params.buffer_size;
-        let (dropped, len) = {
-            let mut rows = s.rows.lock().unwrap_or_else(|p| p.into_inner());
-            let room = cap.saturating_sub(rows.len());
-            rows.extend(instances.iter().take(room).map(row));
-            (instances.len().saturating_sub(room), rows.len())
-        };
-        s.buffered.set(len as i64);
-        if len >= s.params.batch_size {
-            s.wake.notify_one();
-        }
-        if dropped > 0 {
-            s.dropped.inc_by(dropped as u64);
-            return Err(format!(
-                "{dropped} rows dropped: the buffer of {cap} is full (is the database away?)"
-            ));
-        }
-        Ok(())
+        self.outbox.push(instances.iter().map(row))
     }
 }
 
-/// Inserts buffered rows in batches every `flushInterval` (sooner when a
-/// batch is full); connects and migrates on first use and after a failure.
-/// Rows leave the buffer only once inserted. On `stop`, drains what it can.
-async fn write(shared: Arc<Shared>, written: Counter, errors: Counter, stop: CancellationToken) {
-    let p = &shared.params;
-    let mut db: Option<Db> = None;
-    let mut last_complaint: Option<Instant> = None;
-    loop {
-        let stopping = tokio::select! {
-            _ = stop.cancelled() => true,
-            _ = shared.wake.notified() => false,
-            _ = tokio::time::sleep(p.flush_interval.as_duration()) => false,
-        };
-        loop {
-            let batch: Vec<Row> = {
-                let rows = shared.rows.lock().unwrap_or_else(|p| p.into_inner());
-                rows.iter().take(p.batch_size).cloned().collect()
-            };
-            if batch.is_empty() {
-                break;
-            }
-            let result = match &db {
-                Some(d) => d.insert(&p.table, &batch).await,
-                None => match open(&p.url, &p.table).await {
-                    Ok(d) => {
-                        tracing::info!(table = %p.table, "sql: connected and migrated");
-                        db = Some(d);
-                        continue;
-                    }
-                    Err(e) => Err(e),
-                },
-            };
-            match result {
-                Ok(()) => {
-                    let left = {
-                        let mut rows = shared.rows.lock().unwrap_or_else(|p| p.into_inner());
-                        rows.drain(..batch.len());
-                        rows.len()
-                    };
-                    written.inc_by(batch.len() as u64);
-                    shared.buffered.set(left as i64);
-                }
-                Err(e) => {
-                    errors.inc();
-                    db = None;
-                    // Said once a minute, not once a flush.
-                    if last_complaint.is_none_or(|t| t.elapsed() > Duration::from_secs(60)) {
-                        last_complaint = Some(Instant::now());
-                        tracing::warn!(table = %p.table, "sql: cannot write; rows stay buffered: {e}");
-                    }
-                    break;
-                }
-            }
-        }
-        if stopping {
-            return;
-        }
-    }
+/// The database, connected (and migrated) on first use and after a failure.
+struct Database {
+    url: String,
+    table: String,
+    db: Option<Db>,
 }
 
-async fn open(url: &str, table: &str) -> Result<Db, sqlx::Error> {
-    let db = Db::connect(url).await?;
-    db.migrate(table).await?;
-    Ok(db)
+#[async_trait]
+impl Sink<Row> for Database {
+    async fn send(&mut self, rows: &[Row]) -> Result<(), String> {
+        if self.db.is_none() {
+            let db = Db::connect(&self.url).await.map_err(|e| e.to_string())?;
+            db.migrate(&self.table).await.map_err(|e| e.to_string())?;
+            tracing::info!(table = %self.table, "sql: connected and migrated");
+            self.db = Some(db);
+        }
+        let Some(db) = &self.db else {
+            return Err("not connected".into());
+        };
+        let result = db.insert(&self.table, rows).await;
+        if result.is_err() {
+            self.db = None;
+        }
+        result.map_err(|e| e.to_string())
+    }
 }
 
 #[cfg(test)]
@@ -308,11 +190,13 @@ mod tests {
 
     use mixer::template::FieldValue;
 
+    use std::time::{Duration, Instant};
+
     use super::*;
 
     fn adapter() -> Sql {
         Sql {
-            metrics: SqlMetrics::default(),
+            metrics: OutboxMetrics::new(&METRICS, &mesh::metrics::Metrics::default()),
             stop: CancellationToken::new(),
             tasks: TaskTracker::new(),
         }
@@ -372,14 +256,7 @@ mod tests {
         );
         // Migrating again is a no-op.
         db.migrate("access").await.unwrap();
-        let written = a
-            .metrics
-            .written
-            .get_or_create(&TableLabel {
-                table: "access".into(),
-            })
-            .get();
-        assert_eq!(written, 2);
+        assert_eq!(a.metrics.get("access"), (2, 0, 0, 0));
     }
 
     #[tokio::test]
@@ -393,14 +270,11 @@ mod tests {
         let err = h.report(&[entry(200), entry(200)]).await.unwrap_err();
         assert_eq!(
             err,
-            "1 rows dropped: the buffer of 3 is full (is the database away?)"
+            "1 dropped: the buffer of 3 is full (is istio_log_entries away?)"
         );
-        let label = TableLabel {
-            table: "istio_log_entries".into(),
-        };
-        assert_eq!(a.metrics.dropped.get_or_create(&label).get(), 1);
-        assert_eq!(a.metrics.buffered.get_or_create(&label).get(), 3);
-        wait_until(|| a.metrics.write_errors.get_or_create(&label).get() > 0).await;
+        let (_, dropped, _, buffered) = a.metrics.get("istio_log_entries");
+        assert_eq!((dropped, buffered), (1, 3));
+        wait_until(|| a.metrics.get("istio_log_entries").2 > 0).await;
     }
 
     async fn wait_until(done: impl Fn() -> bool) {

@@ -27,8 +27,18 @@ pub const TCP_LOGGER: &str = "envoy.access_loggers.tcp_grpc";
 const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Request headers logged beyond Envoy's own fields: the content type tells
-/// gRPC from HTTP; the others are in Istio's access log.
-const REQUEST_HEADERS: &[&str] = &["content-type", "x-forwarded-for", "x-client-trace-id"];
+/// gRPC from HTTP; B3's carry the trace a `tracespan` instance reads; the
+/// others are in Istio's access log.
+const REQUEST_HEADERS: &[&str] = &[
+    "content-type",
+    "x-forwarded-for",
+    "x-client-trace-id",
+    "x-b3-traceid",
+    "x-b3-spanid",
+    "x-b3-parentspanid",
+    "x-b3-sampled",
+    "x-b3-flags",
+];
 
 pub struct Telemetry;
 
