@@ -43,6 +43,7 @@ use envoy_types::pb::envoy::service::auth::v3::authorization_client::Authorizati
 use mixer::attribute::compressed::encode;
 use mixer::attribute::{Bag, Value, Vocabulary, dictionary};
 use tonic::transport::{Channel, Endpoint};
+use trireme_bench::{cpu_seconds, machine_cpu_seconds, pinned};
 use trireme_tests::mesh::{next_subnet, wait_ok};
 use trireme_tests::process::Proc;
 
@@ -563,25 +564,6 @@ async fn window_end(server: &Server, start: Window) -> Window {
     }
 }
 
-/// Busy CPU seconds of the whole machine, from the first line of /proc/stat
-/// (user, nice, system, irq, softirq, steal; not idle or iowait).
-fn machine_cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-    let fields: Vec<f64> = stat
-        .lines()
-        .next()
-        .unwrap_or_default()
-        .split_whitespace()
-        .skip(1)
-        .filter_map(|v| v.parse().ok())
-        .collect();
-    let busy: f64 = [0, 1, 2, 5, 6, 7]
-        .iter()
-        .filter_map(|&i| fields.get(i))
-        .sum();
-    busy / 100.0
-}
-
 /// `concurrency` loops, each sending its next Check when the last is answered.
 async fn closed_loop(
     api: Api,
@@ -700,7 +682,7 @@ async fn start_server(args: &Args, dir: &Path) -> anyhow::Result<(Server, String
         .mixer_policy
         .clone()
         .unwrap_or_else(|| trireme_tests::bin("mixer-policy"));
-    let mut server_args: Vec<String> = vec![
+    let server_args: Vec<String> = vec![
         "server".into(),
         "--configStoreURL".into(),
         format!("fs://{}", config.display()),
@@ -711,15 +693,7 @@ async fn start_server(args: &Args, dir: &Path) -> anyhow::Result<(Server, String
         "--numCheckCacheEntries".into(),
         args.cache_entries.to_string(),
     ];
-    let program = match &args.server_cpus {
-        Some(cpus) => {
-            let mut wrapped = vec!["-c".to_string(), cpus.clone(), binary.display().to_string()];
-            wrapped.append(&mut server_args);
-            server_args = wrapped;
-            PathBuf::from("taskset")
-        }
-        None => binary,
-    };
+    let (program, server_args) = pinned(&binary, server_args, args.server_cpus.as_deref());
     let proc = Proc::spawn(
         "mixer-policy",
         &program,
@@ -864,14 +838,4 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     drop(server);
     Ok(())
-}
-
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name, which is in parentheses and may hold spaces.
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
-        + fields.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
-    ticks / 100.0
 }

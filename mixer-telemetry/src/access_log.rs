@@ -63,7 +63,8 @@ impl Reporter {
 
 /// An HTTP entry's attributes.
 pub fn http(entry: &HttpAccessLogEntry, reporter: &Reporter) -> Bag {
-    let mut bag = Bag::new();
+    // What an entry gives, plus what kubernetesenv adds.
+    let mut bag = Bag::with_capacity(56);
     let (no_common, no_request) = (AccessLogCommon::default(), HttpRequestProperties::default());
     let common = entry.common_properties.as_ref().unwrap_or(&no_common);
     let request = entry.request.as_ref().unwrap_or(&no_request);
@@ -133,7 +134,8 @@ fn headers(bag: &mut Bag, name: &str, logged: &std::collections::HashMap<String,
 
 /// A TCP entry's attributes (Envoy logs a connection when it closes).
 pub fn tcp(entry: &TcpAccessLogEntry, reporter: &Reporter) -> Bag {
-    let mut bag = Bag::new();
+    // What an entry gives, plus what kubernetesenv adds.
+    let mut bag = Bag::with_capacity(56);
     let no_common = AccessLogCommon::default();
     let common = entry.common_properties.as_ref().unwrap_or(&no_common);
     common_attributes(common, reporter, "tcp", &mut bag);

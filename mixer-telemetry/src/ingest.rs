@@ -83,6 +83,7 @@ async fn work(
             dispatcher.generate(&snapshot, bag);
         }
         let outcome = dispatcher.report(&snapshot, &batch.bags).await;
+        metrics.dispatched_bags.inc_by(batch.bags.len() as u64);
         metrics.instances.inc_by(outcome.instances as u64);
         if outcome.build_errors > 0 {
             metrics.instance_errors.inc_by(outcome.build_errors as u64);

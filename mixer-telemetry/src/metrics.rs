@@ -20,6 +20,7 @@ pub struct HandlerLabel {
 #[derive(Clone)]
 pub struct TelemetryMetrics {
     pub bags: Family<ApiLabel, Counter>,
+    pub dispatched_bags: Counter,
     pub dropped_bags: Family<ApiLabel, Counter>,
     pub bad_requests: Family<ApiLabel, Counter>,
     pub undeclared_attributes: Counter,
@@ -37,6 +38,7 @@ impl TelemetryMetrics {
     pub fn new(registry: &mesh::metrics::Metrics) -> TelemetryMetrics {
         let m = TelemetryMetrics {
             bags: Family::default(),
+            dispatched_bags: Counter::default(),
             dropped_bags: Family::default(),
             bad_requests: Family::default(),
             undeclared_attributes: Counter::default(),
@@ -54,6 +56,11 @@ impl TelemetryMetrics {
             "mixer_report_bags",
             "Attribute bags accepted for dispatch, by API",
             m.bags.clone(),
+        );
+        r.register(
+            "mixer_report_dispatched_bags",
+            "Attribute bags dispatched to adapters",
+            m.dispatched_bags.clone(),
         );
         r.register(
             "mixer_report_dropped_bags",

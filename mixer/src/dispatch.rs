@@ -846,7 +846,7 @@ spec:
                 "destination_workload",
                 "response_code",
             ]
-            .map(|k| m[k].to_string())
+            .map(|k| m.get(k).unwrap().to_string())
         };
         assert_eq!(
             dims(0),

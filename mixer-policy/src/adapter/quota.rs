@@ -107,10 +107,16 @@ pub fn limit(quotas: &[QuotaParams], instance: &Instance) -> Option<Limit> {
     let q = quotas
         .iter()
         .find(|q| *q.name == *instance.name || q.name == instance.short_name())?;
-    let dims: Vec<(String, String)> = instance
+    let mut dims: Vec<(String, String)> = instance
         .map("dimensions")
-        .map(|m| m.iter().map(|(k, v)| (k.clone(), v.to_string())).collect())
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        })
         .unwrap_or_default();
+    // By name, so the bucket's key is the same whatever order config gave.
+    dims.sort();
     let matched = q.overrides.iter().find(|o| {
         o.dimensions
             .iter()

@@ -314,14 +314,12 @@ impl Handler for StdioHandler {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
-    use mixer::template::FieldValue;
+    use mixer::template::{FieldValue, ValueMap};
 
     use super::*;
 
     fn entry(severity: &str, vars: &[(&str, Value)]) -> Instance {
-        let vars: BTreeMap<String, Value> = vars
+        let vars: ValueMap = vars
             .iter()
             .map(|(k, v)| (k.to_string(), v.clone()))
             .collect();

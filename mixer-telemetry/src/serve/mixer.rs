@@ -82,7 +82,8 @@ pub fn decode(req: &ReportRequest, vocab: &Vocabulary) -> Result<(Vec<Bag>, u64)
             .map_err(|e| format!("attributes[{i}]: {e}"))?;
         let mut bag = match bags.last() {
             Some(previous) if delta => previous.clone(),
-            _ => Bag::new(),
+            // What a proxy sends, plus what kubernetesenv adds.
+            _ => Bag::with_capacity(attribute_count(set) + 24),
         };
         let stats = compressed::decode(set, &words, vocab, &mut bag)
             .map_err(|e| format!("attributes[{i}]: {e}"))?;
@@ -90,6 +91,17 @@ pub fn decode(req: &ReportRequest, vocab: &Vocabulary) -> Result<(Vec<Bag>, u64)
         bags.push(bag);
     }
     Ok((bags, undeclared))
+}
+
+fn attribute_count(set: &api::mixer::CompressedAttributes) -> usize {
+    set.strings.len()
+        + set.int64s.len()
+        + set.doubles.len()
+        + set.bools.len()
+        + set.timestamps.len()
+        + set.durations.len()
+        + set.bytes.len()
+        + set.string_maps.len()
 }
 
 #[cfg(test)]

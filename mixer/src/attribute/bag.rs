@@ -13,6 +13,12 @@ impl Bag {
         Bag::default()
     }
 
+    /// A bag with room for `n` attributes, so decoding a set of known
+    /// size does not grow it step by step.
+    pub fn with_capacity(n: usize) -> Bag {
+        Bag(HashMap::with_capacity_and_hasher(n, Default::default()))
+    }
+
     pub fn get(&self, name: &str) -> Option<&Value> {
         self.0.get(name)
     }

@@ -11,7 +11,61 @@ use crate::expr::Expression;
 #[derive(Debug, Clone, PartialEq)]
 pub enum FieldValue {
     Value(Value),
-    Map(BTreeMap<String, Value>),
+    Map(ValueMap),
+}
+
+/// A map field of a built instance (dimensions, variables, tags): names to
+/// values in the order the instance's config gave them. The names are shared
+/// with the compiled instance, so building one allocates no strings.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ValueMap(Vec<(Arc<str>, Value)>);
+
+impl ValueMap {
+    pub fn get(&self, key: &str) -> Option<&Value> {
+        self.0.iter().find(|(k, _)| &**k == key).map(|(_, v)| v)
+    }
+
+    /// The entry at `i`: a consumer that looks up the same names in
+    /// instances of one shape can remember where each was.
+    pub fn at(&self, i: usize) -> Option<(&str, &Value)> {
+        self.0.get(i).map(|(k, v)| (&**k, v))
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &Value)> {
+        self.0.iter().map(|(k, v)| (&**k, v))
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl<'a> IntoIterator for &'a ValueMap {
+    type Item = (&'a str, &'a Value);
+    type IntoIter = std::iter::Map<
+        std::slice::Iter<'a, (Arc<str>, Value)>,
+        fn(&'a (Arc<str>, Value)) -> (&'a str, &'a Value),
+    >;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter().map(|(k, v)| (&**k, v))
+    }
+}
+
+impl<K: Into<Arc<str>>, const N: usize> From<[(K, Value); N]> for ValueMap {
+    fn from(entries: [(K, Value); N]) -> ValueMap {
+        entries.into_iter().collect()
+    }
+}
+
+impl<K: Into<Arc<str>>> FromIterator<(K, Value)> for ValueMap {
+    fn from_iter<I: IntoIterator<Item = (K, Value)>>(iter: I) -> ValueMap {
+        ValueMap(iter.into_iter().map(|(k, v)| (k.into(), v)).collect())
+    }
 }
 
 /// What an adapter receives: a template's fields evaluated for one request.
@@ -31,7 +85,7 @@ impl Instance {
         })
     }
 
-    pub fn map(&self, path: &str) -> Option<&BTreeMap<String, Value>> {
+    pub fn map(&self, path: &str) -> Option<&ValueMap> {
         self.fields.iter().find_map(|(p, v)| match v {
             FieldValue::Map(m) if *p == path => Some(m),
             _ => None,
@@ -53,7 +107,7 @@ pub fn short_name(full: &str) -> &str {
 #[derive(Debug)]
 enum Compiled {
     Expr(Expression),
-    Map(Vec<(String, Expression)>),
+    Map(Vec<(Arc<str>, Expression)>),
 }
 
 /// An instance's params, compiled: evaluates to an [`Instance`] per request.
@@ -120,7 +174,7 @@ impl InstanceBuilder {
                     let mut out = Vec::with_capacity(entries.len());
                     for (key, e) in entries {
                         let expr = expression(e, vocab).map_err(|m| (at(&format!(".{key}")), m))?;
-                        out.push((key.clone(), expr));
+                        out.push((Arc::from(key.as_str()), expr));
                     }
                     Compiled::Map(out)
                 }
@@ -209,14 +263,14 @@ impl InstanceBuilder {
                         .map_err(|err| format!("instance {}: {path}: {err}", self.name))?,
                 ),
                 Compiled::Map(entries) => {
-                    let mut map = BTreeMap::new();
+                    let mut map = Vec::with_capacity(entries.len());
                     for (key, e) in entries {
                         let v = e.eval(attrs).map_err(|err| {
                             format!("instance {}: {path}.{key}: {err}", self.name)
                         })?;
-                        map.insert(key.clone(), v);
+                        map.push((key.clone(), v));
                     }
-                    FieldValue::Map(map)
+                    FieldValue::Map(ValueMap(map))
                 }
             };
             fields.push((*path, value));

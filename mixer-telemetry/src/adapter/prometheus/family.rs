@@ -5,9 +5,11 @@
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use mixer::attribute::Value;
+use mixer::template::ValueMap;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -46,6 +48,8 @@ pub struct Family {
     pub(super) series: Mutex<HashMap<Box<str>, Series, foldhash::fast::RandomState>>,
     /// Series idle this long are dropped (the handler's expiry policy).
     pub(super) max_idle: Mutex<Option<Duration>>,
+    /// Per label, where instances last had it among their dimensions.
+    hints: Vec<AtomicU32>,
 }
 
 /// Joins label values into a series key.
@@ -54,6 +58,7 @@ pub(super) const SEP: char = '\u{1f}';
 impl Family {
     pub fn new(def: Definition) -> Family {
         Family {
+            hints: def.labels.iter().map(|_| AtomicU32::new(0)).collect(),
             def,
             series: Mutex::default(),
             max_idle: Mutex::default(),
@@ -100,13 +105,13 @@ impl Family {
     /// Writes the series key for `dims` into `buf` (cleared first): each
     /// label's value in the family's label order; a label the instance
     /// lacks is empty, which Prometheus reads as absent.
-    pub fn key(&self, dims: Option<&std::collections::BTreeMap<String, Value>>, buf: &mut String) {
+    pub fn key(&self, dims: Option<&ValueMap>, buf: &mut String) {
         buf.clear();
         for (i, label) in self.def.labels.iter().enumerate() {
             if i > 0 {
                 buf.push(SEP);
             }
-            if let Some(v) = dims.and_then(|d| d.get(label)) {
+            if let Some(v) = dims.and_then(|d| self.find(d, i, label)) {
                 match v.as_str() {
                     Some(s) => buf.push_str(s),
                     None => {
@@ -115,6 +120,25 @@ impl Family {
                 }
             }
         }
+    }
+
+    /// `label` (the `i`th) in `dims`: where it was last time, else searched
+    /// for and remembered, as instances of one shape keep their order.
+    fn find<'d>(&self, dims: &'d ValueMap, i: usize, label: &str) -> Option<&'d Value> {
+        let hint = self
+            .hints
+            .get(i)
+            .map_or(0, |h| h.load(Ordering::Relaxed) as usize);
+        if let Some((k, v)) = dims.at(hint)
+            && k == label
+        {
+            return Some(v);
+        }
+        let (at, (_, v)) = dims.iter().enumerate().find(|(_, (k, _))| *k == label)?;
+        if let Some(h) = self.hints.get(i) {
+            h.store(at as u32, Ordering::Relaxed);
+        }
+        Some(v)
     }
 
     /// Drops series not updated for `max_idle`; returns how many.
@@ -136,8 +160,6 @@ impl Family {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
     use super::*;
 
     fn family(kind: Kind, buckets: Vec<f64>) -> Family {
@@ -153,13 +175,18 @@ mod tests {
     #[test]
     fn keys_follow_label_order_and_missing_labels_are_empty() {
         let f = family(Kind::Counter, vec![]);
-        let mut dims = BTreeMap::new();
-        dims.insert("b".to_string(), Value::Int64(200));
-        dims.insert("zzz".to_string(), Value::string("ignored"));
+        let dims: ValueMap = [("b", Value::Int64(200)), ("zzz", Value::string("ignored"))]
+            .into_iter()
+            .collect();
         let mut buf = String::new();
         f.key(Some(&dims), &mut buf);
         assert_eq!(buf, "\u{1f}200");
-        dims.insert("a".to_string(), Value::string("x"));
+        let dims: ValueMap = [("b", Value::Int64(200)), ("a", Value::string("x"))]
+            .into_iter()
+            .collect();
+        f.key(Some(&dims), &mut buf);
+        assert_eq!(buf, "x\u{1f}200");
+        // Again, from where the labels were found.
         f.key(Some(&dims), &mut buf);
         assert_eq!(buf, "x\u{1f}200");
     }

@@ -397,9 +397,7 @@ impl Handler for PromHandler {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
-    use mixer::template::FieldValue;
+    use mixer::template::{FieldValue, ValueMap};
 
     use super::*;
 
@@ -417,7 +415,7 @@ mod tests {
       ]}"#;
 
     fn instance(name: &str, value: Value, dims: &[(&str, Value)]) -> Instance {
-        let dims: BTreeMap<String, Value> = dims
+        let dims: ValueMap = dims
             .iter()
             .map(|(k, v)| (k.to_string(), v.clone()))
             .collect();

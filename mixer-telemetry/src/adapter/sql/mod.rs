@@ -137,7 +137,7 @@ fn row(instance: &Instance) -> Row {
         .map("variables")
         .into_iter()
         .flatten()
-        .map(|(k, v)| (k.clone(), json_value(v)))
+        .map(|(k, v)| (k.to_string(), json_value(v)))
         .collect();
     Row {
         instance: instance.name.to_string(),
@@ -186,9 +186,7 @@ impl Sink<Row> for Database {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
-    use mixer::template::FieldValue;
+    use mixer::template::{FieldValue, ValueMap};
 
     use std::time::{Duration, Instant};
 
@@ -203,7 +201,7 @@ mod tests {
     }
 
     fn entry(code: i64) -> Instance {
-        let vars: BTreeMap<String, Value> = [
+        let vars: ValueMap = [
             ("responseCode".to_string(), Value::Int64(code)),
             ("url".to_string(), Value::string("/reviews/1")),
         ]
