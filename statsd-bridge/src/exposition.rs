@@ -2,6 +2,9 @@
 //! serves): the mapped families sorted by name, their series by labels, then
 //! the bridge's own metrics under statsd_exporter's names.
 
+use std::ops::Range;
+use std::sync::Arc;
+
 use crate::line::ParseError;
 use crate::names::{push_help, push_label_value, push_value};
 use crate::process::Process;
@@ -28,28 +31,92 @@ const PROCESS: [&str; 6] = [
 ];
 
 /// Build facts for `statsd_exporter_build_info`.
-pub struct Build<'a> {
-    pub version: &'a str,
-    pub revision: &'a str,
+#[derive(Clone, Copy)]
+pub struct Build {
+    pub version: &'static str,
+    pub revision: &'static str,
 }
 
-pub fn render(
-    mut snapshot: Snapshot,
-    process: &Process,
+/// Text produced per chunk of a streamed exposition: a scrape of 100,000
+/// series is tens of MiB of text, which is never held whole.
+const CHUNK: usize = 64 * 1024;
+
+/// The exposition of one snapshot, as chunks of text in order.
+pub struct Exposition {
+    snapshot: Snapshot,
+    process: Process,
     start_time: f64,
-    build: &Build<'_>,
-) -> String {
-    let lines: usize = snapshot.families.iter().map(|f| f.series.len()).sum();
-    let mut out = String::with_capacity(lines * 80 + 8192);
-    snapshot
-        .families
-        .sort_unstable_by(|a, b| a.name.cmp(&b.name));
-    for family in &mut snapshot.families {
-        family.series.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        write_family(&mut out, family, &snapshot.numbers);
+    build: Build,
+    family: usize,
+    series: usize,
+    own_done: bool,
+}
+
+impl Exposition {
+    pub fn new(
+        mut snapshot: Snapshot,
+        process: Process,
+        start_time: f64,
+        build: Build,
+    ) -> Exposition {
+        snapshot
+            .families
+            .sort_unstable_by(|a, b| a.name.cmp(&b.name));
+        for family in &mut snapshot.families {
+            family.series.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        }
+        Exposition {
+            snapshot,
+            process,
+            start_time,
+            build,
+            family: 0,
+            series: 0,
+            own_done: false,
+        }
     }
-    write_own(&mut out, &snapshot, process, start_time, build);
-    out
+}
+
+impl Iterator for Exposition {
+    type Item = String;
+
+    fn next(&mut self) -> Option<String> {
+        let mut out = String::with_capacity(CHUNK + CHUNK / 4);
+        while out.len() < CHUNK {
+            if let Some(family) = self.snapshot.families.get(self.family) {
+                if self.series == 0 {
+                    header(&mut out, &family.name, &family.help, family.kind.exposed());
+                }
+                match family.series.get(self.series) {
+                    Some(series) => {
+                        write_series(&mut out, family, series, &self.snapshot.numbers);
+                        self.series += 1;
+                    }
+                    None => {
+                        self.family += 1;
+                        self.series = 0;
+                    }
+                }
+            } else if !self.own_done {
+                write_own(
+                    &mut out,
+                    &self.snapshot,
+                    &self.process,
+                    self.start_time,
+                    &self.build,
+                );
+                self.own_done = true;
+            } else {
+                break;
+            }
+        }
+        (!out.is_empty()).then_some(out)
+    }
+}
+
+/// The whole exposition as one string.
+pub fn render(snapshot: Snapshot, process: &Process, start_time: f64, build: &Build) -> String {
+    Exposition::new(snapshot, process.clone(), start_time, *build).collect()
 }
 
 fn header(out: &mut String, name: &str, help: &str, kind: &str) {
@@ -94,28 +161,29 @@ fn sample(
     out.push('\n');
 }
 
-fn write_family(out: &mut String, family: &FamilySnapshot, numbers: &[f64]) {
+fn write_series(
+    out: &mut String,
+    family: &FamilySnapshot,
+    series: &(Arc<str>, Range<usize>),
+    numbers: &[f64],
+) {
     let name = &*family.name;
-    header(out, name, &family.help, family.kind.exposed());
-    for (labels, range) in &family.series {
-        let values = &numbers[range.clone()];
-        match family.kind {
-            Kind::Counter | Kind::Gauge | Kind::Set => {
-                sample(out, name, "", labels, None, values[0])
+    let (labels, range) = series;
+    let values = &numbers[range.clone()];
+    match family.kind {
+        Kind::Counter | Kind::Gauge | Kind::Set => sample(out, name, "", labels, None, values[0]),
+        Kind::Histogram | Kind::Summary => {
+            let (pairs, totals) = values.split_at(values.len() - 2);
+            let (suffix, label) = if family.kind == Kind::Histogram {
+                ("_bucket", "le")
+            } else {
+                ("", "quantile")
+            };
+            for pair in pairs.chunks_exact(2) {
+                sample(out, name, suffix, labels, Some((label, pair[0])), pair[1]);
             }
-            Kind::Histogram | Kind::Summary => {
-                let (pairs, totals) = values.split_at(values.len() - 2);
-                let (suffix, label) = if family.kind == Kind::Histogram {
-                    ("_bucket", "le")
-                } else {
-                    ("", "quantile")
-                };
-                for pair in pairs.chunks_exact(2) {
-                    sample(out, name, suffix, labels, Some((label, pair[0])), pair[1]);
-                }
-                sample(out, name, "_sum", labels, None, totals[0]);
-                sample(out, name, "_count", labels, None, totals[1]);
-            }
+            sample(out, name, "_sum", labels, None, totals[0]);
+            sample(out, name, "_count", labels, None, totals[1]);
         }
     }
 }
@@ -153,7 +221,7 @@ fn write_own(
     snapshot: &Snapshot,
     process: &Process,
     start_time: f64,
-    build: &Build<'_>,
+    build: &Build,
 ) {
     let s = &snapshot.stats;
     let c = |n: u64| n as f64;

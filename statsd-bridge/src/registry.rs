@@ -22,7 +22,7 @@ use tokio::time::Instant;
 
 use crate::histogram::Histogram;
 use crate::line::{self, Item, ParseError, Sample, StatType};
-use crate::mapping::{Mapper, Observer, Resolution};
+use crate::mapping::{Mapper, Observer, Resolution, Settings};
 use crate::names::{escape_metric_name, push_label_value};
 use crate::set::Set;
 use crate::stats::{EventError, Stats, event_type};
@@ -149,9 +149,9 @@ enum Target {
 pub struct Registry {
     mapper: Arc<Mapper>,
     limits: Limits,
-    cache: Map<Box<str>, Cached>,
+    cache: Map<Box<[u8]>, Cached>,
     /// The cache key being built; kept to reuse its allocation.
-    key: String,
+    key: Vec<u8>,
     families: Map<Arc<str>, u32>,
     family_slots: Vec<Option<Family>>,
     free_families: Vec<u32>,
@@ -188,7 +188,7 @@ impl Registry {
             mapper,
             limits,
             cache: Map::default(),
-            key: String::with_capacity(256),
+            key: Vec::with_capacity(256),
             families: Map::default(),
             family_slots: Vec::new(),
             free_families: Vec::new(),
@@ -256,15 +256,18 @@ impl Registry {
         } else {
             ""
         };
+        // Lengths, not separators, between the parts: any byte may be in a
+        // name, so no separator could keep two identities apart.
         self.key.clear();
-        self.key.push(char::from(s.stat.code()));
-        self.key.push_str(s.name);
-        self.key.push('\0');
-        self.key.push_str(tags);
-        self.key.push('\0');
-        self.key.push_str(s.container);
+        self.key.push(s.stat.code());
+        for part in [s.name, tags] {
+            self.key
+                .extend_from_slice(&(part.len() as u32).to_le_bytes());
+            self.key.extend_from_slice(part.as_bytes());
+        }
+        self.key.extend_from_slice(s.container.as_bytes());
         self.stats.cache_gets += 1;
-        let cached = match self.cache.get(self.key.as_str()) {
+        let cached = match self.cache.get(self.key.as_slice()) {
             Some(c) if live(&self.slots, c) => {
                 self.stats.cache_hits += 1;
                 *c
@@ -386,7 +389,6 @@ impl Registry {
         let observer = matches!(kind, Kind::Histogram | Kind::Summary);
         let (mut labels, tag_errors) = tag_labels(tags, s.container, observer);
         let tagged = !labels.is_empty();
-        self.stats.tag_errors += u64::from(tag_errors);
         for (k, v) in mapping_labels {
             if settings.honor_labels && labels.iter().any(|(t, _)| *t == k) {
                 continue;
@@ -394,55 +396,12 @@ impl Registry {
             labels.push((Cow::Owned(k), Cow::Owned(v)));
         }
         let label_text = render_labels(labels);
-
-        let family = match self.families.get(name.as_str()) {
-            Some(&f) => {
-                let existing = self.family_slots[f as usize].as_ref()?;
-                if existing.kind != kind {
-                    self.stats.conflicts[event_type(s.stat)] += 1;
-                    return None;
-                }
-                Some(f)
-            }
-            None => {
-                if self.collides(&name, kind) {
-                    self.stats.conflicts[event_type(s.stat)] += 1;
-                    return None;
-                }
-                None
-            }
+        let Some(slot) = self.series_for(&name, kind, label_text, settings, s.stat, now) else {
+            // Not cached, so counted here rather than on every hit.
+            self.stats.tag_errors += u64::from(tag_errors);
+            self.stats.tags += u64::from(tagged);
+            return None;
         };
-        let existing = family.and_then(|f| {
-            let fam = self.family_slots[f as usize].as_ref()?;
-            fam.series.get(label_text.as_str()).copied()
-        });
-        let slot = match existing {
-            Some(slot) => slot,
-            None => {
-                if self.series_count() >= self.limits.max_series {
-                    self.stats.series_limit_drops += 1;
-                    return None;
-                }
-                let family = match family {
-                    Some(f) => f,
-                    None => self.new_family(&name, settings.help.clone(), kind),
-                };
-                let value = match (&settings.observer, kind) {
-                    (_, Kind::Counter) => Value::Counter(0.0),
-                    (_, Kind::Gauge) => Value::Gauge(0.0),
-                    (_, Kind::Set) => Value::Set(Box::new(Set::new(now))),
-                    (Observer::Histogram { buckets }, _) => {
-                        Value::Histogram(Box::new(Histogram::new(buckets.clone())))
-                    }
-                    (Observer::Summary(options), _) => {
-                        Value::Summary(Box::new(Summary::new(options.clone(), now)))
-                    }
-                };
-                self.new_series(family, kind, label_text.into(), value, settings.ttl, now)
-            }
-        };
-        // The tags were counted above; a hit counts them from the entry.
-        self.stats.tag_errors -= u64::from(tag_errors);
         let cached = Cached {
             target: Target::Series {
                 slot,
@@ -458,6 +417,59 @@ impl Registry {
         Some(cached)
     }
 
+    /// The slot of the series `name{labels}`, made if need be; `None` when
+    /// the name is another type's or the series cap is reached.
+    fn series_for(
+        &mut self,
+        name: &str,
+        kind: Kind,
+        labels: String,
+        settings: &Settings,
+        stat: StatType,
+        now: Instant,
+    ) -> Option<u32> {
+        let family = match self.families.get(name) {
+            Some(&f) => {
+                let existing = self.family_slots[f as usize].as_ref()?;
+                if existing.kind != kind {
+                    self.stats.conflicts[event_type(stat)] += 1;
+                    return None;
+                }
+                if let Some(&slot) = existing.series.get(labels.as_str()) {
+                    return Some(slot);
+                }
+                Some(f)
+            }
+            None => {
+                if self.collides(name, kind) {
+                    self.stats.conflicts[event_type(stat)] += 1;
+                    return None;
+                }
+                None
+            }
+        };
+        if self.series_count() >= self.limits.max_series {
+            self.stats.series_limit_drops += 1;
+            return None;
+        }
+        let family = match family {
+            Some(f) => f,
+            None => self.new_family(name, settings.help.clone(), kind),
+        };
+        let value = match (&settings.observer, kind) {
+            (_, Kind::Counter) => Value::Counter(0.0),
+            (_, Kind::Gauge) => Value::Gauge(0.0),
+            (_, Kind::Set) => Value::Set(Box::new(Set::new(now))),
+            (Observer::Histogram { buckets }, _) => {
+                Value::Histogram(Box::new(Histogram::new(buckets.clone())))
+            }
+            (Observer::Summary(options), _) => {
+                Value::Summary(Box::new(Summary::new(options.clone(), now)))
+            }
+        };
+        Some(self.new_series(family, kind, labels.into(), value, settings.ttl, now))
+    }
+
     fn remember(&mut self, cached: Cached) {
         if self.limits.cache_size == 0 {
             return;
@@ -466,7 +478,7 @@ impl Registry {
             self.cache.clear();
             self.stats.cache_resets += 1;
         }
-        self.cache.insert(self.key.as_str().into(), cached);
+        self.cache.insert(self.key.as_slice().into(), cached);
     }
 
     /// Whether a new family would write a sample name another family writes

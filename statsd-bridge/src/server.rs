@@ -1,6 +1,7 @@
 //! `statsd-bridge`: prom/statsd-exporter's flags, checked before anything is
 //! bound; then the listeners, the expiry ticker, reloads and the web port.
 
+use std::convert::Infallible;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -8,6 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
 use axum::Router;
+use axum::body::Body;
 use axum::http::StatusCode;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::{Html, IntoResponse};
@@ -16,7 +18,7 @@ use clap::{ArgAction, Parser};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::exposition::{self, Build};
+use crate::exposition::{self, Build, Exposition};
 use crate::listener::{self, Shared, lock};
 use crate::mapping::{self, Mapper};
 use crate::registry::{Limits, Registry};
@@ -329,12 +331,25 @@ fn web_routes(valid: &Web, shared: Shared, started: f64, shutdown: CancellationT
         move || {
             let shared = shared.clone();
             async move {
-                let snapshot = lock(&shared).snapshot(Instant::now());
-                let build = Build {
-                    version: INFO.version,
-                    revision: INFO.git_revision,
-                };
-                let body = exposition::render(snapshot, &crate::process::read(), started, &build);
+                // Copying the numbers out holds the lock; sorting and writing
+                // 100,000 series' text does not, and runs on a blocking thread
+                // so that the listeners keep their worker meanwhile, even on
+                // one core. The text streams out as it is written; the thread
+                // ends with the response (the channel closes).
+                let (tx, rx) = tokio::sync::mpsc::channel::<Result<String, Infallible>>(4);
+                tokio::task::spawn_blocking(move || {
+                    let snapshot = lock(&shared).snapshot(Instant::now());
+                    let build = Build {
+                        version: INFO.version,
+                        revision: INFO.git_revision,
+                    };
+                    for chunk in Exposition::new(snapshot, crate::process::read(), started, build) {
+                        if tx.blocking_send(Ok(chunk)).is_err() {
+                            break;
+                        }
+                    }
+                });
+                let body = Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx));
                 ([(CONTENT_TYPE, exposition::CONTENT_TYPE)], body)
             }
         }

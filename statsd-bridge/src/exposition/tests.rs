@@ -142,3 +142,29 @@ fn own_metrics_use_statsd_exporter_names() {
         }
     }
 }
+
+#[test]
+fn a_large_exposition_comes_in_chunks_that_add_up() {
+    let mapper = mapping::from_yaml("", "test.yaml").unwrap();
+    let mut r = Registry::new(Arc::new(mapper), Limits::default());
+    let now = Instant::now();
+    let packet: String = (0..5000)
+        .map(|i| format!("series.number_{i}:{i}|g\n"))
+        .collect();
+    r.ingest(packet.as_bytes(), now);
+    let build = Build {
+        version: "v",
+        revision: "r",
+    };
+    let whole = render(r.snapshot(now), &Process::default(), 0.0, &build);
+    let chunks: Vec<String> =
+        Exposition::new(r.snapshot(now), Process::default(), 0.0, build).collect();
+    assert!(chunks.len() > 1, "{} chunk(s)", chunks.len());
+    assert!(
+        chunks
+            .iter()
+            .all(|c| c.len() < 2 * CHUNK && c.ends_with('\n'))
+    );
+    assert_eq!(chunks.concat(), whole);
+    assert!(whole.contains("series_number_4999 4999\n"));
+}
