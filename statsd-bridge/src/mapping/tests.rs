@@ -370,3 +370,39 @@ fn a_name_that_expands_to_nothing_is_an_error_not_a_metric() {
     // Expanded names are escaped like default names.
     assert_eq!(mapped(&m, "a.b-c", MetricType::Counter).0, "a_b_c");
 }
+
+#[test]
+fn the_documented_example_is_a_valid_mapping_file() {
+    let doc = include_str!("../../../docs/statsd-bridge.md");
+    let section = &doc[doc.find("## Mapping files").expect("the section")..];
+    let start = section.find("```yaml\n").expect("a YAML block") + "```yaml\n".len();
+    let yaml = &section[start..start + section[start..].find("```").expect("its end")];
+    let m = mapper(yaml);
+    assert_eq!(m.len(), 4);
+    assert_eq!(
+        mapped(
+            &m,
+            "envoy.cluster.outbound|9080||reviews.default.svc.cluster.local.upstream_rq_200",
+            MetricType::Counter
+        ),
+        (
+            "envoy_cluster_upstream_rq".into(),
+            labels(&[
+                (
+                    "cluster_name",
+                    "outbound|9080||reviews.default.svc.cluster.local"
+                ),
+                ("response_code", "200")
+            ]),
+            true
+        )
+    );
+    assert_eq!(
+        mapped(&m, "svc.ratings.requests", MetricType::Counter).0,
+        "ratings_requests_total"
+    );
+    assert_eq!(
+        m.resolve("envoy.server.uptime", MetricType::Gauge),
+        Resolution::Drop
+    );
+}
