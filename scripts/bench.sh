@@ -22,3 +22,7 @@ fi
 "${pin_tool[@]}" "$bin/check-load" "${pin_server[@]}" --hit-ratio 0.8
 echo "== Mixer policy: latency added through real Envoy"
 "$bin/policy-latency"
+echo "== statsd-bridge: Envoy-like statsd over UDP, lines per CPU-second"
+"${pin_tool[@]}" "$bin/statsd-load" "${pin_server[@]}"
+echo "== statsd-bridge: 100,000 series for 10 minutes, memory sampled"
+"${pin_tool[@]}" "$bin/statsd-load" "${pin_server[@]}" --soak 600
