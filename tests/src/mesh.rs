@@ -22,6 +22,8 @@ pub struct Mesh {
     /// mixer-policy processes, by index (their address is `topology.policy_ip(i)`).
     pub policies: Vec<Option<Proc>>,
     pub telemetry: Option<Proc>,
+    pub statsd_bridge: Option<Proc>,
+    agent_args: Vec<String>,
     backends: Vec<Proc>,
     /// Plain HTTP client, for admin and debug endpoints.
     pub http: reqwest::Client,
@@ -65,6 +67,11 @@ pub struct Options {
     /// Run mixer-telemetry behind `istio-telemetry.istio-system`, and send
     /// the sidecars' reports to it.
     pub telemetry: bool,
+    /// Run statsd-bridge (with this mapping file's text, when not empty)
+    /// and point every sidecar's statsd sink at it.
+    pub statsd_bridge: Option<String>,
+    /// Extra flags for every pilot-agent.
+    pub agent_args: Vec<String>,
 }
 
 /// The mesh config lines that send sidecars' checks to `istio-policy`.
@@ -148,6 +155,8 @@ impl Mesh {
             agents: Vec::new(),
             policies: Vec::new(),
             telemetry: None,
+            statsd_bridge: None,
+            agent_args: options.agent_args.clone(),
             backends: Vec::new(),
             http,
             client,
@@ -168,6 +177,9 @@ impl Mesh {
         }
         if options.telemetry {
             mesh.start_telemetry().await;
+        }
+        if let Some(mapping) = &options.statsd_bridge {
+            mesh.start_statsd_bridge(mapping).await;
         }
         for i in 0..options.policy_servers {
             mesh.start_policy(i).await;
@@ -325,6 +337,11 @@ impl Mesh {
         .await;
     }
 
+    /// Flags for the pilot-agents started from now on.
+    pub(crate) fn add_agent_args(&mut self, args: &[String]) {
+        self.agent_args.extend_from_slice(args);
+    }
+
     pub fn start_agent(&mut self, pod: &Pod) {
         self.start_agent_draining(pod, "0s");
     }
@@ -337,7 +354,7 @@ impl Mesh {
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
-        let args: Vec<String> = vec![
+        let args: Vec<String> = [
             "proxy".into(),
             "sidecar".into(),
             "--discoveryAddress".into(),
@@ -350,7 +367,10 @@ impl Mesh {
             "1".into(),
             "--terminationDrainDuration".into(),
             drain.into(),
-        ];
+        ]
+        .into_iter()
+        .chain(self.agent_args.iter().cloned())
+        .collect();
         let env = [
             ("POD_NAME", pod.name.clone()),
             ("POD_NAMESPACE", "default".to_string()),

@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::eventually;
 use crate::mesh::{Mesh, STARTUP, wait_ok};
 use crate::process::Proc;
+use crate::{bin, eventually};
 
 impl Mesh {
     /// Starts mixer-telemetry on its own address, reading the same config
@@ -19,6 +19,43 @@ impl Mesh {
             self.start_mixer("mixer-telemetry", &ip, "mixer-telemetry")
                 .await,
         );
+    }
+
+    /// Starts statsd-bridge on its own address (with `mapping` as its
+    /// mapping file unless empty), points the sidecars started after it at
+    /// it, and waits until it is ready.
+    pub async fn start_statsd_bridge(&mut self, mapping: &str) {
+        let ip = self.topology.statsd_bridge_ip();
+        let mut args = vec![
+            format!("--statsd.listen-udp={ip}:9125"),
+            format!("--statsd.listen-tcp={ip}:9125"),
+            format!("--web.listen-address={ip}:9102"),
+        ];
+        if !mapping.is_empty() {
+            let path = self.dir.path().join("statsd-mapping.yaml");
+            std::fs::write(&path, mapping).expect("mapping");
+            args.push(format!("--statsd.mapping-config={}", path.display()));
+        }
+        let log = self.log("statsd-bridge");
+        self.statsd_bridge = Some(Proc::spawn(
+            "statsd-bridge",
+            &bin("statsd-bridge"),
+            &args,
+            &[],
+            &log,
+        ));
+        let url = format!("http://{ip}:9102/-/ready");
+        wait_ok(&self.http, &url, "statsd-bridge ready", STARTUP).await;
+        self.add_agent_args(&["--statsdUdpAddress".into(), format!("{ip}:9125")]);
+    }
+
+    /// statsd-bridge's exposition.
+    pub async fn statsd_metrics(&self) -> String {
+        self.text(&format!(
+            "http://{}:9102/metrics",
+            self.topology.statsd_bridge_ip()
+        ))
+        .await
     }
 
     /// The mesh's metrics, as mixer-telemetry's prometheus adapter serves them.

@@ -79,6 +79,11 @@ impl Topology {
         format!("127.{}.0.20", self.subnet)
     }
 
+    /// The address of statsd-bridge (its "pod IP").
+    pub fn statsd_bridge_ip(&self) -> String {
+        format!("127.{}.0.30", self.subnet)
+    }
+
     /// `istio-telemetry` in `istio-system`, with Istio's port names.
     pub fn telemetry_yaml(&self) -> String {
         control_plane_yaml(

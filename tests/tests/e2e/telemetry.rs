@@ -262,3 +262,85 @@ async fn access_logs_reach_postgresql_and_survive_its_outage() {
     assert_eq!(metric(&own, "mixer_sql_rows_written_total"), 12.0);
     assert_eq!(metric(&own, "mixer_sql_buffered_rows"), 0.0);
 }
+
+/// Envoy's upstream request counts per cluster, the cluster as a label.
+const STATSD_MAPPING: &str = r#"
+mappings:
+- match: 'envoy\.cluster\.(.+)\.upstream_rq_total'
+  match_type: regex
+  name: envoy_cluster_upstream_rq_total
+  labels:
+    cluster_name: "$1"
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envoy_statsd_reaches_prometheus_through_the_bridge() {
+    let mesh = Mesh::start_with(
+        &["v1"],
+        &[],
+        Options {
+            statsd_bridge: Some(STATSD_MAPPING.into()),
+            ..Default::default()
+        },
+    )
+    .await;
+    for _ in 0..4 {
+        assert_eq!(mesh.call("/reviews/1", &[]).await.0, 200);
+    }
+    // Envoy flushes its stats every 5 s.
+    let cluster = "outbound|9080||reviews.default.svc.cluster.local";
+    let labels = [("cluster_name", cluster)];
+    eventually(
+        "the client's requests counted at the bridge",
+        Duration::from_secs(30),
+        || async {
+            let text = mesh.statsd_metrics().await;
+            (series_value(&text, "envoy_cluster_upstream_rq_total", &labels) >= Some(4.0))
+                .then_some(())
+        },
+    )
+    .await;
+    let text = mesh.statsd_metrics().await;
+    // Unmapped metrics keep statsd_exporter's default names.
+    assert!(
+        text.contains("envoy_server_live"),
+        "{}",
+        &text[..text.len().min(2000)]
+    );
+    assert_eq!(
+        series_value(&text, "statsd_exporter_sample_errors_total", &[]).unwrap_or(0.0),
+        0.0
+    );
+
+    let ip = mesh.topology.statsd_bridge_ip();
+    let listen = ip.replace(".0.30", ".0.31") + ":9090";
+    let prometheus =
+        Prometheus::start(mesh.dir.path(), &listen, &[("envoy", format!("{ip}:9102"))]).await;
+    let sample = prometheus
+        .wait_for(
+            &format!(r#"envoy_cluster_upstream_rq_total{{cluster_name="{cluster}"}}"#),
+            |v| v >= 4.0,
+        )
+        .await;
+    assert_eq!(sample["metric"]["job"], "envoy");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statsd_bridge_that_is_gone_never_stops_a_proxy() {
+    // As Istio 1.0 with the bridge turned off: its name no longer resolves.
+    let mesh = Mesh::start_with(
+        &["v1"],
+        &[],
+        Options {
+            agent_args: vec![
+                "--statsdUdpAddress".into(),
+                "istio-statsd-prom-bridge.istio-system.invalid:9125".into(),
+            ],
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(mesh.call("/reviews/1", &[]).await.0, 200);
+    let log = std::fs::read_to_string(mesh.log("client-agent")).expect("log");
+    assert!(log.contains("statsd sink left out"), "{log}");
+}
