@@ -22,6 +22,11 @@ fi
 "${pin_tool[@]}" "$bin/check-load" "${pin_server[@]}" --hit-ratio 0.8
 echo "== Mixer policy: latency added through real Envoy"
 "$bin/policy-latency"
+echo "== Mixer telemetry: Report and access-log ingestion on one core"
+"${pin_tool[@]}" "$bin/report-load" "${pin_server[@]}"
+echo "== Mixer telemetry: CPU per 1,000 mesh requests/s through real Envoy"
+"$bin/telemetry-cost"
+"$bin/telemetry-cost" --access-log
 echo "== statsd-bridge: Envoy-like statsd over UDP, lines per CPU-second"
 "${pin_tool[@]}" "$bin/statsd-load" "${pin_server[@]}"
 echo "== statsd-bridge: 100,000 series for 10 minutes, memory sampled"

@@ -3,7 +3,8 @@
 # pilot-agent + Envoy, a productpage sidecar sending traffic, and a
 # VirtualService rewritten stage by stage while the terminal counts where
 # requests land; then mixer-policy enforcing a deny rule and a rate limit
-# through the same Envoys. Everything runs on 127.77.0.0/16 and is stopped
+# through the same Envoys; all along, mixer-telemetry counting every request
+# into Istio's metrics and statsd-bridge collecting Envoy's own stats. Everything runs on 127.77.0.0/16 and is stopped
 # on exit.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -34,6 +35,17 @@ echo "== starting mixer-policy on 127.77.0.10 (logs: $work)"
 pids+=($!)
 wait_http http://127.77.0.10:15014/ready mixer-policy
 
+echo "== starting mixer-telemetry on 127.77.0.20 and statsd-bridge on 127.77.0.30"
+"$bin/mixer-telemetry" server --configStoreURL "fs://$work/config" --address tcp://127.77.0.20:9091 \
+  --monitoringPort 15014 >"$work/mixer-telemetry.log" 2>&1 &
+pids+=($!)
+"$bin/statsd-bridge" --statsd.listen-udp=127.77.0.30:9125 --statsd.listen-tcp=127.77.0.30:9125 \
+  --web.listen-address=127.77.0.30:9102 --statsd.mapping-config="$root/samples/demo/statsd-mapping.yaml" \
+  >"$work/statsd-bridge.log" 2>&1 &
+pids+=($!)
+wait_http http://127.77.0.20:15014/ready mixer-telemetry
+wait_http http://127.77.0.30:9102/-/ready statsd-bridge
+
 echo "== starting pilot-discovery on 127.77.0.1 (logs: $work)"
 "$bin/pilot-discovery" discovery --registries File --configDir "$work/config" \
   --meshConfig "$root/samples/demo/mesh.yaml" --grpcAddr 127.77.0.1:15010 \
@@ -51,7 +63,8 @@ for pod in "productpage 127.77.1.1 productpage" "reviews-v1 127.77.1.2 reviews" 
   echo "== starting $1's sidecar (pilot-agent + Envoy) on $2"
   POD_NAME=$1 POD_NAMESPACE=default INSTANCE_IP=$2 ISTIO_META_INTERCEPTION_MODE=NONE \
     "$bin/pilot-agent" proxy sidecar --discoveryAddress 127.77.0.1:15010 --binaryPath "$envoy" \
-    --configPath "$work/$1" --concurrency 1 --terminationDrainDuration 1s >"$work/$1-agent.log" 2>&1 &
+    --configPath "$work/$1" --concurrency 1 --terminationDrainDuration 1s \
+    --statsdUdpAddress 127.77.0.30:9125 >"$work/$1-agent.log" 2>&1 &
   pids+=($!)
 done
 for ip in 1 2 3; do wait_http "http://127.77.1.$ip:15020/healthz/ready" "sidecar 127.77.1.$ip"; done
@@ -138,4 +151,19 @@ for _ in $(seq 400); do
 done
 traffic "100 requests from productpage"
 echo
-echo "pilot debug: http://127.77.0.1:8080/debug/syncz, mixer-policy: http://127.77.0.10:15014/debug/configz (stopping in a moment)"
+echo "== Mixer telemetry: every request above, reported by both sidecars (istio_requests_total at 42422)"
+# Envoy flushes access logs every second: wait for the last rate-limited ones.
+for _ in $(seq 100); do
+  curl -fsS http://127.77.0.20:42422/metrics 2>/dev/null | grep -q 'response_code="429"' && break
+  sleep 0.1
+done
+curl -fsS http://127.77.0.20:42422/metrics | grep '^istio_requests_total' |
+  sed -E 's/.*reporter="([^"]*)".*source_workload="([^"]*)".*destination_workload="([^"]*)".*response_code="([^"]*)".*\} (.*)/  reporter=\1 \2 -> \3 \4: \5/' | sort
+echo "== statsd-bridge: Envoy's own request counts, as statsd over UDP (9102)"
+for _ in $(seq 100); do # Envoy flushes its stats every 5 s
+  curl -fsS http://127.77.0.30:9102/metrics 2>/dev/null | grep -q '^envoy_cluster_upstream_rq_total.*reviews' && break
+  sleep 0.1
+done
+curl -fsS http://127.77.0.30:9102/metrics | grep '^envoy_cluster_upstream_rq_total' | grep reviews | sed 's/^/  /'
+echo
+echo "pilot debug: http://127.77.0.1:8080/debug/syncz, mixer-policy: http://127.77.0.10:15014/debug/configz, mesh metrics: http://127.77.0.20:42422/metrics (stopping in a moment)"
