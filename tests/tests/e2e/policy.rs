@@ -309,3 +309,65 @@ async fn no_check_where_no_policy_can_apply() {
     let counts = mesh.tally(10, "/", &[("x-user", "blocked")]).await;
     assert!(counts.contains_key("v2"), "unchecked v2 admits: {counts:?}");
 }
+
+/// Rules on workloads, as kubernetesenv fills them in from the caller's Pod:
+/// reviews-v1 may not call reviews, the client may.
+const DENY_BY_WORKLOAD: &str = r#"
+apiVersion: config.istio.io/v1alpha2
+kind: handler
+metadata: {name: kubernetesenv, namespace: istio-system}
+spec:
+  compiledAdapter: kubernetesenv
+  params: {}
+---
+apiVersion: config.istio.io/v1alpha2
+kind: instance
+metadata: {name: attributes, namespace: istio-system}
+spec:
+  compiledTemplate: kubernetes
+  params:
+    source_uid: source.uid | ""
+    source_ip: source.ip | ip("0.0.0.0")
+  attributeBindings:
+    source.workload.name: $out.source_workload_name | "unknown"
+    source.labels: $out.source_labels | emptyStringMap()
+---
+apiVersion: config.istio.io/v1alpha2
+kind: rule
+metadata: {name: kubeattrgenrulerule, namespace: istio-system}
+spec:
+  actions:
+  - {handler: kubernetesenv, instances: [attributes]}
+---
+apiVersion: config.istio.io/v1alpha2
+kind: handler
+metadata: {name: denyall, namespace: istio-system}
+spec:
+  compiledAdapter: denier
+  params:
+    status: {code: 7, message: Not from that workload}
+---
+apiVersion: config.istio.io/v1alpha2
+kind: instance
+metadata: {name: denyrequest, namespace: istio-system}
+spec:
+  compiledTemplate: checknothing
+---
+apiVersion: config.istio.io/v1alpha2
+kind: rule
+metadata: {name: deny-reviews-to-reviews, namespace: istio-system}
+spec:
+  match: source.workload.name == "reviews-v1" && source.labels["app"] == "reviews"
+  actions:
+  - {handler: denyall, instances: [denyrequest]}
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policy_rules_match_the_callers_workload() {
+    let mesh = Mesh::start_with(&["v1"], &[("mixer.yaml", DENY_BY_WORKLOAD)], policy(1, "")).await;
+    let (status, body) = mesh.call_from("reviews-v1", "/", &[]).await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("Not from that workload"), "{body}");
+    let (status, body) = mesh.call_from("client", "/", &[]).await;
+    assert_eq!(status, 200, "{body}");
+}
