@@ -43,8 +43,8 @@ use envoy_types::pb::envoy::service::auth::v3::authorization_client::Authorizati
 use mixer::attribute::compressed::encode;
 use mixer::attribute::{Bag, Value, Vocabulary, dictionary};
 use tonic::transport::{Channel, Endpoint};
-use trireme_bench::{cpu_seconds, machine_cpu_seconds, pinned};
-use trireme_tests::mesh::{next_subnet, wait_ok};
+use trireme_bench::{cpu_seconds, machine_cpu_seconds};
+use trireme_tests::mesh::next_subnet;
 use trireme_tests::process::Proc;
 
 #[derive(Parser)]
@@ -693,20 +693,13 @@ async fn start_server(args: &Args, dir: &Path) -> anyhow::Result<(Server, String
         "--numCheckCacheEntries".into(),
         args.cache_entries.to_string(),
     ];
-    let (program, server_args) = pinned(&binary, server_args, args.server_cpus.as_deref());
-    let proc = Proc::spawn(
+    let (proc, http) = trireme_bench::start_server(
         "mixer-policy",
-        &program,
-        &server_args,
-        &[("RUST_LOG", "warn".into())],
-        &dir.join("mixer-policy.log"),
-    );
-    let http = reqwest::Client::builder().no_proxy().build()?;
-    wait_ok(
-        &http,
+        &binary,
+        server_args,
+        args.server_cpus.as_deref(),
+        dir,
         &format!("http://{ip}:15014/ready"),
-        "mixer-policy /ready",
-        Duration::from_secs(20),
     )
     .await;
     let configz: serde_json::Value = http

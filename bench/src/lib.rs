@@ -61,3 +61,35 @@ pub fn sum(text: &str, name: &str) -> f64 {
         .filter_map(|(_, v)| v.trim().parse::<f64>().ok())
         .sum()
 }
+
+/// Starts `name` (`binary` with `args`, on `cpus` when given, quiet but for
+/// warnings, its log in `dir`) and waits until `ready` answers.
+pub async fn start_server(
+    name: &str,
+    binary: &Path,
+    args: Vec<String>,
+    cpus: Option<&str>,
+    dir: &Path,
+    ready: &str,
+) -> (trireme_tests::process::Proc, reqwest::Client) {
+    let (program, args) = pinned(binary, args, cpus);
+    let proc = trireme_tests::process::Proc::spawn(
+        name,
+        &program,
+        &args,
+        &[("RUST_LOG", "warn".into())],
+        &dir.join(format!("{name}.log")),
+    );
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("an HTTP client");
+    trireme_tests::mesh::wait_ok(
+        &http,
+        ready,
+        &format!("{name} ready"),
+        std::time::Duration::from_secs(20),
+    )
+    .await;
+    (proc, http)
+}

@@ -29,8 +29,8 @@ use envoy_types::pb::google::protobuf::{Duration as PbDuration, Timestamp, UInt3
 use mixer::attribute::compressed::encode;
 use mixer::attribute::{Bag, Value, dictionary};
 use tonic::transport::{Channel, Endpoint};
-use trireme_bench::{cpu_seconds, machine_cpu_seconds, pinned, sum};
-use trireme_tests::mesh::{next_subnet, wait_ok};
+use trireme_bench::{cpu_seconds, machine_cpu_seconds, start_server, sum};
+use trireme_tests::mesh::next_subnet;
 use trireme_tests::process::Proc;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -276,20 +276,13 @@ async fn start(args: &Args, dir: &Path) -> anyhow::Result<Server> {
         "--address".into(),
         format!("tcp://{ip}:9091"),
     ];
-    let (program, server_args) = pinned(&binary, server_args, args.server_cpus.as_deref());
-    let proc = Proc::spawn(
+    let (proc, http) = start_server(
         "mixer-telemetry",
-        &program,
-        &server_args,
-        &[("RUST_LOG", "warn".into())],
-        &dir.join("mixer-telemetry.log"),
-    );
-    let http = reqwest::Client::builder().no_proxy().build()?;
-    wait_ok(
-        &http,
+        &binary,
+        server_args,
+        args.server_cpus.as_deref(),
+        dir,
         &format!("http://{ip}:15014/ready"),
-        "mixer-telemetry /ready",
-        Duration::from_secs(20),
     )
     .await;
     let configz: serde_json::Value = http

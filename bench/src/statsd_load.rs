@@ -30,7 +30,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use trireme_tests::mesh::{next_subnet, wait_ok};
+use trireme_bench::{cpu_seconds, start_server};
+use trireme_tests::mesh::next_subnet;
 use trireme_tests::process::Proc;
 
 #[derive(Parser)]
@@ -174,7 +175,7 @@ impl Bridge {
             .statsd_bridge
             .clone()
             .unwrap_or_else(|| trireme_tests::bin("statsd-bridge"));
-        let mut bridge_args: Vec<String> = vec![
+        let bridge_args: Vec<String> = vec![
             format!("--statsd.listen-udp={ip}:9125"),
             "--statsd.listen-tcp=".into(),
             format!("--web.listen-address={ip}:9102"),
@@ -189,29 +190,13 @@ impl Bridge {
                 args.soak_series.max(args.series) * 4
             ),
         ];
-        let program = match &args.server_cpus {
-            Some(cpus) => {
-                let mut wrapped =
-                    vec!["-c".to_string(), cpus.clone(), binary.display().to_string()];
-                wrapped.append(&mut bridge_args);
-                bridge_args = wrapped;
-                PathBuf::from("taskset")
-            }
-            None => binary,
-        };
-        let proc = Proc::spawn(
+        let (proc, http) = start_server(
             "statsd-bridge",
-            &program,
-            &bridge_args,
-            &[("RUST_LOG", "warn".into())],
-            &dir.join("statsd-bridge.log"),
-        );
-        let http = reqwest::Client::builder().no_proxy().build()?;
-        wait_ok(
-            &http,
+            &binary,
+            bridge_args,
+            args.server_cpus.as_deref(),
+            dir,
             &format!("http://{ip}:9102/-/ready"),
-            "statsd-bridge /-/ready",
-            Duration::from_secs(20),
         )
         .await;
         Ok(Bridge {
@@ -279,15 +264,6 @@ impl Bridge {
             last = now;
         }
     }
-}
-
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
-        + fields.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
-    ticks / 100.0
 }
 
 /// Sends on a thread of its own until told to stop; returns lines sent.
