@@ -330,9 +330,16 @@ async fn sampled_requests_become_spans_at_an_opentelemetry_collector() {
         3_000_000,
         "{span:?}"
     );
-    let own = t.get(15014).await;
-    assert!(
-        series_value(&own, "mixer_opentelemetry_spans_exported_total", &[]) == Some(1.0),
-        "{own}"
-    );
+    // The collector holds the spans before its answer reaches the outbox,
+    // which counts them only then.
+    eventually(
+        "mixer_opentelemetry_spans_exported_total 1",
+        Duration::from_secs(10),
+        || async {
+            let own = t.get(15014).await;
+            (series_value(&own, "mixer_opentelemetry_spans_exported_total", &[]) == Some(1.0))
+                .then_some(())
+        },
+    )
+    .await;
 }
