@@ -1,7 +1,8 @@
 //! What every Trireme service shares: logging setup, the monitoring endpoint
-//! (`/metrics`, `/version`), HTTP serving with graceful shutdown, and the
-//! shutdown signal itself.
+//! (`/metrics`, `/version`), HTTP serving with graceful shutdown, the
+//! shutdown signal itself, and local mode's directories of YAML.
 
+pub mod dir;
 pub mod metrics;
 pub mod server;
 pub mod shutdown;

@@ -4,9 +4,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
 
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::{ConfigError, Object, Snapshot, parse_file};
@@ -27,7 +25,15 @@ pub fn parse_url(url: &str) -> Result<PathBuf, String> {
 
 /// Reads every `.yaml`/`.yml` file under `dir`, in path order.
 pub fn load_dir(dir: &Path, default_namespace: &str) -> (Vec<Object>, Vec<ConfigError>) {
-    let (files, mut errors) = yaml_files(dir);
+    let (files, listing) = mesh::dir::yaml_files(dir);
+    let mut errors: Vec<ConfigError> = listing
+        .into_iter()
+        .map(|e| ConfigError {
+            object: e.path.display().to_string(),
+            field: String::new(),
+            message: format!("cannot read directory: {}", e.source),
+        })
+        .collect();
     let mut objects = Vec::new();
     for path in files {
         let source = path
@@ -52,49 +58,6 @@ pub fn load_dir(dir: &Path, default_namespace: &str) -> (Vec<Object>, Vec<Config
         }
     }
     (objects, errors)
-}
-
-/// Every `.yaml`/`.yml` file under `dir`, in path order, and the
-/// directories that could not be read.
-pub fn yaml_files(dir: &Path) -> (Vec<PathBuf>, Vec<ConfigError>) {
-    let mut files = Vec::new();
-    let mut errors = Vec::new();
-    collect(dir, &mut files, &mut errors, 0);
-    files.sort();
-    (files, errors)
-}
-
-fn collect(dir: &Path, files: &mut Vec<PathBuf>, errors: &mut Vec<ConfigError>, depth: usize) {
-    // Deep enough for any sane layout, shallow enough to stop a symlink loop.
-    if depth > 16 {
-        return;
-    }
-    let entries = match std::fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) => {
-            errors.push(ConfigError {
-                object: dir.display().to_string(),
-                field: String::new(),
-                message: format!("cannot read directory: {e}"),
-            });
-            return;
-        }
-    };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        let hidden = entry.file_name().to_string_lossy().starts_with('.');
-        if hidden {
-            continue;
-        }
-        if path.is_dir() {
-            collect(&path, files, errors, depth + 1);
-        } else if matches!(
-            path.extension().and_then(|e| e.to_str()),
-            Some("yaml" | "yml")
-        ) {
-            files.push(path);
-        }
-    }
 }
 
 /// The current snapshot, swapped whole on each change.
@@ -199,7 +162,7 @@ pub async fn watch(
             Snapshot::build(&objects, errors, &previous, &adapters)
         })
     };
-    on_changes(&dir, shutdown, || async {
+    mesh::dir::on_changes(&dir, shutdown, || async {
         match reload().await {
             Ok(snapshot) => {
                 log(&snapshot);
@@ -210,37 +173,4 @@ pub async fn watch(
         }
     })
     .await
-}
-
-/// Calls `changed` after each burst of changes under `dir` (100 ms quiet),
-/// until `shutdown`; and once as soon as the watch is in place, so an edit
-/// made between a first load and the watch is not missed.
-pub async fn on_changes<F: Future<Output = ()>>(
-    dir: &Path,
-    shutdown: CancellationToken,
-    mut changed: impl FnMut() -> F,
-) -> Result<(), notify::Error> {
-    use notify::Watcher;
-    // A change is a flag, not a queue: any number of events mean one call.
-    let flag = Arc::new(Notify::new());
-    let notify = flag.clone();
-    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        if event.is_ok_and(|e| !e.kind.is_access()) {
-            notify.notify_one();
-        }
-    })?;
-    watcher.watch(dir, notify::RecursiveMode::Recursive)?;
-    flag.notify_one();
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return Ok(()),
-            _ = flag.notified() => {}
-        }
-        // Editors write in bursts; wait for the burst to end.
-        while tokio::time::timeout(Duration::from_millis(100), flag.notified())
-            .await
-            .is_ok()
-        {}
-        changed().await;
-    }
 }

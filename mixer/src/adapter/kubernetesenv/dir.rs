@@ -8,16 +8,12 @@ use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
 use super::{PodEntry, PodIndex, Pods};
-use crate::config::store;
 
 /// The Pods of every YAML file under `dir`, and what was wrong with the
 /// Pods that could not be read (other documents are someone else's).
 pub fn load(dir: &Path) -> (Pods, Vec<String>) {
-    let (files, dir_errors) = store::yaml_files(dir);
-    let mut errors: Vec<String> = dir_errors
-        .into_iter()
-        .map(|e| format!("{}: {}", e.object, e.message))
-        .collect();
+    let (files, dir_errors) = mesh::dir::yaml_files(dir);
+    let mut errors: Vec<String> = dir_errors.iter().map(ToString::to_string).collect();
     let mut pods = Vec::new();
     for path in files {
         let Ok(text) = std::fs::read_to_string(&path) else {
@@ -57,7 +53,7 @@ pub async fn watch(
     index: PodIndex,
     shutdown: CancellationToken,
 ) -> Result<(), notify::Error> {
-    store::on_changes(&dir.clone(), shutdown, || {
+    mesh::dir::on_changes(&dir.clone(), shutdown, || {
         let dir = dir.clone();
         let index = index.clone();
         async move {

@@ -1,0 +1,95 @@
+//! A directory of YAML standing for the cluster or the config store (local
+//! mode's `--configDir` and `fs://` URLs): listing its files and noticing
+//! when they change. What the documents mean is each reader's business.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+/// A directory that could not be listed.
+#[derive(Debug, thiserror::Error)]
+#[error("{}: cannot read directory: {source}", path.display())]
+pub struct ListError {
+    pub path: PathBuf,
+    #[source]
+    pub source: std::io::Error,
+}
+
+/// Every `.yaml`/`.yml` file under `dir`, in path order, and the
+/// directories that could not be read. Hidden entries are skipped.
+pub fn yaml_files(dir: &Path) -> (Vec<PathBuf>, Vec<ListError>) {
+    let mut files = Vec::new();
+    let mut errors = Vec::new();
+    collect(dir, &mut files, &mut errors, 0);
+    files.sort();
+    (files, errors)
+}
+
+fn collect(dir: &Path, files: &mut Vec<PathBuf>, errors: &mut Vec<ListError>, depth: usize) {
+    // Deep enough for any sane layout, shallow enough to stop a symlink loop.
+    if depth > 16 {
+        return;
+    }
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(source) => {
+            errors.push(ListError {
+                path: dir.to_path_buf(),
+                source,
+            });
+            return;
+        }
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let hidden = entry.file_name().to_string_lossy().starts_with('.');
+        if hidden {
+            continue;
+        }
+        if path.is_dir() {
+            collect(&path, files, errors, depth + 1);
+        } else if matches!(
+            path.extension().and_then(|e| e.to_str()),
+            Some("yaml" | "yml")
+        ) {
+            files.push(path);
+        }
+    }
+}
+
+/// Calls `changed` after each burst of changes under `dir` (100 ms quiet),
+/// until `shutdown`; and once as soon as the watch is in place, so an edit
+/// made between a first load and the watch is not missed.
+pub async fn on_changes<F: Future<Output = ()>>(
+    dir: &Path,
+    shutdown: CancellationToken,
+    mut changed: impl FnMut() -> F,
+) -> Result<(), notify::Error> {
+    use notify::Watcher;
+    // A change is a flag, not a queue: any number of events mean one call.
+    let flag = Arc::new(Notify::new());
+    let notify = flag.clone();
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        if event.is_ok_and(|e| !e.kind.is_access()) {
+            notify.notify_one();
+        }
+    })?;
+    watcher.watch(dir, notify::RecursiveMode::Recursive)?;
+    flag.notify_one();
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            _ = flag.notified() => {}
+        }
+        // Editors write in bursts; wait for the burst to end.
+        while tokio::time::timeout(Duration::from_millis(100), flag.notified())
+            .await
+            .is_ok()
+        {}
+        changed().await;
+    }
+}
