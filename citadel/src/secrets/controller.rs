@@ -1,0 +1,1 @@
+//! Keeps a Secret for every managed ServiceAccount.

@@ -1,0 +1,1 @@
+//! Local mode's Secrets and ServiceAccounts.

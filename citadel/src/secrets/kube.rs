@@ -1,0 +1,1 @@
+//! Secrets and ServiceAccounts on Kubernetes, through kube-rs.
