@@ -4,6 +4,7 @@
 //!
 //! Every wait is a readiness check polled against a deadline, never a bare sleep.
 
+pub mod citadel;
 pub mod kube_api;
 pub mod mesh;
 pub mod mixer;

@@ -147,3 +147,83 @@ fn fingerprint(bytes: &[u8]) -> Vec<u8> {
     use sha2::Digest;
     sha2::Sha256::digest(bytes).to_vec()
 }
+
+/// `citadel token …`: what local tooling (the test harness, `make demo`)
+/// runs instead of a Kubernetes API server.
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Make the issuer's key (kept if it exists) and write its JWKS.
+    Issuer {
+        #[arg(long)]
+        key: std::path::PathBuf,
+        #[arg(long)]
+        jwks: std::path::PathBuf,
+        /// RS256 instead of ES256.
+        #[arg(long)]
+        rsa: bool,
+    },
+    /// Print a projected service-account token.
+    Mint {
+        #[arg(long)]
+        key: std::path::PathBuf,
+        #[arg(long)]
+        namespace: String,
+        #[arg(long = "service-account")]
+        service_account: String,
+        /// Empty: a legacy token, with neither `aud` nor `exp`.
+        #[arg(long, default_value = "istio-ca")]
+        audience: String,
+        #[arg(long, default_value = "kubernetes/local")]
+        issuer: String,
+        #[arg(long, default_value = "24h", value_parser = api::duration::parse)]
+        ttl: Duration,
+    },
+}
+
+impl Command {
+    pub fn run(self) -> Result<(), String> {
+        match self {
+            Command::Issuer { key, jwks, rsa } => {
+                let issuer = if key.exists() {
+                    Issuer::load(&key)?
+                } else {
+                    let issuer = Issuer::generate(rsa).map_err(|e| e.to_string())?;
+                    write_private(&key, &issuer.key_pem())?;
+                    issuer
+                };
+                std::fs::write(&jwks, issuer.jwks()).map_err(|e| format!("{}: {e}", jwks.display()))
+            }
+            Command::Mint {
+                key,
+                namespace,
+                service_account,
+                audience,
+                issuer,
+                ttl,
+            } => {
+                let legacy = audience.is_empty();
+                let token = Issuer::load(&key)?.mint(&Mint {
+                    namespace,
+                    service_account,
+                    audience: (!legacy).then_some(audience),
+                    issuer,
+                    ttl: (!legacy).then_some(ttl),
+                })?;
+                println!("{token}");
+                Ok(())
+            }
+        }
+    }
+}
+
+fn write_private(path: &Path, text: &str) -> Result<(), String> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .and_then(|mut f| f.write_all(text.as_bytes()))
+        .map_err(|e| format!("{}: {e}", path.display()))
+}

@@ -1,6 +1,7 @@
 //! End-to-end: real pilot-discovery, real pilot-agent, real Envoy, real HTTP.
 
 mod change;
+mod citadel;
 mod lifecycle;
 mod mixer_api;
 mod policy;
