@@ -6,6 +6,7 @@
 //! key, publishes the JWKS and mints each pod's token.
 
 pub mod issuer;
+pub mod review;
 
 use std::path::Path;
 
