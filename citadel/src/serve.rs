@@ -31,6 +31,13 @@ impl Authenticate for crate::token::Verifier {
     }
 }
 
+#[async_trait::async_trait]
+impl Authenticate for crate::token::review::TokenReviewer {
+    async fn authenticate(&self, token: &str) -> Result<Identity, TokenError> {
+        self.review(token).await
+    }
+}
+
 #[derive(Clone)]
 pub struct CertificateService {
     pub authority: Authority,
