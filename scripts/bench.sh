@@ -31,3 +31,6 @@ echo "== statsd-bridge: Envoy-like statsd over UDP, lines per CPU-second"
 "${pin_tool[@]}" "$bin/statsd-load" "${pin_server[@]}"
 echo "== statsd-bridge: 100,000 series for 10 minutes, memory sampled"
 "${pin_tool[@]}" "$bin/statsd-load" "${pin_server[@]}" --soak 600
+echo "== Citadel: signing alone (criterion), then CSRs through the real citadel beside openssl speed"
+cargo bench -p citadel --bench sign 2>/dev/null | grep -v '^$'
+"${pin_tool[@]}" "$bin/csr-load" "${pin_server[@]}"

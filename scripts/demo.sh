@@ -4,8 +4,9 @@
 # VirtualService rewritten stage by stage while the terminal counts where
 # requests land; then mixer-policy enforcing a deny rule and a rate limit
 # through the same Envoys; all along, mixer-telemetry counting every request
-# into Istio's metrics and statsd-bridge collecting Envoy's own stats. Everything runs on 127.77.0.0/16 and is stopped
-# on exit.
+# into Istio's metrics and statsd-bridge collecting Envoy's own stats; and
+# Citadel keeping a certificate Secret for each ServiceAccount. Everything runs
+# on 127.77.0.0/16 and is stopped on exit.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 bin="${CARGO_TARGET_DIR:-$root/target}/debug"
@@ -45,6 +46,14 @@ pids+=($!)
 pids+=($!)
 wait_http http://127.77.0.20:15014/ready mixer-telemetry
 wait_http http://127.77.0.30:9102/-/ready statsd-bridge
+
+echo "== starting citadel on 127.77.0.40: a self-signed root and an istio.<sa> Secret per ServiceAccount"
+"$bin/citadel" token issuer --key "$work/token-issuer.pem" --jwks "$work/jwks.json"
+"$bin/citadel" --self-signed-ca --key-algorithm ecdsa --configDir "$work/config" --secrets-dir "$work/secrets" \
+  --token-jwks "$work/jwks.json" --ledger-url "sqlite://$work/citadel-ledger.db" --bind-address 127.77.0.40 \
+  >"$work/citadel.log" 2>&1 &
+pids+=($!)
+wait_http http://127.77.0.40:15014/ready citadel
 
 echo "== starting pilot-discovery on 127.77.0.1 (logs: $work)"
 "$bin/pilot-discovery" discovery --registries File --configDir "$work/config" \
@@ -165,5 +174,15 @@ for _ in $(seq 100); do # Envoy flushes its stats every 5 s
   sleep 0.1
 done
 curl -fsS http://127.77.0.30:9102/metrics | grep '^envoy_cluster_upstream_rq_total' | grep reviews | sed 's/^/  /'
+echo "== Citadel: the Secrets it keeps (in $work/secrets, laid out as the kubelet mounts them)"
+for s in "$work"/secrets/default/istio.*; do
+  if command -v openssl >/dev/null; then
+    printf '  %s: %s, %s\n' "$(basename "$s")" \
+      "$(openssl x509 -in "$s/cert-chain.pem" -noout -ext subjectAltName | tail -1 | tr -d ' ')" \
+      "$(openssl verify -CAfile "$s/root-cert.pem" "$s/cert-chain.pem" | sed 's/.*: //')"
+  else
+    echo "  $(basename "$s"): $(ls "$s" | tr '\n' ' ')"
+  fi
+done
 echo
 echo "pilot debug: http://127.77.0.1:8080/debug/syncz, mixer-policy: http://127.77.0.10:15014/debug/configz, mesh metrics: http://127.77.0.20:42422/metrics (stopping in a moment)"
