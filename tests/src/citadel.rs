@@ -16,6 +16,8 @@ use crate::{bin, eventually};
 
 pub struct Citadel {
     pub proc: Proc,
+    args: Vec<String>,
+    env: Vec<(&'static str, String)>,
     pub ip: String,
     pub dir: tempfile::TempDir,
     pub issuer: Issuer,
@@ -42,7 +44,12 @@ pub fn csr(sans: &[&str]) -> (rcgen::KeyPair, String) {
 impl Citadel {
     /// Starts `citadel` on `ip` with `accounts` (YAML) in its config
     /// directory, `args` and `env` added, and waits for `/ready`.
-    pub async fn start(ip: &str, accounts: &str, args: &[&str], env: &[(&str, String)]) -> Citadel {
+    pub async fn start(
+        ip: &str,
+        accounts: &str,
+        args: &[&str],
+        env: &[(&'static str, String)],
+    ) -> Citadel {
         let dir = tempfile::tempdir().expect("tempdir");
         let issuer = Issuer::generate(false).expect("issuer");
         std::fs::write(dir.path().join("jwks.json"), issuer.jwks()).expect("jwks");
@@ -75,20 +82,38 @@ impl Citadel {
             .no_proxy()
             .build()
             .expect("client");
-        wait_ok(
-            &http,
-            &format!("http://{ip}:15014/ready"),
-            "citadel /ready",
-            Duration::from_secs(30),
-        )
-        .await;
-        Citadel {
+        let citadel = Citadel {
             proc,
+            args: all,
+            env: env.to_vec(),
             ip: ip.to_string(),
             dir,
             issuer,
             http,
-        }
+        };
+        citadel.wait_ready().await;
+        citadel
+    }
+
+    async fn wait_ready(&self) {
+        let url = format!("http://{}:15014/ready", self.ip);
+        wait_ok(&self.http, &url, "citadel /ready", Duration::from_secs(30)).await;
+    }
+
+    /// Stops citadel (SIGTERM, waited for).
+    pub fn stop(&mut self) {
+        self.proc.signal(nix::sys::signal::Signal::SIGTERM);
+        assert!(
+            self.proc.wait_exit(Duration::from_secs(10)),
+            "citadel stops on SIGTERM"
+        );
+    }
+
+    /// Starts it again as before, with the same Secrets (so the same root).
+    pub async fn start_again(&mut self) {
+        let log = self.path("citadel-again.log");
+        self.proc = Proc::spawn("citadel", &bin("citadel"), &self.args, &self.env, &log);
+        self.wait_ready().await;
     }
 
     pub fn path(&self, p: &str) -> PathBuf {
@@ -237,4 +262,25 @@ pub fn uris(pem: &str) -> Vec<String> {
 /// How many certificates a PEM bundle holds.
 pub fn count(pem: &str) -> usize {
     pem.matches("BEGIN CERTIFICATE").count()
+}
+
+/// A channel to an SDS server on a Unix socket, as Envoy dials it.
+pub async fn unix_channel(path: &std::path::Path) -> Channel {
+    let path = path.to_path_buf();
+    eventually("the SDS socket", Duration::from_secs(20), || {
+        let path = path.clone();
+        async move {
+            tonic::transport::Endpoint::from_static("http://sds")
+                .connect_with_connector(tower::service_fn(move |_| {
+                    let path = path.clone();
+                    async move {
+                        let stream = tokio::net::UnixStream::connect(path).await?;
+                        Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
+                    }
+                }))
+                .await
+                .ok()
+        }
+    })
+    .await
 }

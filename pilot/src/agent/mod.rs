@@ -3,6 +3,7 @@
 
 pub mod bootstrap;
 pub mod envoy;
+pub mod sds;
 pub mod status;
 
 use std::collections::BTreeMap;
@@ -69,6 +70,8 @@ pub struct ProxyArgs {
     pub pod_namespace: String,
     #[arg(long, env = "INSTANCE_IP", default_value = "")]
     pub instance_ip: String,
+    #[command(flatten)]
+    pub sds: sds::SdsArgs,
 }
 
 /// Drain and shutdown waits beyond an hour would only hold a Pod in Terminating.
@@ -190,6 +193,25 @@ pub async fn run(args: ProxyArgs, shutdown: CancellationToken) -> anyhow::Result
         shutdown.clone(),
     ));
 
+    // The node agent starts first: Envoy asks for its secrets on startup.
+    let sds_task = match args.sds.socket() {
+        Some(path) => {
+            mesh::tls::install_crypto_provider();
+            let renewer = sds::workload::Renewer::new(args.sds.clone(), &args.pod_namespace);
+            tracing::info!(identity = renewer.spiffe(), ca = %args.sds.ca_addr, "node agent: certificates from Citadel");
+            let (tx, rx) = tokio::sync::watch::channel(None);
+            let shutdown_renew = shutdown.clone();
+            tokio::spawn(renewer.run(tx, shutdown_renew));
+            let shutdown_sds = shutdown.clone();
+            Some(tokio::spawn(async move {
+                if let Err(e) = sds::server::serve(&path, rx, shutdown_sds).await {
+                    tracing::error!("SDS server failed: {e:#}");
+                }
+            }))
+        }
+        None => None,
+    };
+
     let supervisor = envoy::Supervisor {
         binary: args.binary_path.clone(),
         args: envoy::command_args(&args, &identity, &bootstrap_path),
@@ -199,6 +221,9 @@ pub async fn run(args: ProxyArgs, shutdown: CancellationToken) -> anyhow::Result
     let result = supervisor.run(shutdown.clone()).await;
     shutdown.cancel();
     let _ = status_task.await;
+    if let Some(task) = sds_task {
+        let _ = task.await;
+    }
     result
 }
 

@@ -423,3 +423,197 @@ async fn bad_flags_stop_citadel_before_it_serves() {
         "{text}"
     );
 }
+
+/// The next SDS push, within 30 s.
+async fn next(
+    responses: &mut tonic::Streaming<
+        envoy_types::pb::envoy::service::discovery::v3::DiscoveryResponse,
+    >,
+) -> envoy_types::pb::envoy::service::discovery::v3::DiscoveryResponse {
+    tokio::time::timeout(Duration::from_secs(30), responses.message())
+        .await
+        .expect("an SDS push in time")
+        .expect("the stream")
+        .expect("a response")
+}
+
+/// One SDS response's secret, decoded.
+fn decode_secret(
+    response: &envoy_types::pb::envoy::service::discovery::v3::DiscoveryResponse,
+) -> envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::Secret {
+    use prost::Message;
+    assert_eq!(response.resources.len(), 1, "{response:?}");
+    envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::Secret::decode(
+        response.resources[0].value.as_slice(),
+    )
+    .expect("a Secret")
+}
+
+fn inline_text(source: &Option<envoy_types::pb::envoy::config::core::v3::DataSource>) -> String {
+    use envoy_types::pb::envoy::config::core::v3::data_source::Specifier;
+    match source.as_ref().and_then(|s| s.specifier.as_ref()) {
+        Some(Specifier::InlineBytes(b)) => String::from_utf8(b.clone()).expect("PEM"),
+        other => panic!("not inline bytes: {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_node_agent_serves_citadel_certificates_over_sds_and_rotates_them() {
+    use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::secret::Type;
+    use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
+    use envoy_types::pb::envoy::service::secret::v3::secret_discovery_service_client::SecretDiscoveryServiceClient;
+
+    let subnet = next_subnet();
+    let citadel_ip = format!("127.{subnet}.0.40");
+    let args = [
+        "--self-signed-ca",
+        "--key-algorithm",
+        "ecdsa",
+        "--max-workload-cert-ttl",
+        "1h",
+        "--workload-cert-ttl",
+        "1h",
+    ];
+    let mut citadel = Citadel::start(&citadel_ip, ACCOUNTS, &args, &[]).await;
+    let pod = tempfile::tempdir().unwrap();
+    std::fs::write(
+        pod.path().join("istio-token"),
+        citadel.token("default", "bookinfo-reviews"),
+    )
+    .unwrap();
+    let socket = pod.path().join("sds/uds_path");
+    let roots = citadel.path("secrets/istio-system/istio-ca-secret/root-cert.pem");
+    let agent_args: Vec<String> = [
+        "proxy",
+        "sidecar",
+        "--discoveryAddress",
+        &format!("127.{subnet}.0.1:15010"),
+        "--binaryPath",
+        &trireme_tests::envoy().display().to_string(),
+        "--configPath",
+        &pod.path().display().to_string(),
+        "--concurrency",
+        "1",
+        "--sdsUdsPath",
+        &format!("unix:{}", socket.display()),
+        "--caAddr",
+        &format!("{citadel_ip}:8060"),
+        "--caRootCert",
+        &roots.display().to_string(),
+        "--tokenPath",
+        &pod.path().join("istio-token").display().to_string(),
+        "--serviceAccount",
+        "bookinfo-reviews",
+        "--keyAlgorithm",
+        "ecdsa",
+        // Renewed at 2–3 s.
+        "--secretTtl",
+        "5s",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let env = [
+        ("POD_NAME", "reviews-v1".to_string()),
+        ("POD_NAMESPACE", "default".to_string()),
+        ("INSTANCE_IP", format!("127.{subnet}.1.2")),
+        ("ISTIO_META_INTERCEPTION_MODE", "NONE".to_string()),
+    ];
+    let log = pod.path().join("agent.log");
+    let _agent = trireme_tests::process::Proc::spawn(
+        "agent",
+        &trireme_tests::bin("pilot-agent"),
+        &agent_args,
+        &env,
+        &log,
+    );
+
+    let channel = trireme_tests::citadel::unix_channel(&socket).await;
+    let mut sds = SecretDiscoveryServiceClient::new(channel);
+    let (requests, rx) = tokio::sync::mpsc::channel(4);
+    let ask = |names: &[&str], version: &str, nonce: &str| DiscoveryRequest {
+        resource_names: names.iter().map(|n| n.to_string()).collect(),
+        type_url: "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret".into(),
+        version_info: version.into(),
+        response_nonce: nonce.into(),
+        ..Default::default()
+    };
+    requests.send(ask(&["default"], "", "")).await.unwrap();
+    let mut responses = sds
+        .stream_secrets(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .expect("an SDS stream")
+        .into_inner();
+    let first = next(&mut responses).await;
+    let Some(Type::TlsCertificate(tls)) = decode_secret(&first).r#type else {
+        panic!("default is a TLS certificate: {first:?}")
+    };
+    let chain = inline_text(&tls.certificate_chain);
+    assert!(inline_text(&tls.private_key).contains("PRIVATE KEY"));
+    assert_eq!(uris(&chain), [REVIEWS]);
+    assert!(signed_by(&chain, &citadel.roots()));
+    requests
+        .send(ask(&["default"], &first.version_info, &first.nonce))
+        .await
+        .unwrap();
+
+    // Rotation: a new certificate on the same stream, unasked.
+    let second = next(&mut responses).await;
+    assert_ne!(second.version_info, first.version_info);
+    let Some(Type::TlsCertificate(tls)) = decode_secret(&second).r#type else {
+        panic!()
+    };
+    assert_ne!(
+        inline_text(&tls.certificate_chain),
+        chain,
+        "a new certificate"
+    );
+    requests
+        .send(ask(&["default"], &second.version_info, &second.nonce))
+        .await
+        .unwrap();
+
+    // ROOTCA is the bundle.
+    let root = sds
+        .fetch_secrets(ask(&["ROOTCA"], "", ""))
+        .await
+        .expect("ROOTCA")
+        .into_inner();
+    let Some(Type::ValidationContext(ctx)) = decode_secret(&root).r#type else {
+        panic!()
+    };
+    assert_eq!(inline_text(&ctx.trusted_ca).trim(), citadel.roots().trim());
+
+    // Citadel away: the agent keeps what it has and retries with backoff...
+    citadel.stop();
+    let held = sds
+        .fetch_secrets(ask(&["default"], "", ""))
+        .await
+        .expect("still served")
+        .into_inner();
+    eventually("the agent retrying", Duration::from_secs(20), || async {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        text.contains("cannot get a certificate, retrying")
+            .then_some(())
+    })
+    .await;
+    // ...and recovers when it returns, on the stream Envoy still holds.
+    citadel.start_again().await;
+    let after = loop {
+        let r = next(&mut responses).await;
+        requests
+            .send(ask(&["default"], &r.version_info, &r.nonce))
+            .await
+            .unwrap();
+        if r.version_info != held.version_info {
+            break r;
+        }
+    };
+    let Some(Type::TlsCertificate(tls)) = decode_secret(&after).r#type else {
+        panic!()
+    };
+    assert!(signed_by(
+        &inline_text(&tls.certificate_chain),
+        &citadel.roots()
+    ));
+}
