@@ -276,7 +276,7 @@ async fn issuance(args: &Args) -> anyhow::Result<()> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    mesh_crypto();
+    install_crypto_provider();
     let algorithms = if args.algorithm.is_empty() {
         vec![Algorithm::Ecdsa, Algorithm::Rsa]
     } else {
@@ -289,6 +289,6 @@ async fn main() -> anyhow::Result<()> {
 }
 
 /// tonic's TLS needs a process-wide rustls provider.
-fn mesh_crypto() {
+fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
