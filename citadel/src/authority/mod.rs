@@ -7,6 +7,7 @@ pub mod csr;
 pub mod keys;
 pub mod plugged;
 pub mod selfsigned;
+pub mod signer;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -101,7 +102,7 @@ pub struct Lifetimes {
 
 pub struct Ca {
     pub trust_domain: String,
-    issuer: Issuer<'static, KeyPair>,
+    issuer: Issuer<'static, signer::CaKey>,
     signer_not_after: OffsetDateTime,
     /// Between the leaf and the root.
     intermediates: Vec<String>,
@@ -124,7 +125,8 @@ impl Ca {
             .into_iter()
             .next()
             .ok_or_else(|| material("the signing certificate", "empty"))?;
-        let issuer = Issuer::from_ca_cert_der(&signer.der, signer_key)
+        let key = signer::CaKey::new(signer_key).map_err(|e| material("the signing key", e))?;
+        let issuer = Issuer::from_ca_cert_der(&signer.der, key)
             .map_err(|e| material("the signing certificate", e))?;
         let chain_root = roots
             .first()
@@ -338,6 +340,9 @@ mod tests {
         let der = CertificateDer::from_pem_slice(issued.chain[0].as_bytes()).unwrap();
         let (_, leaf) = parse_x509_certificate(der.as_ref()).unwrap();
         assert!(leaf.key_usage().unwrap().unwrap().value.key_encipherment());
+        // Signed through AWS-LC, verified here through ring.
+        let (_, root) = parse_x509_certificate(ca.roots()[0].der.as_ref()).unwrap();
+        leaf.verify_signature(Some(root.public_key())).unwrap();
         let names = &leaf
             .subject_alternative_name()
             .unwrap()
