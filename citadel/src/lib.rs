@@ -9,8 +9,9 @@
 //!   locally.
 //! - [`identity`]: SPIFFE IDs, token subjects and Secret names.
 //! - [`ledger`]: every issued certificate, in SQL.
-//! - [`server`]: flags and wiring.
+//! - [`args`]: flags; [`server`]: wiring.
 
+pub mod args;
 pub mod authority;
 pub mod identity;
 pub mod ledger;
