@@ -105,6 +105,30 @@ pub fn render(
             },
         });
     }
+    // The node agent's SDS, for the transport sockets Pilot sends that name
+    // `default` and `ROOTCA` (the cluster name Istio's later bootstraps use).
+    if let Some(path) = args.sds.socket() {
+        let sds = json!({
+            "name": "sds-grpc",
+            "type": "STATIC",
+            "connect_timeout": "1s",
+            "load_assignment": {
+                "cluster_name": "sds-grpc",
+                "endpoints": [{ "lb_endpoints": [{ "endpoint": { "address": {
+                    "pipe": { "path": path.display().to_string() },
+                } } }] }],
+            },
+            "typed_extension_protocol_options": {
+                "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                    "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                    "explicit_http_config": { "http2_protocol_options": {} },
+                },
+            },
+        });
+        if let Some(clusters) = bootstrap["static_resources"]["clusters"].as_array_mut() {
+            clusters.push(sds);
+        }
+    }
     if let Some(sink) = statsd {
         bootstrap["stats_sinks"] = json!([{
             "name": "envoy.stat_sinks.statsd",

@@ -529,6 +529,18 @@ async fn the_node_agent_serves_citadel_certificates_over_sds_and_rotates_them() 
     );
 
     let channel = trireme_tests::citadel::unix_channel(&socket).await;
+    // Envoy took the bootstrap's cluster for the agent's socket.
+    let clusters = format!("http://127.{subnet}.1.2:15000/clusters");
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    eventually(
+        "Envoy's sds-grpc cluster",
+        Duration::from_secs(20),
+        || async {
+            let text = http.get(&clusters).send().await.ok()?.text().await.ok()?;
+            text.contains("sds-grpc::").then_some(())
+        },
+    )
+    .await;
     let mut sds = SecretDiscoveryServiceClient::new(channel);
     let (requests, rx) = tokio::sync::mpsc::channel(4);
     let ask = |names: &[&str], version: &str, nonce: &str| DiscoveryRequest {
