@@ -93,3 +93,64 @@ pub async fn on_changes<F: Future<Output = ()>>(
         changed().await;
     }
 }
+
+/// One Kubernetes object of the directory, of a kind its reader asked for.
+pub struct Document {
+    pub path: PathBuf,
+    pub kind: String,
+    pub name: String,
+    pub value: serde_json::Value,
+}
+
+impl Document {
+    /// The object as `T`, or what is wrong with it: file, kind and name,
+    /// field, message.
+    pub fn typed<T: serde::de::DeserializeOwned>(&self) -> Result<T, String> {
+        serde_path_to_error::deserialize(&self.value).map_err(|e| {
+            format!(
+                "{}: {} {}: {}: {}",
+                self.path.display(),
+                self.kind,
+                self.name,
+                e.path(),
+                e.inner()
+            )
+        })
+    }
+}
+
+/// Every `v1` object of one of `kinds` in the YAML under `dir`, and the
+/// directories that could not be listed. Files or documents that do not
+/// parse are skipped: they are the config store's to report.
+pub fn v1_objects(dir: &Path, kinds: &[&str]) -> (Vec<Document>, Vec<ListError>) {
+    use serde::Deserialize;
+    let (files, errors) = yaml_files(dir);
+    let mut found = Vec::new();
+    for path in files {
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            continue;
+        };
+        for doc in serde_yaml::Deserializer::from_str(&text) {
+            let Ok(value) = serde_json::Value::deserialize(doc) else {
+                continue;
+            };
+            let text_at = |p: &str| {
+                value
+                    .pointer(p)
+                    .and_then(|v| v.as_str())
+                    .unwrap_or_default()
+            };
+            let kind = text_at("/kind");
+            if text_at("/apiVersion") != "v1" || !kinds.contains(&kind) {
+                continue;
+            }
+            found.push(Document {
+                path: path.clone(),
+                kind: kind.to_string(),
+                name: text_at("/metadata/name").to_string(),
+                value: value.clone(),
+            });
+        }
+    }
+    (found, errors)
+}

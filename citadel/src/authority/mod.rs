@@ -237,7 +237,7 @@ pub fn uri_san(uri: &str) -> Result<SanType, CaError> {
 }
 
 /// 128 random bits, positive as DER requires.
-fn random_serial() -> [u8; 16] {
+pub(crate) fn random_serial() -> [u8; 16] {
     let mut serial: [u8; 16] = rand::random();
     serial[0] &= 0x7f;
     serial[0] |= 0x01;

@@ -48,9 +48,7 @@ pub fn create(
     let now = OffsetDateTime::now_utc();
     params.not_before = now;
     params.not_after = now + ttl;
-    let mut serial: [u8; 16] = rand::random();
-    serial[0] = (serial[0] & 0x7f) | 0x01;
-    params.serial_number = Some(rcgen::SerialNumber::from_slice(&serial));
+    params.serial_number = Some(rcgen::SerialNumber::from_slice(&super::random_serial()));
     let cert = params
         .self_signed(&key.pair)
         .map_err(|e| CaError::Sign(e.to_string()))?;

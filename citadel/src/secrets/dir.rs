@@ -14,7 +14,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
-use serde::Deserialize;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -129,7 +128,7 @@ impl DirStore {
     }
 }
 
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let mut f = std::fs::OpenOptions::new()
@@ -186,63 +185,37 @@ impl SecretStore for DirStore {
 /// The ServiceAccounts and Namespaces under `dir`, and what was wrong with
 /// those that could not be read (other documents are someone else's).
 pub fn load_accounts(dir: &Path) -> (Accounts, Vec<String>) {
-    let (files, listing) = mesh::dir::yaml_files(dir);
+    let (docs, listing) = mesh::dir::v1_objects(dir, &["ServiceAccount", "Namespace"]);
     let mut errors: Vec<String> = listing.iter().map(ToString::to_string).collect();
     let mut accounts = Accounts::default();
-    for path in files {
-        let Ok(text) = std::fs::read_to_string(&path) else {
-            continue;
-        };
-        for doc in serde_yaml::Deserializer::from_str(&text) {
-            let Ok(value) = serde_json::Value::deserialize(doc) else {
-                continue;
-            };
-            let text_at = |p: &str| {
-                value
-                    .pointer(p)
-                    .and_then(|v| v.as_str())
-                    .unwrap_or_default()
-            };
-            if text_at("/apiVersion") != "v1" {
-                continue;
-            }
-            let object = format!("{} {}", text_at("/kind"), text_at("/metadata/name"));
-            let named = |e: serde_path_to_error::Error<serde_json::Error>| {
-                format!("{}: {object}: {}: {}", path.display(), e.path(), e.inner())
-            };
-            match text_at("/kind") {
-                "ServiceAccount" => {
-                    match serde_path_to_error::deserialize::<_, ServiceAccount>(&value) {
-                        Ok(sa) => {
-                            let name = sa.metadata.name.unwrap_or_default();
-                            let namespace =
-                                sa.metadata.namespace.unwrap_or_else(|| "default".into());
-                            if name.is_empty() {
-                                errors.push(format!(
-                                    "{}: {object}: metadata.name: missing",
-                                    path.display()
-                                ));
-                            } else {
-                                accounts
-                                    .service_accounts
-                                    .insert(Identity::new(namespace, name));
-                            }
-                        }
-                        Err(e) => errors.push(named(e)),
-                    }
+    for doc in docs {
+        if doc.kind == "Namespace" {
+            match doc.typed::<Namespace>() {
+                Ok(ns) => {
+                    let labels = ns.metadata.labels.unwrap_or_default();
+                    let name = ns.metadata.name.unwrap_or_default();
+                    accounts
+                        .namespaces
+                        .insert(name, labels.into_iter().collect());
                 }
-                "Namespace" => match serde_path_to_error::deserialize::<_, Namespace>(&value) {
-                    Ok(ns) => {
-                        let labels = ns.metadata.labels.unwrap_or_default();
-                        accounts.namespaces.insert(
-                            ns.metadata.name.unwrap_or_default(),
-                            labels.into_iter().collect(),
-                        );
-                    }
-                    Err(e) => errors.push(named(e)),
-                },
-                _ => {}
+                Err(e) => errors.push(e),
             }
+            continue;
+        }
+        match doc.typed::<ServiceAccount>() {
+            Ok(sa) => match sa.metadata.name.filter(|n| !n.is_empty()) {
+                Some(name) => {
+                    let namespace = sa.metadata.namespace.unwrap_or_else(|| "default".into());
+                    accounts
+                        .service_accounts
+                        .insert(Identity::new(namespace, name));
+                }
+                None => errors.push(format!(
+                    "{}: ServiceAccount: metadata.name: missing",
+                    doc.path.display()
+                )),
+            },
+            Err(e) => errors.push(e),
         }
     }
     (accounts, errors)

@@ -188,7 +188,8 @@ impl Command {
                     Issuer::load(&key)?
                 } else {
                     let issuer = Issuer::generate(rsa).map_err(|e| e.to_string())?;
-                    write_private(&key, &issuer.key_pem())?;
+                    crate::secrets::dir::write_private(&key, issuer.key_pem().as_bytes())
+                        .map_err(|e| format!("{}: {e}", key.display()))?;
                     issuer
                 };
                 std::fs::write(&jwks, issuer.jwks()).map_err(|e| format!("{}: {e}", jwks.display()))
@@ -214,16 +215,4 @@ impl Command {
             }
         }
     }
-}
-
-fn write_private(path: &Path, text: &str) -> Result<(), String> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .and_then(|mut f| f.write_all(text.as_bytes()))
-        .map_err(|e| format!("{}: {e}", path.display()))
 }

@@ -4,7 +4,6 @@
 use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::core::v1::Pod;
-use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
 use super::{PodEntry, PodIndex, Pods};
@@ -12,36 +11,13 @@ use super::{PodEntry, PodIndex, Pods};
 /// The Pods of every YAML file under `dir`, and what was wrong with the
 /// Pods that could not be read (other documents are someone else's).
 pub fn load(dir: &Path) -> (Pods, Vec<String>) {
-    let (files, dir_errors) = mesh::dir::yaml_files(dir);
-    let mut errors: Vec<String> = dir_errors.iter().map(ToString::to_string).collect();
+    let (docs, listing) = mesh::dir::v1_objects(dir, &["Pod"]);
+    let mut errors: Vec<String> = listing.iter().map(ToString::to_string).collect();
     let mut pods = Vec::new();
-    for path in files {
-        let Ok(text) = std::fs::read_to_string(&path) else {
-            continue;
-        };
-        for doc in serde_yaml::Deserializer::from_str(&text) {
-            // Syntax errors are the config store's to report.
-            let Ok(value) = serde_json::Value::deserialize(doc) else {
-                continue;
-            };
-            let is_pod = value.get("apiVersion").and_then(|v| v.as_str()) == Some("v1")
-                && value.get("kind").and_then(|v| v.as_str()) == Some("Pod");
-            if !is_pod {
-                continue;
-            }
-            match serde_path_to_error::deserialize::<_, Pod>(&value) {
-                Ok(pod) => pods.extend(PodEntry::from_pod(&pod)),
-                Err(e) => errors.push(format!(
-                    "{}: Pod {}: {}: {}",
-                    path.display(),
-                    value
-                        .pointer("/metadata/name")
-                        .and_then(|v| v.as_str())
-                        .unwrap_or("(unnamed)"),
-                    e.path(),
-                    e.inner()
-                )),
-            }
+    for doc in docs {
+        match doc.typed::<Pod>() {
+            Ok(pod) => pods.extend(PodEntry::from_pod(&pod)),
+            Err(e) => errors.push(e),
         }
     }
     (Pods::new(pods), errors)
@@ -75,6 +51,7 @@ pub async fn watch(
 /// Two Bookinfo Pods, for tests here and in the dispatcher.
 #[cfg(test)]
 pub(crate) fn tests_pods() -> Pods {
+    use serde::Deserialize;
     let yaml = "metadata:\n  name: productpage-v1-6b746f74dc-9stvs\n  labels: {app: productpage, version: v1, pod-template-hash: 6b746f74dc}\n  ownerReferences: [{apiVersion: apps/v1, kind: ReplicaSet, name: productpage-v1-6b746f74dc, uid: a, controller: true}]\nstatus: {podIP: 10.1.0.1}\n---\nmetadata:\n  name: reviews-v1-7f99cc4496-gdxfn\n  labels: {app: reviews, version: v1, pod-template-hash: 7f99cc4496}\n  ownerReferences: [{apiVersion: apps/v1, kind: ReplicaSet, name: reviews-v1-7f99cc4496, uid: b, controller: true}]\nstatus: {podIP: 10.1.0.2}\n";
     Pods::new(
         serde_yaml::Deserializer::from_str(yaml)
