@@ -8,6 +8,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::networking::{DestinationRule, Errors, ServiceEntry, Sidecar, VirtualService};
+use crate::security::{AuthenticationPolicy, AuthorizationPolicy};
 
 /// The kinds Trireme serves, with the group/version Istio 1.x documents them under.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -16,14 +17,22 @@ pub enum Kind {
     DestinationRule,
     ServiceEntry,
     Sidecar,
+    /// `authentication.istio.io/v1alpha1`: peer authentication of a namespace or its services.
+    Policy,
+    /// `authentication.istio.io/v1alpha1`, cluster-scoped: the mesh's default.
+    MeshPolicy,
+    AuthorizationPolicy,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 4] = [
+    pub const ALL: [Kind; 7] = [
         Kind::VirtualService,
         Kind::DestinationRule,
         Kind::ServiceEntry,
         Kind::Sidecar,
+        Kind::Policy,
+        Kind::MeshPolicy,
+        Kind::AuthorizationPolicy,
     ];
 
     pub fn name(self) -> &'static str {
@@ -32,15 +41,31 @@ impl Kind {
             Kind::DestinationRule => "DestinationRule",
             Kind::ServiceEntry => "ServiceEntry",
             Kind::Sidecar => "Sidecar",
+            Kind::Policy => "Policy",
+            Kind::MeshPolicy => "MeshPolicy",
+            Kind::AuthorizationPolicy => "AuthorizationPolicy",
         }
     }
 
     pub fn group(self) -> &'static str {
-        "networking.istio.io"
+        match self {
+            Kind::Policy | Kind::MeshPolicy => "authentication.istio.io",
+            Kind::AuthorizationPolicy => "security.istio.io",
+            _ => "networking.istio.io",
+        }
     }
 
     pub fn versions(self) -> &'static [&'static str] {
-        &["v1alpha3"]
+        match self {
+            Kind::Policy | Kind::MeshPolicy => &["v1alpha1"],
+            Kind::AuthorizationPolicy => &["v1beta1"],
+            _ => &["v1alpha3"],
+        }
+    }
+
+    /// Cluster-scoped kinds have no namespace.
+    pub fn is_namespaced(self) -> bool {
+        self != Kind::MeshPolicy
     }
 
     fn parse(api_version: &str, kind: &str) -> Option<Kind> {
@@ -76,6 +101,9 @@ pub enum Spec {
     DestinationRule(Box<DestinationRule>),
     ServiceEntry(ServiceEntry),
     Sidecar(Sidecar),
+    /// `Policy` and `MeshPolicy`.
+    Authentication(AuthenticationPolicy),
+    AuthorizationPolicy(AuthorizationPolicy),
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -88,12 +116,7 @@ pub struct ConfigObject {
 impl ConfigObject {
     /// `Kind namespace/name`, the way errors and debug pages name an object.
     pub fn key(&self) -> String {
-        format!(
-            "{} {}/{}",
-            self.kind.name(),
-            self.meta.namespace,
-            self.meta.name
-        )
+        object_name(self.kind, &self.meta)
     }
 }
 
@@ -227,10 +250,12 @@ fn parse_document(value: serde_yaml::Value, label: String) -> Result<Document, C
         }));
     };
     let mut meta = meta;
-    if meta.namespace.is_empty() {
+    if !kind.is_namespaced() {
+        meta.namespace.clear();
+    } else if meta.namespace.is_empty() {
         meta.namespace = "default".into();
     }
-    let object = format!("{} {}/{}", kind.name(), meta.namespace, meta.name);
+    let object = object_name(kind, &meta);
     if meta.name.is_empty() {
         return Err(err(&object, "metadata.name", "name is required".into()));
     }
@@ -248,6 +273,9 @@ fn parse_document(value: serde_yaml::Value, label: String) -> Result<Document, C
         Spec::DestinationRule(s) => s.validate(),
         Spec::ServiceEntry(s) => s.validate(),
         Spec::Sidecar(s) => s.validate(),
+        Spec::Authentication(p) if kind == Kind::MeshPolicy => p.validate_mesh(&meta.name),
+        Spec::Authentication(p) => p.validate_namespaced(&meta.name),
+        Spec::AuthorizationPolicy(p) => p.validate(),
     };
     if let Some(first) = errors.0.first() {
         let message = describe(&errors);
@@ -302,7 +330,18 @@ fn parse_spec(kind: Kind, value: serde_yaml::Value) -> Result<Spec, (String, Str
         Kind::DestinationRule => Spec::DestinationRule(Box::new(typed(value)?)),
         Kind::ServiceEntry => Spec::ServiceEntry(typed(value)?),
         Kind::Sidecar => Spec::Sidecar(typed(value)?),
+        Kind::Policy | Kind::MeshPolicy => Spec::Authentication(typed(value)?),
+        Kind::AuthorizationPolicy => Spec::AuthorizationPolicy(typed(value)?),
     })
+}
+
+/// `Kind namespace/name`, or `Kind name` for a cluster-scoped kind.
+fn object_name(kind: Kind, meta: &Meta) -> String {
+    if kind.is_namespaced() {
+        format!("{} {}/{}", kind.name(), meta.namespace, meta.name)
+    } else {
+        format!("{} {}", kind.name(), meta.name)
+    }
 }
 
 #[cfg(test)]

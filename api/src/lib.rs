@@ -8,6 +8,7 @@
 //! - [`config`]: Istio's configuration objects as operators write them in YAML,
 //!   parsed strictly and validated with errors that name the object and field.
 //! - [`networking`]: the `networking.istio.io/v1alpha3` kinds.
+//! - [`security`]: the `authentication.istio.io` and `security.istio.io` kinds.
 //! - [`mesh`]: the subset of `MeshConfig` Trireme reads.
 
 pub mod config;
@@ -15,6 +16,7 @@ pub mod duration;
 pub mod mesh;
 pub mod networking;
 pub mod re2;
+pub mod security;
 
 pub mod xds {
     tonic::include_proto!("envoy.service.discovery.v3");

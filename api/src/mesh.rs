@@ -33,6 +33,17 @@ pub struct MeshConfig {
     /// Admit requests when the check server cannot be reached.
     #[serde(default)]
     pub policy_check_fail_open: bool,
+    /// Where each proxy's node agent serves SDS (`unix:/var/run/sds/uds_path`):
+    /// when set, mutual TLS takes its certificates over SDS, else from the
+    /// files of `/etc/certs`.
+    #[serde(default)]
+    pub sds_uds_path: String,
+    /// The trust domain of SPIFFE identities; `cluster.local` when empty.
+    #[serde(default)]
+    pub trust_domain: String,
+    /// Where AuthorizationPolicies apply to the whole mesh.
+    #[serde(default = "default_root_namespace")]
+    pub root_namespace: String,
 }
 
 impl Default for MeshConfig {
@@ -47,8 +58,15 @@ impl Default for MeshConfig {
             disable_mixer_http_reports: false,
             disable_policy_checks: false,
             policy_check_fail_open: false,
+            sds_uds_path: String::new(),
+            trust_domain: String::new(),
+            root_namespace: default_root_namespace(),
         }
     }
+}
+
+fn default_root_namespace() -> String {
+    "istio-system".into()
 }
 
 fn default_connect_timeout() -> IstioDuration {
@@ -77,6 +95,14 @@ pub struct ProxyConfig {
 }
 
 impl MeshConfig {
+    pub fn trust_domain(&self) -> &str {
+        if self.trust_domain.is_empty() {
+            "cluster.local"
+        } else {
+            &self.trust_domain
+        }
+    }
+
     pub fn parse(text: &str) -> Result<MeshConfig, String> {
         if text.trim().is_empty() {
             return Ok(MeshConfig::default());

@@ -85,6 +85,10 @@ fn pool() -> &'static DescriptorPool {
             "envoy/extensions/filters/listener/original_dst/v3/original_dst.proto",
             "envoy/extensions/upstreams/http/v3/http_protocol_options.proto",
             "envoy/extensions/retry/host/previous_hosts/v3/previous_hosts.proto",
+            "envoy/extensions/transport_sockets/tls/v3/tls.proto",
+            "envoy/extensions/filters/listener/tls_inspector/v3/tls_inspector.proto",
+            "envoy/extensions/filters/http/rbac/v3/rbac.proto",
+            "envoy/extensions/filters/network/rbac/v3/rbac.proto",
         ];
         let fds = protox::compile(files, includes).expect("compile Envoy protos");
         DescriptorPool::from_file_descriptor_set(fds).expect("descriptor pool")
@@ -161,8 +165,15 @@ fn envoy_validates(name: &str, config: &Value) {
             "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
             "explicit_http_config": {"http2_protocol_options": {}}}},
     });
+    // The node agent's socket, which SDS secrets name (a pipe need not exist to validate).
+    let sds = json!({
+        "name": "sds-grpc", "type": "STATIC", "connect_timeout": "1s",
+        "load_assignment": {"cluster_name": "sds-grpc", "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {"pipe": {"path": "/var/run/sds/uds_path"}}}}]}]},
+        "typed_extension_protocol_options": xds["typed_extension_protocol_options"].clone(),
+    });
     let mut clusters = config["clusters"].as_array().cloned().unwrap_or_default();
     clusters.push(xds);
+    clusters.push(sds);
     let bootstrap = json!({
         "node": {"id": "validate", "cluster": "validate"},
         "dynamic_resources": {"ads_config": {"api_type": "GRPC", "transport_api_version": "V3", "grpc_services": [{"envoy_grpc": {"cluster_name": "xds-grpc"}}]}},
@@ -210,4 +221,31 @@ fn sidecar_in_local_mode() {
     let config = proxy_config(&push, &proxy);
     check_golden("sidecar-local", &config);
     envoy_validates("sidecar-local", &config);
+}
+
+/// Mutual TLS over SDS, peer authentication and authorization: the reviews
+/// proxy STRICT on its port, RBAC from two policies, every outbound cluster
+/// ISTIO_MUTUAL with its service's identities; a ratings proxy, which no
+/// rule admits, gets a filter that denies everything.
+#[test]
+fn sidecar_with_mutual_tls_and_authorization() {
+    let mesh = MeshConfig::parse("sdsUdsPath: unix:/var/run/sds/uds_path\n").expect("mesh");
+    let security = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/security.yaml"),
+    )
+    .expect("security.yaml");
+    let push = push_from_yaml(1, &format!("{}\n---\n{security}", input()), mesh);
+    for (name, ip, pod) in [
+        ("sidecar-mtls", "10.1.0.11", "reviews-v1"),
+        ("sidecar-mtls-ratings", "10.1.0.21", "ratings-v1"),
+    ] {
+        let proxy = Proxy::from_node(&sidecar_node(ip, pod, false), &push.model).expect("node");
+        let mut config = proxy_config(&push, &proxy);
+        if pod == "ratings-v1" {
+            // Its outbound side is reviews-v1's; the listeners are what differ.
+            config = json!({"listeners": config["listeners"]});
+        }
+        check_golden(name, &config);
+        envoy_validates(name, &config);
+    }
 }

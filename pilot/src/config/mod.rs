@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use api::config::{ConfigError, ConfigObject, Kind, Spec};
 use api::networking::{ServiceEntry, Sidecar};
+use api::security::{AuthenticationPolicy, AuthorizationPolicy};
 use serde::Serialize;
 
 /// A rejected object and the file it came from.
@@ -63,6 +64,28 @@ impl ConfigSnapshot {
             Spec::Sidecar(s) => Some((o.as_ref(), s)),
             _ => None,
         })
+    }
+
+    /// Every `Policy`, then the `MeshPolicy`.
+    pub fn authentication_policies(
+        &self,
+    ) -> impl Iterator<Item = (&ConfigObject, &AuthenticationPolicy)> {
+        self.of(Kind::Policy)
+            .chain(self.of(Kind::MeshPolicy))
+            .filter_map(|o| match &o.spec {
+                Spec::Authentication(p) => Some((o.as_ref(), p)),
+                _ => None,
+            })
+    }
+
+    pub fn authorization_policies(
+        &self,
+    ) -> impl Iterator<Item = (&ConfigObject, &AuthorizationPolicy)> {
+        self.of(Kind::AuthorizationPolicy)
+            .filter_map(|o| match &o.spec {
+                Spec::AuthorizationPolicy(p) => Some((o.as_ref(), p)),
+                _ => None,
+            })
     }
 
     pub fn len(&self) -> usize {

@@ -13,3 +13,4 @@ pub mod proxy;
 pub mod push;
 pub mod resource;
 pub mod server;
+pub mod tls;

@@ -29,6 +29,7 @@ use crate::xds::plugin::{ClusterContext, Direction};
 use crate::xds::proxy::Proxy;
 use crate::xds::push::PushContext;
 use crate::xds::resource::Resource;
+use crate::xds::tls;
 
 const UPSTREAM_HTTP_OPTIONS: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
 
@@ -127,6 +128,10 @@ fn outbound_cluster(
     }
     if let Some(policy) = policy {
         apply_policy(&mut cluster, policy);
+        if let Some(settings) = &policy.tls {
+            cluster.transport_socket =
+                tls::upstream(push, service, settings, port.protocol.is_http2());
+        }
     }
     let ctx = ClusterContext {
         push,

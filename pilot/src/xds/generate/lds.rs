@@ -15,8 +15,13 @@ use envoy_types::pb::envoy::config::listener::v3::{
 };
 use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
 use envoy_types::pb::envoy::extensions::filters::listener::original_dst::v3::OriginalDst;
+use envoy_types::pb::envoy::extensions::filters::listener::tls_inspector::v3::TlsInspector;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
-    HttpConnectionManager, HttpFilter, Rds, http_connection_manager::RouteSpecifier, http_filter,
+    HttpConnectionManager, HttpFilter, Rds,
+    http_connection_manager::{
+        ForwardClientCertDetails, RouteSpecifier, SetCurrentClientCertDetails,
+    },
+    http_filter,
 };
 use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{TcpProxy, tcp_proxy};
 
@@ -45,6 +50,9 @@ pub struct InboundPort {
     pub service_namespace: String,
     /// The endpoint port other proxies dial (the Service's targetPort).
     pub port: u32,
+    /// The Service's own port and its name, which policies name.
+    pub service_port: u32,
+    pub port_name: String,
     pub protocol: Protocol,
     /// Where the application listens: a Sidecar ingress `defaultEndpoint`, else `127.0.0.1:<port>`.
     pub app_endpoint: String,
@@ -102,6 +110,8 @@ pub fn inbound_ports(push: &PushContext, proxy: &Proxy) -> Vec<InboundPort> {
                 hostname: service.hostname.clone(),
                 service_namespace: service.namespace.clone(),
                 port: instance.port,
+                service_port: sp.port,
+                port_name: sp.name.clone(),
                 protocol: sp.protocol,
                 app_endpoint,
             }
@@ -117,10 +127,12 @@ pub fn build(push: &PushContext, proxy: &Proxy) -> Vec<Resource> {
         match proxy.interception {
             InterceptionMode::None => {
                 for ib in &inbound {
+                    let filter_chains = inbound_chains(push, proxy, ib, None);
                     listeners.push(Listener {
                         name: format!("{}_{}", proxy.ip, ib.port),
                         address: Some(socket_address(&proxy.ip, ib.port)),
-                        filter_chains: inbound_chains(push, proxy, ib, None),
+                        listener_filters: tls_inspector(&filter_chains),
+                        filter_chains,
                         traffic_direction: TrafficDirection::Inbound as i32,
                         ..Default::default()
                     });
@@ -255,6 +267,25 @@ fn inbound_chains(
         .collect()
 }
 
+/// Envoy's TLS inspector, when some chain is chosen by what it reads (a
+/// PERMISSIVE port's mutual-TLS chain).
+fn tls_inspector(chains: &[FilterChain]) -> Vec<ListenerFilter> {
+    let needed = chains
+        .iter()
+        .filter_map(|c| c.filter_chain_match.as_ref())
+        .any(|m| !m.transport_protocol.is_empty() || !m.application_protocols.is_empty());
+    if !needed {
+        return Vec::new();
+    }
+    vec![ListenerFilter {
+        name: "envoy.filters.listener.tls_inspector".into(),
+        config_type: Some(ListenerFilterConfig::TypedConfig(any(
+            &TlsInspector::default(),
+        ))),
+        ..Default::default()
+    }]
+}
+
 /// The plug-ins' network filters, then `last` (the connection manager or TCP proxy).
 fn with_network_filters(ctx: &ListenerContext, last: Filter) -> Vec<Filter> {
     let mut filters: Vec<Filter> = ctx
@@ -297,16 +328,18 @@ fn virtual_inbound(push: &PushContext, proxy: &Proxy, inbound: &[InboundPort]) -
         name: INBOUND_PASSTHROUGH.into(),
         ..Default::default()
     });
+    let mut listener_filters = vec![ListenerFilter {
+        name: "envoy.filters.listener.original_dst".into(),
+        config_type: Some(ListenerFilterConfig::TypedConfig(any(
+            &OriginalDst::default(),
+        ))),
+        ..Default::default()
+    }];
+    listener_filters.extend(tls_inspector(&chains));
     Listener {
         name: VIRTUAL_INBOUND.into(),
         address: Some(socket_address("0.0.0.0", VIRTUAL_INBOUND_PORT)),
-        listener_filters: vec![ListenerFilter {
-            name: "envoy.filters.listener.original_dst".into(),
-            config_type: Some(ListenerFilterConfig::TypedConfig(any(
-                &OriginalDst::default(),
-            ))),
-            ..Default::default()
-        }],
+        listener_filters,
         filter_chains: chains,
         traffic_direction: TrafficDirection::Inbound as i32,
         ..Default::default()
@@ -393,7 +426,7 @@ fn hcm(ctx: &ListenerContext, stat_prefix: &str, routes: RouteSpecifier) -> Vec<
         )),
         ..Default::default()
     });
-    let manager = HttpConnectionManager {
+    let mut manager = HttpConnectionManager {
         stat_prefix: stat_prefix.to_string(),
         route_specifier: Some(routes),
         http_filters,
@@ -401,6 +434,18 @@ fn hcm(ctx: &ListenerContext, stat_prefix: &str, routes: RouteSpecifier) -> Vec<
         generate_request_id: Some(bool_value(true)),
         ..Default::default()
     };
+    if ctx.direction == Direction::Inbound {
+        // The application learns its caller's identity from the XFCC header,
+        // set from the verified peer certificate only: a header a plaintext
+        // client sent is dropped, not passed on as Istio's APPEND_FORWARD did.
+        manager.forward_client_cert_details = ForwardClientCertDetails::SanitizeSet as i32;
+        manager.set_current_client_cert_details = Some(SetCurrentClientCertDetails {
+            subject: Some(bool_value(true)),
+            uri: true,
+            dns: true,
+            ..Default::default()
+        });
+    }
     let manager = Filter {
         name: "envoy.filters.network.http_connection_manager".into(),
         config_type: Some(ConfigType::TypedConfig(any(&manager))),

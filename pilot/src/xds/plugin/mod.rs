@@ -1,11 +1,13 @@
 //! Plug-ins: how a feature (CORS, fault injection, Mixer's policy check and
-//! telemetry; next authentication, authorization) adds to what the generators
+//! telemetry, peer authentication, authorization) adds to what the generators
 //! build without editing them, as Istio 1.4's `plugin.Plugin` did. The
 //! generators call every registered plug-in at fixed points: the HTTP filters
 //! of each connection manager, the network filters and filter chains of each
 //! listener, each Istio HTTP route, and each cluster; a plug-in may also add
 //! clusters of its own.
 
+mod authn;
+mod authz;
 mod cors;
 mod fault;
 mod mixer;
@@ -24,6 +26,8 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
 };
 use prost::{Message, Name};
 
+pub use authn::Authn;
+pub use authz::Authz;
 pub use cors::Cors;
 pub use fault::Fault;
 pub use mixer::Mixer;
@@ -174,13 +178,16 @@ impl Plugins {
         Plugins(Arc::new(plugins))
     }
 
-    /// What every Pilot runs: CORS before fault injection, as in Istio, so a
-    /// preflight is answered rather than faulted; Mixer's policy check on
-    /// inbound ports and its reports from every port when the mesh config
-    /// turns them on.
+    /// What every Pilot runs, in Istio's order: peer authentication and
+    /// authorization before anything else sees a request; CORS before fault
+    /// injection, so a preflight is answered rather than faulted; Mixer's
+    /// policy check on inbound ports and its reports from every port when the
+    /// mesh config turns them on.
     pub fn standard() -> Plugins {
         static STANDARD: LazyLock<Plugins> = LazyLock::new(|| {
             Plugins::new(vec![
+                Arc::new(Authn),
+                Arc::new(Authz),
                 Arc::new(Cors),
                 Arc::new(Fault),
                 Arc::new(Mixer),

@@ -17,7 +17,14 @@ pub fn objects(push: &PushContext, kind: XdsType, message: &str) -> Vec<String> 
     let kinds: &[Kind] = match kind {
         XdsType::Route => &[Kind::VirtualService],
         XdsType::Cluster => &[Kind::DestinationRule, Kind::ServiceEntry],
-        XdsType::Listener => &[Kind::Sidecar, Kind::VirtualService, Kind::ServiceEntry],
+        XdsType::Listener => &[
+            Kind::Sidecar,
+            Kind::VirtualService,
+            Kind::ServiceEntry,
+            Kind::Policy,
+            Kind::MeshPolicy,
+            Kind::AuthorizationPolicy,
+        ],
         XdsType::Endpoint => &[Kind::ServiceEntry],
     };
     kinds

@@ -1,0 +1,95 @@
+//! Peer authentication (Istio's `authn` plug-in): the `Policy` or
+//! `MeshPolicy` that covers an inbound port decides its filter chains.
+//! STRICT: one chain that requires a client certificate from the mesh's
+//! roots. PERMISSIVE: that chain for connections that offer the sidecars'
+//! ALPN, told apart by Envoy's TLS inspector, and a plaintext chain for the
+//! rest. No policy, or one without `mtls`: plaintext only.
+
+use api::security::{AuthenticationPolicy, MtlsMode};
+use envoy_types::pb::envoy::config::listener::v3::FilterChainMatch;
+
+use crate::xds::generate::lds::InboundPort;
+use crate::xds::plugin::{ChainTemplate, ListenerContext, Plugin};
+use crate::xds::push::PushContext;
+use crate::xds::tls;
+
+pub struct Authn;
+
+impl Plugin for Authn {
+    fn name(&self) -> &'static str {
+        "authn"
+    }
+
+    fn inbound_chains(&self, ctx: &ListenerContext) -> Option<Vec<ChainTemplate>> {
+        let port = ctx.port?;
+        let mode = covering_policy(ctx.push, port)?.mtls()?;
+        let mtls = ChainTemplate {
+            suffix: String::new(),
+            filter_chain_match: FilterChainMatch::default(),
+            transport_socket: Some(tls::downstream(&ctx.push.mesh, port.protocol.is_http())),
+        };
+        Some(match mode {
+            MtlsMode::Strict => vec![mtls],
+            MtlsMode::Permissive => vec![
+                ChainTemplate {
+                    suffix: "-mtls".into(),
+                    filter_chain_match: FilterChainMatch {
+                        transport_protocol: "tls".into(),
+                        application_protocols: vec![tls::ALPN_ISTIO.into()],
+                        ..Default::default()
+                    },
+                    ..mtls
+                },
+                ChainTemplate::default(),
+            ],
+        })
+    }
+}
+
+/// The most specific policy covering `port`: one whose target names the
+/// service and this port, then one naming the service, then the
+/// namespace's `default`, then the mesh's.
+pub fn covering_policy<'a>(
+    push: &'a PushContext,
+    port: &InboundPort,
+) -> Option<&'a AuthenticationPolicy> {
+    let short = port.hostname.split('.').next().unwrap_or_default();
+    let rank = |namespace: &str, policy: &AuthenticationPolicy, mesh: bool| -> Option<u8> {
+        if mesh {
+            return Some(0);
+        }
+        if namespace != port.service_namespace {
+            return None;
+        }
+        if policy.targets.is_empty() {
+            return Some(1);
+        }
+        policy
+            .targets
+            .iter()
+            .filter(|t| t.name == short)
+            .filter_map(|t| {
+                if t.ports.is_empty() {
+                    return Some(2);
+                }
+                t.ports
+                    .iter()
+                    .any(|p| {
+                        p.number == Some(port.service_port)
+                            || p.name.as_deref() == Some(port.port_name.as_str())
+                    })
+                    .then_some(3)
+            })
+            .max()
+    };
+    let mut best: Option<(u8, &AuthenticationPolicy)> = None;
+    for (obj, policy) in push.config.authentication_policies() {
+        let mesh = !obj.kind.is_namespaced();
+        if let Some(r) = rank(&obj.meta.namespace, policy, mesh)
+            && best.is_none_or(|(b, _)| r > b)
+        {
+            best = Some((r, policy));
+        }
+    }
+    best.map(|(_, p)| p)
+}
