@@ -6,6 +6,7 @@ use std::time::Duration;
 use serde_json::Value;
 use tempfile::TempDir;
 
+use crate::citadel::Citadel;
 use crate::process::Proc;
 use crate::topology::{Pod, Topology};
 use crate::{bin, envoy, eventually};
@@ -23,6 +24,10 @@ pub struct Mesh {
     pub policies: Vec<Option<Proc>>,
     pub telemetry: Option<Proc>,
     pub statsd_bridge: Option<Proc>,
+    /// Citadel, when the sidecars take their certificates from it over SDS.
+    pub citadel: Option<Citadel>,
+    /// What each sidecar's node agent asks Citadel for (`--secretTtl`).
+    secret_ttl: String,
     agent_args: Vec<String>,
     backends: Vec<Proc>,
     /// Plain HTTP client, for admin and debug endpoints.
@@ -72,7 +77,15 @@ pub struct Options {
     pub statsd_bridge: Option<String>,
     /// Extra flags for every pilot-agent.
     pub agent_args: Vec<String>,
+    /// Run Citadel, give every pod a token for its ServiceAccount and every
+    /// sidecar a node agent that serves Envoy its certificates over SDS,
+    /// which live this long (an hour when empty).
+    pub citadel: Option<&'static str>,
 }
+
+/// The mesh config line that turns SDS certificates on (the path is only a
+/// switch: each pilot-agent's bootstrap names its own socket).
+pub const SDS_MESH: &str = "sdsUdsPath: unix:/var/run/sds/uds_path\n";
 
 /// The mesh config lines that send sidecars' checks to `istio-policy`.
 pub const POLICY_MESH: &str = "mixerCheckServer: istio-policy.istio-system.svc.cluster.local:9091\ndisablePolicyChecks: false\n";
@@ -125,8 +138,13 @@ impl Mesh {
         std::fs::write(
             dir.path().join("mesh.yaml"),
             format!(
-                "proxyHttpPort: {PROXY_HTTP_PORT}\n{}{}",
+                "proxyHttpPort: {PROXY_HTTP_PORT}\n{}{}{}",
                 options.mesh,
+                if options.citadel.is_some() {
+                    SDS_MESH
+                } else {
+                    ""
+                },
                 if options.telemetry {
                     TELEMETRY_MESH
                 } else {
@@ -156,6 +174,8 @@ impl Mesh {
             policies: Vec::new(),
             telemetry: None,
             statsd_bridge: None,
+            citadel: None,
+            secret_ttl: options.citadel.unwrap_or_default().to_string(),
             agent_args: options.agent_args.clone(),
             backends: Vec::new(),
             http,
@@ -174,6 +194,9 @@ impl Mesh {
         }
         for (file, yaml) in config {
             mesh.write_config(file, yaml);
+        }
+        if options.citadel.is_some() {
+            mesh.start_citadel().await;
         }
         if options.telemetry {
             mesh.start_telemetry().await;
@@ -337,6 +360,57 @@ impl Mesh {
         .await;
     }
 
+    /// Citadel on its own address, with the pods' ServiceAccounts, issuing
+    /// ECDSA certificates of up to an hour.
+    async fn start_citadel(&mut self) {
+        let args = [
+            "--self-signed-ca",
+            "--key-algorithm",
+            "ecdsa",
+            "--workload-cert-ttl",
+            "1h",
+            "--max-workload-cert-ttl",
+            "1h",
+        ];
+        let ip = self.topology.citadel_ip();
+        self.citadel = Some(Citadel::start(&ip, &self.topology.accounts_yaml(), &args, &[]).await);
+    }
+
+    /// The node-agent flags of `pod`'s pilot-agent, its token written where
+    /// they say, when the mesh runs Citadel.
+    fn sds_args(&self, pod: &Pod, dir: &Path) -> Vec<String> {
+        let Some(citadel) = &self.citadel else {
+            return Vec::new();
+        };
+        std::fs::create_dir_all(dir).expect("pod dir");
+        let token = dir.join("istio-token");
+        std::fs::write(&token, citadel.token("default", &pod.service_account)).expect("token");
+        let mut args = vec![
+            "--sdsUdsPath".to_string(),
+            format!("unix:{}", dir.join("sds/uds_path").display()),
+            "--caAddr".into(),
+            format!("{}:8060", citadel.ip),
+            "--caRootCert".into(),
+            citadel
+                .path("secrets/istio-system/istio-ca-secret/root-cert.pem")
+                .display()
+                .to_string(),
+            "--tokenPath".into(),
+            token.display().to_string(),
+            "--serviceAccount".into(),
+            pod.service_account.clone(),
+            "--keyAlgorithm".into(),
+            "ecdsa".into(),
+        ];
+        let ttl = if self.secret_ttl.is_empty() {
+            "1h"
+        } else {
+            &self.secret_ttl
+        };
+        args.extend(["--secretTtl".to_string(), ttl.to_string()]);
+        args
+    }
+
     /// Flags for the pilot-agents started from now on.
     pub(crate) fn add_agent_args(&mut self, args: &[String]) {
         self.agent_args.extend_from_slice(args);
@@ -370,6 +444,7 @@ impl Mesh {
         ]
         .into_iter()
         .chain(self.agent_args.iter().cloned())
+        .chain(self.sds_args(pod, &dir))
         .collect();
         let env = [
             ("POD_NAME", pod.name.clone()),

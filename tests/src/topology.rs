@@ -12,6 +12,8 @@ pub struct Pod {
     pub labels: Vec<(String, String)>,
     pub annotations: Vec<(String, String)>,
     pub app_addr: Option<String>,
+    /// Its ServiceAccount in `default`: the identity Citadel gives it.
+    pub service_account: String,
 }
 
 pub struct Topology {
@@ -31,6 +33,7 @@ impl Topology {
             labels: vec![("app".into(), "client".into())],
             annotations: Vec::new(),
             app_addr: None,
+            service_account: "client".into(),
         };
         let versions = versions
             .iter()
@@ -44,6 +47,7 @@ impl Topology {
                 ],
                 annotations: Vec::new(),
                 app_addr: Some(format!("127.{subnet}.2.{}:{REVIEWS_PORT}", i + 2)),
+                service_account: "reviews".into(),
             })
             .collect();
         Topology {
@@ -98,6 +102,22 @@ impl Topology {
         )
     }
 
+    /// The address of Citadel (its "pod IP").
+    pub fn citadel_ip(&self) -> String {
+        format!("127.{}.0.40", self.subnet)
+    }
+
+    /// The pods' ServiceAccounts, for Citadel.
+    pub fn accounts_yaml(&self) -> String {
+        let mut names: Vec<&str> = self.pods().map(|p| p.service_account.as_str()).collect();
+        names.sort();
+        names.dedup();
+        names
+            .iter()
+            .map(|n| format!("apiVersion: v1\nkind: ServiceAccount\nmetadata: {{name: {n}, namespace: default}}\n---\n"))
+            .collect()
+    }
+
     pub fn pods(&self) -> impl Iterator<Item = &Pod> {
         std::iter::once(&self.client).chain(&self.versions)
     }
@@ -130,10 +150,11 @@ impl Topology {
                 .collect();
             let _ = write!(
                 y,
-                "apiVersion: v1\nkind: Pod\nmetadata: {{name: {}, namespace: default, labels: {{{}}}, annotations: {{{}}}}}\nspec: {{containers: [{{name: app, image: app}}]}}\nstatus: {{podIP: {}}}\n---\n",
+                "apiVersion: v1\nkind: Pod\nmetadata: {{name: {}, namespace: default, labels: {{{}}}, annotations: {{{}}}}}\nspec: {{serviceAccountName: {}, containers: [{{name: app, image: app}}]}}\nstatus: {{podIP: {}}}\n---\n",
                 p.name,
                 labels.join(", "),
                 annotations.join(", "),
+                p.service_account,
                 p.ip
             );
             if let Some(app) = &p.app_addr {

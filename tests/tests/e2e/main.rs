@@ -4,6 +4,7 @@ mod change;
 mod citadel;
 mod lifecycle;
 mod mixer_api;
+mod mtls;
 mod policy;
 mod report_api;
 mod routing;
