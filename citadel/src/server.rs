@@ -228,7 +228,11 @@ pub async fn run(
     tonic::transport::Server::builder()
         .add_service(IstioCertificateServiceServer::new(service))
         .serve_with_incoming_shutdown(
-            crate::tls::incoming(grpc_listener, credentials.server_config(), shutdown.clone()),
+            mesh::tls::incoming(
+                grpc_listener,
+                tokio::sync::watch::channel(credentials.server_config()).1,
+                shutdown.clone(),
+            ),
             shutdown.clone().cancelled_owned(),
         )
         .await

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use api::mesh::MeshConfig;
 use clap::Args;
+use mesh::tls::MountedCerts;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -43,6 +44,15 @@ pub struct DiscoveryArgs {
     pub mesh_config: PathBuf,
     #[arg(long = "grpcAddr", default_value = ":15010")]
     pub grpc_addr: String,
+    /// xDS over mutual TLS (`:15011` with `controlPlaneSecurityEnabled`);
+    /// empty turns it off. Proxies must present a certificate from the
+    /// mesh's roots.
+    #[arg(long = "secureGrpcAddr", default_value = "")]
+    pub secure_grpc_addr: String,
+    /// Pilot's own `istio.<sa>` Secret as mounted, for `--secureGrpcAddr`:
+    /// `cert-chain.pem`, `key.pem`, `root-cert.pem`, reloaded when they change.
+    #[arg(long = "certDir", default_value = "/etc/certs")]
+    pub cert_dir: PathBuf,
     #[arg(long = "httpAddr", default_value = ":8080")]
     pub http_addr: String,
     #[arg(long = "monitoringAddr", default_value = ":15014")]
@@ -119,6 +129,19 @@ pub async fn run(
     let metrics_registry = mesh::metrics::Metrics::default();
     let xds_metrics = XdsMetrics::new(&metrics_registry);
     let grpc = mesh::server::bind(&args.grpc_addr, "grpcAddr").await?;
+    let secure = if args.secure_grpc_addr.is_empty() {
+        None
+    } else {
+        let listener = mesh::server::bind(&args.secure_grpc_addr, "secureGrpcAddr").await?;
+        let certs = MountedCerts {
+            dir: args.cert_dir.clone(),
+        };
+        let config = certs
+            .watch(shutdown.clone())
+            .map_err(|e| anyhow::anyhow!("--secureGrpcAddr needs --certDir: {e}"))?;
+        tracing::info!(addr = %listener.local_addr()?, cert_dir = %args.cert_dir.display(), "xDS over mutual TLS");
+        Some((listener, config))
+    };
     let http = mesh::server::bind(&args.http_addr, "httpAddr").await?;
     let monitoring = mesh::server::bind(&args.monitoring_addr, "monitoringAddr").await?;
     tracing::info!(
@@ -205,6 +228,21 @@ pub async fn run(
         dir: args.config_dir.as_ref().map(|_| dir_rx.clone()),
         clients: server.clients(),
     };
+    if let Some((listener, config)) = secure {
+        let shutdown = shutdown.clone();
+        let server = server.clone();
+        tasks.spawn(async move {
+            tonic::transport::Server::builder()
+                .http2_keepalive_interval(Some(Duration::from_secs(30)))
+                .add_service(AdsService::new(server))
+                .serve_with_incoming_shutdown(
+                    mesh::tls::incoming(listener, config, shutdown.clone()),
+                    shutdown.cancelled(),
+                )
+                .await
+                .context("xDS mutual-TLS gRPC server failed")
+        });
+    }
     {
         let shutdown = shutdown.clone();
         tasks.spawn(async move {

@@ -28,6 +28,8 @@ pub struct Mesh {
     pub citadel: Option<Citadel>,
     /// What each sidecar's node agent asks Citadel for (`--secretTtl`).
     secret_ttl: String,
+    /// Proxies reach Pilot on 15011 over mutual TLS.
+    control_plane_mtls: bool,
     agent_args: Vec<String>,
     backends: Vec<Proc>,
     /// Plain HTTP client, for admin and debug endpoints.
@@ -81,10 +83,17 @@ pub struct Options {
     /// sidecar a node agent that serves Envoy its certificates over SDS,
     /// which live this long (an hour when empty).
     pub citadel: Option<&'static str>,
+    /// Control-plane security (with `citadel`): Pilot serves xDS on 15011
+    /// over mutual TLS with its Citadel certificate, and every sidecar
+    /// connects there with its own.
+    pub control_plane_mtls: bool,
 }
 
 /// The mesh config line that turns SDS certificates on (the path is only a
 /// switch: each pilot-agent's bootstrap names its own socket).
+/// Pilot's ServiceAccount, as Istio's chart names it.
+pub const PILOT_ACCOUNT: &str = "istio-pilot-service-account";
+
 pub const SDS_MESH: &str = "sdsUdsPath: unix:/var/run/sds/uds_path\n";
 
 /// The mesh config lines that send sidecars' checks to `istio-policy`.
@@ -176,6 +185,7 @@ impl Mesh {
             statsd_bridge: None,
             citadel: None,
             secret_ttl: options.citadel.unwrap_or_default().to_string(),
+            control_plane_mtls: options.control_plane_mtls,
             agent_args: options.agent_args.clone(),
             backends: Vec::new(),
             http,
@@ -321,6 +331,14 @@ impl Mesh {
         let mesh_config = self.dir.path().join("mesh.yaml");
         let mut args = pilot_args(&self.topology.pilot_ip(), &self.config_dir(), &mesh_config);
         args[2] = registries.to_string();
+        if let Some(certs) = self.pilot_cert_dir() {
+            args.extend([
+                "--secureGrpcAddr".into(),
+                format!("{}:15011", self.topology.pilot_ip()),
+                "--certDir".into(),
+                certs.display().to_string(),
+            ]);
+        }
         let log = self.log("pilot-discovery");
         self.pilot = Some(Proc::spawn(
             "pilot-discovery",
@@ -373,7 +391,28 @@ impl Mesh {
             "1h",
         ];
         let ip = self.topology.citadel_ip();
-        self.citadel = Some(Citadel::start(&ip, &self.topology.accounts_yaml(), &args, &[]).await);
+        let mut accounts = self.topology.accounts_yaml();
+        if self.control_plane_mtls {
+            accounts.push_str(&format!(
+                "apiVersion: v1\nkind: ServiceAccount\nmetadata: {{name: {PILOT_ACCOUNT}, namespace: istio-system}}\n"
+            ));
+        }
+        let citadel = Citadel::start(&ip, &accounts, &args, &[]).await;
+        if self.control_plane_mtls {
+            eventually("Pilot's certificate", STARTUP, || async {
+                citadel
+                    .secret("istio-system", &format!("istio.{PILOT_ACCOUNT}"), "key.pem")
+                    .map(|_| ())
+            })
+            .await;
+        }
+        self.citadel = Some(citadel);
+    }
+
+    /// Where Citadel keeps Pilot's `istio.<sa>` Secret: its `--certDir`.
+    fn pilot_cert_dir(&self) -> Option<PathBuf> {
+        let citadel = self.citadel.as_ref().filter(|_| self.control_plane_mtls)?;
+        Some(citadel.path(&format!("secrets/istio-system/istio.{PILOT_ACCOUNT}")))
     }
 
     /// The node-agent flags of `pod`'s pilot-agent, its token written where
@@ -408,7 +447,18 @@ impl Mesh {
             &self.secret_ttl
         };
         args.extend(["--secretTtl".to_string(), ttl.to_string()]);
+        if self.control_plane_mtls {
+            args.extend(["--controlPlaneAuthPolicy".into(), "MUTUAL_TLS".into()]);
+        }
         args
+    }
+
+    fn xds_port(&self) -> u16 {
+        if self.control_plane_mtls {
+            15011
+        } else {
+            15010
+        }
     }
 
     /// Flags for the pilot-agents started from now on.
@@ -432,7 +482,7 @@ impl Mesh {
             "proxy".into(),
             "sidecar".into(),
             "--discoveryAddress".into(),
-            format!("{}:15010", self.topology.pilot_ip()),
+            format!("{}:{}", self.topology.pilot_ip(), self.xds_port()),
             "--binaryPath".into(),
             envoy().display().to_string(),
             "--configPath".into(),

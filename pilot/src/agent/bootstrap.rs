@@ -4,7 +4,7 @@
 
 use serde_json::{Value, json};
 
-use super::{Identity, ProxyArgs};
+use super::{ControlPlaneAuthPolicy, Identity, ProxyArgs};
 
 pub fn render(
     args: &ProxyArgs,
@@ -129,6 +129,14 @@ pub fn render(
             clusters.push(sds);
         }
     }
+    if args.control_plane_auth_policy == ControlPlaneAuthPolicy::MutualTls {
+        let pilot = format!(
+            "spiffe://{}/ns/istio-system/sa/{}",
+            args.sds.trust_domain, args.pilot_identity
+        );
+        bootstrap["static_resources"]["clusters"][0]["transport_socket"] =
+            xds_tls(args.sds.socket().is_some(), &pilot);
+    }
     if let Some(sink) = statsd {
         bootstrap["stats_sinks"] = json!([{
             "name": "envoy.stat_sinks.statsd",
@@ -143,6 +151,54 @@ pub fn render(
         }]);
     }
     Ok(bootstrap)
+}
+
+/// Mutual TLS towards Pilot: this proxy's certificate from the node agent
+/// (or `/etc/certs` without one), Pilot's checked against `pilot`.
+fn xds_tls(sds: bool, pilot: &str) -> Value {
+    let secret = |name: &str| {
+        json!({
+            "name": name,
+            "sds_config": {
+                "api_config_source": {
+                    "api_type": "GRPC",
+                    "transport_api_version": "V3",
+                    "grpc_services": [{ "envoy_grpc": { "cluster_name": "sds-grpc" } }],
+                },
+                "resource_api_version": "V3",
+            },
+        })
+    };
+    let san = json!([{ "san_type": "URI", "matcher": { "exact": pilot } }]);
+    let common = if sds {
+        json!({
+            "tls_certificate_sds_secret_configs": [secret("default")],
+            "combined_validation_context": {
+                "default_validation_context": { "match_typed_subject_alt_names": san },
+                "validation_context_sds_secret_config": secret("ROOTCA"),
+            },
+            "alpn_protocols": ["h2"],
+        })
+    } else {
+        json!({
+            "tls_certificates": [{
+                "certificate_chain": { "filename": "/etc/certs/cert-chain.pem" },
+                "private_key": { "filename": "/etc/certs/key.pem" },
+            }],
+            "validation_context": {
+                "trusted_ca": { "filename": "/etc/certs/root-cert.pem" },
+                "match_typed_subject_alt_names": san,
+            },
+            "alpn_protocols": ["h2"],
+        })
+    };
+    json!({
+        "name": "envoy.transport_sockets.tls",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+            "common_tls_context": common,
+        },
+    })
 }
 
 fn socket(address: &str, port: u16) -> Value {

@@ -70,8 +70,23 @@ pub struct ProxyArgs {
     pub pod_namespace: String,
     #[arg(long, env = "INSTANCE_IP", default_value = "")]
     pub instance_ip: String,
+    /// `MUTUAL_TLS` (Helm's `controlPlaneSecurityEnabled`): Envoy reaches
+    /// Pilot over mutual TLS with this proxy's certificate, checking Pilot's.
+    #[arg(long = "controlPlaneAuthPolicy", value_enum, default_value = "NONE")]
+    pub control_plane_auth_policy: ControlPlaneAuthPolicy,
+    /// Pilot's service account in `istio-system`: the identity its
+    /// certificate must carry under `MUTUAL_TLS`.
+    #[arg(long = "pilotIdentity", default_value = "istio-pilot-service-account")]
+    pub pilot_identity: String,
     #[command(flatten)]
     pub sds: sds::SdsArgs,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[value(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ControlPlaneAuthPolicy {
+    None,
+    MutualTls,
 }
 
 /// Drain and shutdown waits beyond an hour would only hold a Pod in Terminating.

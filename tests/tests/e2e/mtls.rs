@@ -203,3 +203,41 @@ async fn certificates_rotate_in_place_under_traffic() {
         "the same Envoy processes throughout"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sidecars_reach_pilot_over_mutual_tls_on_15011() {
+    let mesh = Mesh::start_with(
+        &["v1"],
+        &[],
+        Options {
+            citadel: Some(""),
+            control_plane_mtls: true,
+            ..Default::default()
+        },
+    )
+    .await;
+    // The sidecars got their config (they are ready), over TLS.
+    let (status, body) = mesh.call_from("client", "/", &[]).await;
+    assert_eq!(status, 200, "{body}");
+    for pod in ["client", "reviews-v1"] {
+        let handshakes = mesh.agent_stat(pod, "cluster.xds-grpc.ssl.handshake").await;
+        assert!(handshakes >= 1, "{pod} reached Pilot over TLS");
+    }
+    // Without a certificate from the mesh, 15011 serves nothing.
+    let pilot = format!("{}:15011", mesh.topology.pilot_ip());
+    let plaintext = tonic::transport::Endpoint::from_shared(format!("http://{pilot}"))
+        .unwrap()
+        .connect()
+        .await;
+    let refused = match plaintext {
+        Err(_) => true,
+        Ok(channel) => {
+            let mut ads = api::xds::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient::new(channel);
+            let request = api::xds::DiscoveryRequest::default();
+            ads.stream_aggregated_resources(tokio_stream::once(request))
+                .await
+                .is_err()
+        }
+    };
+    assert!(refused, "a plaintext client on 15011 was served");
+}
