@@ -34,3 +34,6 @@ echo "== statsd-bridge: 100,000 series for 10 minutes, memory sampled"
 echo "== Citadel: signing alone (criterion), then CSRs through the real citadel beside openssl speed"
 cargo bench -p citadel --bench sign 2>/dev/null | grep -v '^$'
 "${pin_tool[@]}" "$bin/csr-load" "${pin_server[@]}"
+echo "== mutual TLS: latency added through real Envoys, pooled and one connection per request"
+"$bin/mtls-latency"
+"$bin/mtls-latency" --new-connections

@@ -5,8 +5,9 @@
 # requests land; then mixer-policy enforcing a deny rule and a rate limit
 # through the same Envoys; all along, mixer-telemetry counting every request
 # into Istio's metrics and statsd-bridge collecting Envoy's own stats; and
-# Citadel keeping a certificate Secret for each ServiceAccount. Everything runs
-# on 127.77.0.0/16 and is stopped on exit.
+# Citadel keeping a certificate Secret for each ServiceAccount and, through
+# each sidecar's node agent, the certificates of mutual TLS and authorization
+# at the end. Everything runs on 127.77.0.0/16 and is stopped on exit.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 bin="${CARGO_TARGET_DIR:-$root/target}/debug"
@@ -14,6 +15,7 @@ envoy="${TRIREME_ENVOY:-$("$root/scripts/envoy.sh")}"
 work=$(mktemp -d -t trireme-demo-XXXX)
 mkdir -p "$work/config"
 cp "$root/samples/demo/cluster.yaml" "$work/config/"
+cp "$root/samples/demo/dr-reviews.yaml" "$work/config/dr.yaml"
 pids=()
 cleanup() {
   for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
@@ -67,13 +69,18 @@ for v in 1 2; do
     >"$work/reviews-v$v-app.log" 2>&1 &
   pids+=($!)
 done
-for pod in "productpage 127.77.1.1 productpage" "reviews-v1 127.77.1.2 reviews" "reviews-v2 127.77.1.3 reviews"; do
+for pod in "productpage 127.77.1.1 bookinfo-productpage" "reviews-v1 127.77.1.2 bookinfo-reviews" "reviews-v2 127.77.1.3 bookinfo-reviews"; do
   set -- $pod
-  echo "== starting $1's sidecar (pilot-agent + Envoy) on $2"
+  echo "== starting $1's sidecar (pilot-agent + Envoy, node agent for $3) on $2"
+  mkdir -p "$work/$1"
+  "$bin/citadel" token mint --key "$work/token-issuer.pem" --namespace default --service-account "$3" >"$work/$1/istio-token"
   POD_NAME=$1 POD_NAMESPACE=default INSTANCE_IP=$2 ISTIO_META_INTERCEPTION_MODE=NONE \
     "$bin/pilot-agent" proxy sidecar --discoveryAddress 127.77.0.1:15010 --binaryPath "$envoy" \
     --configPath "$work/$1" --concurrency 1 --terminationDrainDuration 1s \
-    --statsdUdpAddress 127.77.0.30:9125 >"$work/$1-agent.log" 2>&1 &
+    --statsdUdpAddress 127.77.0.30:9125 \
+    --sdsUdsPath "unix:$work/$1/sds/uds_path" --caAddr 127.77.0.40:8060 \
+    --caRootCert "$work/secrets/istio-system/istio-ca-secret/root-cert.pem" \
+    --tokenPath "$work/$1/istio-token" --serviceAccount "$3" --keyAlgorithm ecdsa >"$work/$1-agent.log" 2>&1 &
   pids+=($!)
 done
 for ip in 1 2 3; do wait_http "http://127.77.1.$ip:15020/healthz/ready" "sidecar 127.77.1.$ip"; done
@@ -184,5 +191,29 @@ for s in "$work"/secrets/default/istio.*; do
     echo "  $(basename "$s"): $(ls "$s" | tr '\n' ' ')"
   fi
 done
+echo
+echo "== $(sed -n 's/^# //p' "$root/samples/demo/mtls-strict.yaml" | head -n 1)"
+rm -f "$work/config/quota.yaml"
+cp "$root/samples/demo/mtls-strict.yaml" "$work/config/dr.yaml"
+plain() { curl -s -o /dev/null -w '%{http_code}' --max-time 2 http://127.77.1.2:9080/ || true; }
+for _ in $(seq 400); do [ "$(plain)" = 000 ] && break; sleep 0.025; done
+traffic "100 requests from productpage"
+echo "   plaintext straight to reviews-v1's sidecar: $([ "$(plain)" = 000 ] && echo refused || echo "answered $(plain)")"
+echo "   reviews sees its caller as: $(curl -s -x http://127.77.1.1:15080 http://reviews.default.svc.cluster.local:9080/ |
+  grep -o 'URI=spiffe://[^";]*' | head -1)"
+echo "   reviews-v1's Envoy holds certificate serial $(curl -s http://127.77.1.2:15000/certs |
+  grep -o '"serial_number": *"[^"]*"' | sed -n 2p | sed 's/.*: *//' | tr -d '"')"
+echo "== AuthorizationPolicy: $(sed -n 's/^# //p' "$root/samples/demo/authz-productpage-only.yaml" | head -n 1)"
+cp "$root/samples/demo/authz-productpage-only.yaml" "$work/config/authz.yaml"
+for _ in $(seq 400); do
+  [ "$(curl -s -o /dev/null -w '%{http_code}' -x http://127.77.1.3:15080 http://reviews.default.svc.cluster.local:9080/)" = 403 ] && break
+  sleep 0.025
+done
+traffic "100 requests from productpage"
+denied=0
+for _ in $(seq 20); do
+  [ "$(curl -s -o /dev/null -w '%{http_code}' -x http://127.77.1.3:15080 http://reviews.default.svc.cluster.local:9080/)" = 403 ] && denied=$((denied + 1))
+done
+echo "   20 requests from reviews-v2 (bookinfo-reviews): $denied refused by RBAC (403)"
 echo
 echo "pilot debug: http://127.77.0.1:8080/debug/syncz, mixer-policy: http://127.77.0.10:15014/debug/configz, mesh metrics: http://127.77.0.20:42422/metrics (stopping in a moment)"

@@ -1,5 +1,8 @@
 //! What the load tools share: CPU accounting from /proc, a server pinned to
-//! chosen cores, and counters scraped from Prometheus text.
+//! chosen cores, counters scraped from Prometheus text, and request
+//! latency through a mesh ([`latency`]).
+
+pub mod latency;
 
 use std::path::{Path, PathBuf};
 

@@ -14,28 +14,23 @@
 //!   `--numCheckCacheEntries 0`, so every Check runs the rule.
 //!
 //! Each case: `--warmup` requests, then `--requests` one at a time, then
-//! `--requests` more with `--concurrency` in flight. Prints p50/p90/p99/max
+//! `--requests` more with `--concurrency` in flight ([`latency`](trireme_bench::latency)). Prints p50/p90/p99/max
 //! per case and what policy adds over `none`.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{Context, bail, ensure};
+use anyhow::{bail, ensure};
 use clap::{Parser, ValueEnum};
-use trireme_tests::mesh::{Mesh, Options, POLICY_MESH, PROXY_HTTP_PORT, wait_ok};
+use trireme_bench::cpu_seconds;
+use trireme_bench::latency::{Load, Measured, measure};
+use trireme_tests::mesh::{Mesh, Options, POLICY_MESH, wait_ok};
 use trireme_tests::mixer::DENY_BLOCKED_USER;
 use trireme_tests::process::Proc;
 
 #[derive(Parser)]
 struct Args {
-    /// Timed requests per case and mode (sequential, concurrent).
-    #[arg(long, default_value_t = 2000)]
-    requests: usize,
-    /// Untimed requests before each case.
-    #[arg(long, default_value_t = 200)]
-    warmup: usize,
-    /// Requests in flight in the concurrent mode.
-    #[arg(long, default_value_t = 8)]
-    concurrency: usize,
+    #[command(flatten)]
+    load: Load,
     /// Which cases to run; all when not given.
     #[arg(long, value_enum, value_delimiter = ',')]
     case: Vec<Case>,
@@ -46,117 +41,6 @@ enum Case {
     None,
     Cached,
     Uncached,
-}
-
-/// Latencies of one mode, sorted, in nanoseconds.
-struct Sample {
-    nanos: Vec<u64>,
-    elapsed: Duration,
-}
-
-impl Sample {
-    fn new(mut nanos: Vec<u64>, elapsed: Duration) -> Sample {
-        nanos.sort_unstable();
-        Sample { nanos, elapsed }
-    }
-
-    fn at(&self, q: f64) -> f64 {
-        let v = &self.nanos;
-        if v.is_empty() {
-            return f64::NAN;
-        }
-        v[((v.len() as f64 * q).ceil() as usize).clamp(1, v.len()) - 1] as f64 / 1e6
-    }
-
-    fn line(&self) -> String {
-        format!(
-            "p50 {:.3} ms, p90 {:.3} ms, p99 {:.3} ms, max {:.3} ms ({:.0} requests/s)",
-            self.at(0.5),
-            self.at(0.9),
-            self.at(0.99),
-            self.at(1.0),
-            self.nanos.len() as f64 / self.elapsed.as_secs_f64()
-        )
-    }
-}
-
-struct Measured {
-    case: Case,
-    sequential: Sample,
-    concurrent: Sample,
-}
-
-/// One request through the client's sidecar; its latency, or why it failed.
-async fn one(client: &reqwest::Client) -> anyhow::Result<u64> {
-    let t = Instant::now();
-    let response = client
-        .get("http://reviews.default.svc.cluster.local:9080/")
-        .header("x-user", "jason")
-        .send()
-        .await?;
-    let status = response.status();
-    let body = response.bytes().await?;
-    let nanos = t.elapsed().as_nanos() as u64;
-    ensure!(
-        status.is_success(),
-        "status {status}: {}",
-        String::from_utf8_lossy(&body)
-    );
-    Ok(nanos)
-}
-
-async fn measure(mesh: &Mesh, case: Case, args: &Args) -> anyhow::Result<Measured> {
-    let client = reqwest::Client::builder()
-        .proxy(reqwest::Proxy::http(format!(
-            "http://{}:{PROXY_HTTP_PORT}",
-            mesh.pod("client").ip
-        ))?)
-        .timeout(Duration::from_secs(10))
-        .build()?;
-    // A replaced mixer-policy is reached again once Envoy reconnects: wait
-    // for one admitted request (for at most 20 s) before the warm-up.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while let Err(e) = one(&client).await {
-        if Instant::now() > deadline {
-            return Err(e).context("no request admitted within 20 s");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    for _ in 0..args.warmup {
-        one(&client).await.context("warm-up request")?;
-    }
-    let started = Instant::now();
-    let mut nanos = Vec::with_capacity(args.requests);
-    for _ in 0..args.requests {
-        nanos.push(one(&client).await?);
-    }
-    let sequential = Sample::new(nanos, started.elapsed());
-
-    let workers = args.concurrency.max(1);
-    let started = Instant::now();
-    let tasks: Vec<_> = (0..workers)
-        .map(|w| {
-            let client = client.clone();
-            let n = args.requests / workers + usize::from(w < args.requests % workers);
-            tokio::spawn(async move {
-                let mut nanos = Vec::with_capacity(n);
-                for _ in 0..n {
-                    nanos.push(one(&client).await?);
-                }
-                anyhow::Ok(nanos)
-            })
-        })
-        .collect();
-    let mut nanos = Vec::with_capacity(args.requests);
-    for t in tasks {
-        nanos.extend(t.await??);
-    }
-    let concurrent = Sample::new(nanos, started.elapsed());
-    Ok(Measured {
-        case,
-        sequential,
-        concurrent,
-    })
 }
 
 /// What mixer-policy counted: (ext_authz Checks, cache hits).
@@ -176,29 +60,20 @@ async fn policy_counts(mesh: &Mesh) -> (u64, u64) {
     )
 }
 
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
-        + fields.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
-    ticks / 100.0
-}
-
 /// Measures a policy case and checks every request went through mixer-policy.
 async fn measure_policy(
     mesh: &Mesh,
     case: Case,
     pid: u32,
-    args: &Args,
+    load: &Load,
 ) -> anyhow::Result<Measured> {
     let (checks_before, hits_before) = policy_counts(mesh).await;
     let cpu = cpu_seconds(pid);
-    let m = measure(mesh, case, args).await?;
+    let m = measure(mesh, load).await?;
     let cpu = cpu_seconds(pid) - cpu;
     let (checks, hits) = policy_counts(mesh).await;
     let (checks, hits) = (checks - checks_before, hits - hits_before);
-    let sent = (args.warmup + 2 * args.requests) as u64;
+    let sent = (load.warmup + 2 * load.requests) as u64;
     if checks < sent {
         bail!("{case:?}: mixer-policy answered {checks} ext_authz Checks for {sent} requests");
     }
@@ -225,7 +100,7 @@ async fn main() -> anyhow::Result<()> {
             !listeners.contains("ext_authz"),
             "no policy, yet reviews-v1 has an ext_authz filter"
         );
-        results.push(measure(&mesh, Case::None, &args).await?);
+        results.push((Case::None, measure(&mesh, &args.load).await?));
     }
     if cases.contains(&Case::Cached) || cases.contains(&Case::Uncached) {
         let mut mesh = Mesh::start_with(
@@ -245,7 +120,10 @@ async fn main() -> anyhow::Result<()> {
         );
         if cases.contains(&Case::Cached) {
             let pid = mesh.policies[0].as_ref().map(Proc::pid).unwrap_or_default();
-            results.push(measure_policy(&mesh, Case::Cached, pid, &args).await?);
+            results.push((
+                Case::Cached,
+                measure_policy(&mesh, Case::Cached, pid, &args.load).await?,
+            ));
         }
         // The harness starts mixer-policy with fixed flags: replace it, on the
         // same address and config, with its check cache off.
@@ -278,45 +156,35 @@ async fn main() -> anyhow::Result<()> {
             )
             .await;
             let pid = proc.pid();
-            results.push(measure_policy(&mesh, Case::Uncached, pid, &args).await?);
+            results.push((
+                Case::Uncached,
+                measure_policy(&mesh, Case::Uncached, pid, &args.load).await?,
+            ));
             Some(proc)
         } else {
             None
         };
     }
-    for r in &results {
-        println!("{:?}, sequential: {}", r.case, r.sequential.line());
+    for (case, r) in &results {
+        println!("{case:?}, sequential: {}", r.sequential.line());
         println!(
-            "{:?}, {} in flight: {}",
-            r.case,
-            args.concurrency,
+            "{case:?}, {} in flight: {}",
+            args.load.concurrency,
             r.concurrent.line()
         );
     }
-    let Some(base) = results.iter().find(|r| r.case == Case::None) else {
+    let Some((_, base)) = results.iter().find(|(c, _)| *c == Case::None) else {
         return Ok(());
     };
-    for r in results.iter().filter(|r| r.case != Case::None) {
-        for (mode, with, without) in [
-            ("sequential", &r.sequential, &base.sequential),
-            ("concurrent", &r.concurrent, &base.concurrent),
-        ] {
-            let diff = |q: f64| {
-                format!(
-                    "p{:.0} {:+.3} ms (x{:.2})",
-                    q * 100.0,
-                    with.at(q) - without.at(q),
-                    with.at(q) / without.at(q)
-                )
-            };
-            println!(
-                "policy added, {:?}, {mode}: {}, {}, {}",
-                r.case,
-                diff(0.5),
-                diff(0.9),
-                diff(0.99)
-            );
-        }
+    for (case, r) in results.iter().filter(|(c, _)| *c != Case::None) {
+        println!(
+            "policy added, {case:?}, sequential: {}",
+            r.sequential.added_over(&base.sequential)
+        );
+        println!(
+            "policy added, {case:?}, concurrent: {}",
+            r.concurrent.added_over(&base.concurrent)
+        );
     }
     Ok(())
 }
