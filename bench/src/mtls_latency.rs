@@ -100,7 +100,10 @@ async fn main() -> anyhow::Result<()> {
         "pooled connections"
     };
     for (case, r) in &results {
-        println!("{case:?} ({connections}), sequential: {}", r.sequential.line());
+        println!(
+            "{case:?} ({connections}), sequential: {}",
+            r.sequential.line()
+        );
         println!(
             "{case:?} ({connections}), {} in flight: {}",
             args.load.concurrency,

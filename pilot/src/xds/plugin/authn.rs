@@ -93,3 +93,69 @@ pub fn covering_policy<'a>(
     }
     best.map(|(_, p)| p)
 }
+
+#[cfg(test)]
+mod tests {
+    use api::mesh::MeshConfig;
+    use api::networking::Protocol;
+
+    use super::*;
+    use crate::xds::fixtures::{mesh_yaml, push_from_yaml};
+
+    const POLICIES: &str = "apiVersion: authentication.istio.io/v1alpha1
+kind: MeshPolicy
+metadata: {name: default}
+spec: {peers: [{mtls: {}}]}
+---
+apiVersion: authentication.istio.io/v1alpha1
+kind: Policy
+metadata: {name: default, namespace: default}
+spec: {peers: [{mtls: {mode: PERMISSIVE}}]}
+---
+apiVersion: authentication.istio.io/v1alpha1
+kind: Policy
+metadata: {name: svc-0-plain, namespace: default}
+spec:
+  targets: [{name: svc-0, ports: [{number: 8080}]}]
+---
+apiVersion: authentication.istio.io/v1alpha1
+kind: Policy
+metadata: {name: svc-1-strict, namespace: default}
+spec:
+  targets: [{name: svc-1}]
+  peers: [{mtls: {}}]
+";
+
+    fn port(host: &str, namespace: &str, number: u32) -> InboundPort {
+        InboundPort {
+            cluster: String::new(),
+            hostname: format!("{host}.{namespace}.svc.cluster.local"),
+            service_namespace: namespace.into(),
+            port: number,
+            service_port: number,
+            port_name: "http".into(),
+            protocol: Protocol::Http,
+            app_endpoint: String::new(),
+        }
+    }
+
+    #[test]
+    fn the_most_specific_policy_decides() {
+        let push = push_from_yaml(
+            1,
+            &format!("{}---\n{POLICIES}", mesh_yaml(3, 1)),
+            MeshConfig::default(),
+        );
+        let mode = |host, namespace, number| {
+            covering_policy(&push, &port(host, namespace, number)).and_then(|p| p.mtls())
+        };
+        // A target with the port, even without peers, beats the namespace's default.
+        assert_eq!(mode("svc-0", "default", 8080), None);
+        // The same service on another port falls back to the namespace.
+        assert_eq!(mode("svc-0", "default", 9090), Some(MtlsMode::Permissive));
+        assert_eq!(mode("svc-1", "default", 8080), Some(MtlsMode::Strict));
+        assert_eq!(mode("svc-2", "default", 8080), Some(MtlsMode::Permissive));
+        // Another namespace has only the mesh's.
+        assert_eq!(mode("svc-0", "other", 8080), Some(MtlsMode::Strict));
+    }
+}

@@ -413,3 +413,72 @@ impl prost::Name for NetworkRbac {
         format!("type.googleapis.com/{}", Self::full_name())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use api::mesh::MeshConfig;
+
+    use super::*;
+    use crate::xds::fixtures::{mesh_yaml, push_from_yaml, sidecar_node};
+
+    const POLICIES: &str = "apiVersion: security.istio.io/v1beta1
+kind: AuthorizationPolicy
+metadata: {name: web, namespace: default}
+spec:
+  selector: {matchLabels: {app: svc-0}}
+  rules:
+  - to: [{operation: {methods: [GET]}}]
+  - from: [{source: {namespaces: [ops]}}]
+---
+apiVersion: security.istio.io/v1beta1
+kind: AuthorizationPolicy
+metadata: {name: mesh-scrapers, namespace: istio-system}
+spec:
+  rules:
+  - from: [{source: {ipBlocks: [10.9.0.0/16]}}]
+---
+apiVersion: security.istio.io/v1beta1
+kind: AuthorizationPolicy
+metadata: {name: other, namespace: default}
+spec:
+  selector: {matchLabels: {app: svc-1}}
+";
+
+    #[test]
+    fn policies_select_workloads_and_http_rules_stay_off_tcp() {
+        let push = push_from_yaml(
+            1,
+            &format!("{}---\n{POLICIES}", mesh_yaml(2, 1)),
+            MeshConfig::default(),
+        );
+        let node = sidecar_node("10.100.0.2", "svc-0-0", false);
+        let proxy = Proxy::from_node(&node, &push.model).unwrap();
+        let names: Vec<String> = applicable(&push, &proxy)
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        assert_eq!(names, ["default/web", "istio-system/mesh-scrapers"]);
+
+        let http = rbac(&push, &proxy, true).unwrap();
+        let keys: Vec<&str> = http.policies.keys().map(String::as_str).collect();
+        assert_eq!(
+            keys,
+            [
+                "default/web[0]",
+                "default/web[1]",
+                "istio-system/mesh-scrapers[0]"
+            ]
+        );
+        let tcp = rbac(&push, &proxy, false).unwrap();
+        assert!(
+            !tcp.policies.contains_key("default/web[0]"),
+            "GET needs HTTP"
+        );
+        assert_eq!(tcp.policies.len(), 2);
+        // The same bytes every time, so the resource version only moves with the config.
+        assert_eq!(
+            prost::Message::encode_to_vec(&http),
+            prost::Message::encode_to_vec(&rbac(&push, &proxy, true).unwrap())
+        );
+    }
+}
