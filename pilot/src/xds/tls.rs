@@ -9,6 +9,7 @@ use api::mesh::MeshConfig;
 use api::networking::TlsSettings;
 use envoy_types::pb::envoy::config::core::v3::{
     ApiConfigSource, ApiVersion, ConfigSource, DataSource, GrpcService, TransportSocket,
+    WatchedDirectory,
     api_config_source::ApiType,
     config_source::ConfigSourceSpecifier,
     data_source::Specifier,
@@ -104,15 +105,25 @@ fn mesh_context(mesh: &MeshConfig, sans: &[String], alpn: Vec<String>) -> Common
         ..Default::default()
     };
     if mesh.sds_uds_path.is_empty() {
+        // The kubelet swaps a Secret volume's `..data` link when Citadel
+        // re-issues: Envoy re-reads the files then, with no restart.
+        let watched = || {
+            Some(WatchedDirectory {
+                path: CERT_DIR.into(),
+                ..Default::default()
+            })
+        };
         CommonTlsContext {
             tls_certificates: vec![TlsCertificate {
                 certificate_chain: file(&format!("{CERT_DIR}/cert-chain.pem")),
                 private_key: file(&format!("{CERT_DIR}/key.pem")),
+                watched_directory: watched(),
                 ..Default::default()
             }],
             validation_context_type: Some(ValidationContextType::ValidationContext(
                 CertificateValidationContext {
                     trusted_ca: file(&format!("{CERT_DIR}/root-cert.pem")),
+                    watched_directory: watched(),
                     ..checks
                 },
             )),

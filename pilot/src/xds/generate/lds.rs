@@ -5,6 +5,7 @@
 //! proxy listener the application sends its outbound requests to.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use api::networking::{L4MatchAttributes, Protocol};
 use envoy_types::pb::envoy::config::accesslog::v3::AccessLog;
@@ -29,7 +30,8 @@ use crate::model::{Service, labels_match};
 use crate::xds::generate::rds;
 use crate::xds::names::{
     BLACKHOLE, HTTP_PROXY_ROUTE, INBOUND_PASSTHROUGH, PASSTHROUGH, ads_source, any, bool_value,
-    inbound_cluster_name, outbound_cluster_name, port_route_name, socket_address, u32_value,
+    duration, inbound_cluster_name, outbound_cluster_name, port_route_name, socket_address,
+    u32_value,
 };
 use crate::xds::plugin::{Direction, ListenerContext, Traffic};
 use crate::xds::proxy::{InterceptionMode, Proxy, ProxyKind};
@@ -127,15 +129,13 @@ pub fn build(push: &PushContext, proxy: &Proxy) -> Vec<Resource> {
         match proxy.interception {
             InterceptionMode::None => {
                 for ib in &inbound {
-                    let filter_chains = inbound_chains(push, proxy, ib, None);
-                    listeners.push(Listener {
+                    listeners.push(inspect_tls(Listener {
                         name: format!("{}_{}", proxy.ip, ib.port),
                         address: Some(socket_address(&proxy.ip, ib.port)),
-                        listener_filters: tls_inspector(&filter_chains),
-                        filter_chains,
+                        filter_chains: inbound_chains(push, proxy, ib, None),
                         traffic_direction: TrafficDirection::Inbound as i32,
                         ..Default::default()
-                    });
+                    }));
                 }
             }
             InterceptionMode::Redirect => {
@@ -267,23 +267,29 @@ fn inbound_chains(
         .collect()
 }
 
-/// Envoy's TLS inspector, when some chain is chosen by what it reads (a
-/// PERMISSIVE port's mutual-TLS chain).
-fn tls_inspector(chains: &[FilterChain]) -> Vec<ListenerFilter> {
-    let needed = chains
+/// Adds Envoy's TLS inspector when some chain is chosen by what it reads (a
+/// PERMISSIVE port's mutual-TLS chain). A client that waits for the server
+/// to speak first (MySQL, say) sends no ClientHello: after 100 ms, Istio's
+/// protocol detection timeout, the connection goes on as plaintext rather
+/// than being closed.
+fn inspect_tls(mut listener: Listener) -> Listener {
+    let needed = listener
+        .filter_chains
         .iter()
         .filter_map(|c| c.filter_chain_match.as_ref())
         .any(|m| !m.transport_protocol.is_empty() || !m.application_protocols.is_empty());
-    if !needed {
-        return Vec::new();
+    if needed {
+        listener.listener_filters.push(ListenerFilter {
+            name: "envoy.filters.listener.tls_inspector".into(),
+            config_type: Some(ListenerFilterConfig::TypedConfig(any(
+                &TlsInspector::default(),
+            ))),
+            ..Default::default()
+        });
+        listener.listener_filters_timeout = Some(duration(Duration::from_millis(100)));
+        listener.continue_on_listener_filters_timeout = true;
     }
-    vec![ListenerFilter {
-        name: "envoy.filters.listener.tls_inspector".into(),
-        config_type: Some(ListenerFilterConfig::TypedConfig(any(
-            &TlsInspector::default(),
-        ))),
-        ..Default::default()
-    }]
+    listener
 }
 
 /// The plug-ins' network filters, then `last` (the connection manager or TCP proxy).
@@ -328,22 +334,20 @@ fn virtual_inbound(push: &PushContext, proxy: &Proxy, inbound: &[InboundPort]) -
         name: INBOUND_PASSTHROUGH.into(),
         ..Default::default()
     });
-    let mut listener_filters = vec![ListenerFilter {
-        name: "envoy.filters.listener.original_dst".into(),
-        config_type: Some(ListenerFilterConfig::TypedConfig(any(
-            &OriginalDst::default(),
-        ))),
-        ..Default::default()
-    }];
-    listener_filters.extend(tls_inspector(&chains));
-    Listener {
+    inspect_tls(Listener {
         name: VIRTUAL_INBOUND.into(),
         address: Some(socket_address("0.0.0.0", VIRTUAL_INBOUND_PORT)),
-        listener_filters,
+        listener_filters: vec![ListenerFilter {
+            name: "envoy.filters.listener.original_dst".into(),
+            config_type: Some(ListenerFilterConfig::TypedConfig(any(
+                &OriginalDst::default(),
+            ))),
+            ..Default::default()
+        }],
         filter_chains: chains,
         traffic_direction: TrafficDirection::Inbound as i32,
         ..Default::default()
-    }
+    })
 }
 
 /// `0.0.0.0_<port>` for HTTP ports (RDS by port) and `<VIP>_<port>` for TCP ports,
