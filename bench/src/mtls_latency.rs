@@ -71,9 +71,7 @@ async fn run(case: Case, args: &Args) -> anyhow::Result<Measured> {
     .await;
     let measured = measure(&mesh, &args.load).await?;
     // What was measured is what was meant: TLS between the sidecars or not.
-    let handshakes = mesh
-        .agent_stat("reviews-v1", "listener.ssl.handshake")
-        .await;
+    let handshakes = mesh.agent_stat("reviews-v1", "_9080.ssl.handshake").await;
     ensure!(
         (handshakes > 0) == (case != Case::Plaintext),
         "{case:?}: reviews-v1 counted {handshakes} TLS handshakes"
