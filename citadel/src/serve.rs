@@ -61,7 +61,10 @@ impl CertificateService {
                 .tokens
                 .authenticate(token.trim())
                 .await
-                .map_err(|e| Status::unauthenticated(format!("service-account token: {e}")))?;
+                .map_err(|e| match e {
+                    TokenError::Unavailable(_) => Status::unavailable(e.to_string()),
+                    e => Status::unauthenticated(format!("service-account token: {e}")),
+                })?;
             return Ok((identity, "token"));
         }
         // Verified against the trust bundle during the handshake.

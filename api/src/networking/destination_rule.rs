@@ -60,29 +60,42 @@ impl TrafficPolicy {
     /// The policy that applies on one port: port-level settings replace the
     /// top-level ones field by field, as in Istio.
     pub fn for_port(&self, port: u32) -> TrafficPolicy {
-        let mut out = TrafficPolicy {
-            port_level_settings: Vec::new(),
-            ..self.clone()
-        };
-        if let Some(p) = self
+        let Some(p) = self
             .port_level_settings
             .iter()
             .find(|p| p.port.number == port)
-        {
-            if p.load_balancer.is_some() {
-                out.load_balancer = p.load_balancer.clone();
-            }
-            if p.connection_pool.is_some() {
-                out.connection_pool = p.connection_pool.clone();
-            }
-            if p.outlier_detection.is_some() {
-                out.outlier_detection = p.outlier_detection.clone();
-            }
-            if p.tls.is_some() {
-                out.tls = p.tls.clone();
-            }
+        else {
+            return self.overlay(&TrafficPolicy::default());
+        };
+        self.overlay(&TrafficPolicy {
+            load_balancer: p.load_balancer.clone(),
+            connection_pool: p.connection_pool.clone(),
+            outlier_detection: p.outlier_detection.clone(),
+            tls: p.tls.clone(),
+            port_level_settings: Vec::new(),
+        })
+    }
+
+    /// This policy with every field `over` sets replaced, port-level
+    /// settings left out: a subset's policy over its rule's, which Istio 1.4
+    /// applied one after the other.
+    pub fn overlay(&self, over: &TrafficPolicy) -> TrafficPolicy {
+        TrafficPolicy {
+            load_balancer: over
+                .load_balancer
+                .clone()
+                .or_else(|| self.load_balancer.clone()),
+            connection_pool: over
+                .connection_pool
+                .clone()
+                .or_else(|| self.connection_pool.clone()),
+            outlier_detection: over
+                .outlier_detection
+                .clone()
+                .or_else(|| self.outlier_detection.clone()),
+            tls: over.tls.clone().or_else(|| self.tls.clone()),
+            port_level_settings: Vec::new(),
         }
-        out
     }
 }
 
@@ -179,10 +192,12 @@ pub struct OutlierDetection {
     pub min_health_percent: Option<u32>,
 }
 
-/// Parsed so Istio YAML loads; mTLS origination arrives with the security issue.
+/// Client-side TLS for the destination (see docs/security.md).
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize, Default)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TlsSettings {
+    /// `DISABLE` when not given, as in Istio.
+    #[serde(default)]
     pub mode: String,
     #[serde(default)]
     pub client_certificate: String,
@@ -277,15 +292,28 @@ fn validate_parts(
             }
         }
     }
-    if let Some(tls) = tls
-        && !matches!(
+    if let Some(tls) = tls {
+        if !matches!(
             tls.mode.as_str(),
-            "DISABLE" | "SIMPLE" | "MUTUAL" | "ISTIO_MUTUAL"
-        )
-    {
-        errors.push(
-            format!("{path}.tls.mode"),
-            format!("unknown TLS mode {:?}", tls.mode),
-        );
+            "" | "DISABLE" | "SIMPLE" | "MUTUAL" | "ISTIO_MUTUAL"
+        ) {
+            errors.push(
+                format!("{path}.tls.mode"),
+                format!("unknown TLS mode {:?}", tls.mode),
+            );
+        }
+        if tls.mode == "MUTUAL" {
+            for (field, value) in [
+                ("clientCertificate", &tls.client_certificate),
+                ("privateKey", &tls.private_key),
+            ] {
+                if value.is_empty() {
+                    errors.push(
+                        format!("{path}.tls.{field}"),
+                        "MUTUAL needs the client's certificate and key files",
+                    );
+                }
+            }
+        }
     }
 }

@@ -15,7 +15,8 @@ pub struct AuthenticationPolicy {
     pub peers: Vec<PeerAuthenticationMethod>,
     #[serde(default)]
     pub peer_is_optional: bool,
-    /// End-user JWT: refused by validation until Trireme can enforce it.
+    /// End-user JWT, which Trireme does not verify yet: the ports such a
+    /// policy covers admit no HTTP request (fail closed).
     #[serde(default)]
     pub origins: Vec<serde_json::Value>,
     #[serde(default)]
@@ -89,13 +90,13 @@ impl AuthenticationPolicy {
     /// The peer mutual-TLS mode this policy asks for; `None` when it asks
     /// for none (plaintext only).
     pub fn mtls(&self) -> Option<MtlsMode> {
-        let mode = self.peers.iter().find_map(|p| p.mtls.as_ref())?.mode;
-        // An optional peer lets plaintext in too.
-        Some(if self.peer_is_optional {
-            MtlsMode::Permissive
-        } else {
-            mode
-        })
+        // `peerIsOptional` did not change Istio 1.4's listeners either.
+        Some(self.peers.iter().find_map(|p| p.mtls.as_ref())?.mode)
+    }
+
+    /// Whether requests must carry a verified end-user JWT.
+    pub fn needs_jwt(&self) -> bool {
+        !self.origins.is_empty()
     }
 
     pub fn validate(&self) -> Errors {
@@ -127,18 +128,6 @@ impl AuthenticationPolicy {
             } else if p.mtls.is_none() {
                 errors.push(format!("spec.peers[{i}]"), "a peer method is mtls");
             }
-        }
-        if !self.origins.is_empty() {
-            errors.push(
-                "spec.origins",
-                "end-user JWT authentication is not supported by Trireme yet; the policy is refused rather than half applied",
-            );
-        }
-        if self.principal_binding == Some(PrincipalBinding::UseOrigin) {
-            errors.push(
-                "spec.principalBinding",
-                "USE_ORIGIN needs end-user JWT authentication, which Trireme does not support yet",
-            );
         }
         errors
     }

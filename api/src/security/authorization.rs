@@ -61,7 +61,8 @@ pub struct Source {
     /// Peer identities as Istio writes them: `cluster.local/ns/<ns>/sa/<sa>`.
     #[serde(default)]
     pub principals: Vec<String>,
-    /// End-user JWT identities: refused by validation.
+    /// End-user JWT identities: a rule that names them matches nothing until
+    /// Trireme verifies JWT.
     #[serde(default)]
     pub request_principals: Vec<String>,
     #[serde(default)]
@@ -114,6 +115,8 @@ pub enum ConditionKey {
     DestinationIp,
     DestinationPort,
     ConnectionSni,
+    /// `request.auth.principal`, `request.auth.claims[…]`, …: end-user JWT.
+    RequestAuth(String),
 }
 
 impl ConditionKey {
@@ -131,11 +134,7 @@ impl ConditionKey {
             "destination.ip" => ConditionKey::DestinationIp,
             "destination.port" => ConditionKey::DestinationPort,
             "connection.sni" => ConditionKey::ConnectionSni,
-            k if k.starts_with("request.auth.") => {
-                return Err(format!(
-                    "{k:?} needs end-user JWT authentication, which Trireme does not support yet"
-                ));
-            }
+            k if k.starts_with("request.auth.") => ConditionKey::RequestAuth(k.to_string()),
             k => return Err(format!("unknown condition key {k:?}")),
         })
     }
@@ -146,6 +145,20 @@ impl ConditionKey {
 }
 
 impl Rule {
+    /// Whether the rule reads end-user JWT identities, which Trireme does
+    /// not verify yet: such a rule never matches (it admits nothing).
+    pub fn needs_jwt(&self) -> bool {
+        self.from
+            .iter()
+            .any(|f| !f.source.request_principals.is_empty())
+            || self.when.iter().any(|c| {
+                matches!(
+                    ConditionKey::parse(&c.key),
+                    Ok(ConditionKey::RequestAuth(_))
+                )
+            })
+    }
+
     /// Whether the rule can only ever match an HTTP request.
     pub fn is_http_only(&self) -> bool {
         self.to.iter().any(|t| t.operation.is_http_only())
@@ -210,12 +223,6 @@ impl AuthorizationPolicy {
             for (j, from) in rule.from.iter().enumerate() {
                 let path = format!("{path}.from[{j}].source");
                 let s = &from.source;
-                if !s.request_principals.is_empty() {
-                    errors.push(
-                        format!("{path}.requestPrincipals"),
-                        "end-user JWT authentication is not supported by Trireme yet",
-                    );
-                }
                 for (k, p) in s.principals.iter().chain(&s.namespaces).enumerate() {
                     let field = if k < s.principals.len() {
                         format!("{path}.principals[{k}]")

@@ -29,6 +29,10 @@ pub enum TokenError {
     Invalid(String),
     #[error("token subject {0:?} is not system:serviceaccount:<namespace>:<name>")]
     Subject(String),
+    /// The token could not be checked at all (the API server is away): the
+    /// caller should try again, not give up on its token.
+    #[error("cannot review the token now: {0}")]
+    Unavailable(String),
 }
 
 /// What the verifier checks besides the signature.

@@ -37,7 +37,7 @@ impl TokenReviewer {
         let answer = api
             .create(&PostParams::default(), &request)
             .await
-            .map_err(|e| TokenError::Invalid(format!("TokenReview failed: {}", api_error(&e))))?;
+            .map_err(|e| TokenError::Unavailable(format!("TokenReview: {}", api_error(&e))))?;
         let status = answer.status.unwrap_or_default();
         if status.authenticated != Some(true) {
             let why = status.error.filter(|e| !e.is_empty());

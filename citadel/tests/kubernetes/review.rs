@@ -89,8 +89,10 @@ async fn a_token_for_another_audience_is_refused() {
     }
 }
 
+/// The token was never judged: the caller is told to retry (UNAVAILABLE),
+/// not that its token is bad.
 #[tokio::test]
-async fn a_failed_review_is_invalid() {
+async fn a_failed_review_is_unavailable() {
     let forbidden = status(
         403,
         "Forbidden",
@@ -98,13 +100,13 @@ async fn a_failed_review_is_invalid() {
     );
     let (reviewer, _api) = reviewer("istio-ca", Reply::Json(StatusCode::FORBIDDEN, forbidden));
     match reviewer.review(TOKEN).await {
-        Err(TokenError::Invalid(why)) => {
-            assert!(why.starts_with("TokenReview failed: "), "{why}");
+        Err(TokenError::Unavailable(why)) => {
+            assert!(why.starts_with("TokenReview: "), "{why}");
             assert!(
                 why.contains("cannot create resource \"tokenreviews\""),
                 "{why}"
             );
         }
-        other => panic!("expected Invalid, got {other:?}"),
+        other => panic!("expected Unavailable, got {other:?}"),
     }
 }

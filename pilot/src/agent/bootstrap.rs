@@ -5,6 +5,7 @@
 use serde_json::{Value, json};
 
 use super::{ControlPlaneAuthPolicy, Identity, ProxyArgs};
+use crate::xds::tls::{CERT_DIR, SDS_CLUSTER, SDS_DEFAULT, SDS_ROOT};
 
 pub fn render(
     args: &ProxyArgs,
@@ -109,11 +110,11 @@ pub fn render(
     // `default` and `ROOTCA` (the cluster name Istio's later bootstraps use).
     if let Some(path) = args.sds.socket() {
         let sds = json!({
-            "name": "sds-grpc",
+            "name": SDS_CLUSTER,
             "type": "STATIC",
             "connect_timeout": "1s",
             "load_assignment": {
-                "cluster_name": "sds-grpc",
+                "cluster_name": SDS_CLUSTER,
                 "endpoints": [{ "lb_endpoints": [{ "endpoint": { "address": {
                     "pipe": { "path": path.display().to_string() },
                 } } }] }],
@@ -163,7 +164,7 @@ fn xds_tls(sds: bool, pilot: &str) -> Value {
                 "api_config_source": {
                     "api_type": "GRPC",
                     "transport_api_version": "V3",
-                    "grpc_services": [{ "envoy_grpc": { "cluster_name": "sds-grpc" } }],
+                    "grpc_services": [{ "envoy_grpc": { "cluster_name": SDS_CLUSTER } }],
                 },
                 "resource_api_version": "V3",
             },
@@ -172,21 +173,21 @@ fn xds_tls(sds: bool, pilot: &str) -> Value {
     let san = json!([{ "san_type": "URI", "matcher": { "exact": pilot } }]);
     let common = if sds {
         json!({
-            "tls_certificate_sds_secret_configs": [secret("default")],
+            "tls_certificate_sds_secret_configs": [secret(SDS_DEFAULT)],
             "combined_validation_context": {
                 "default_validation_context": { "match_typed_subject_alt_names": san },
-                "validation_context_sds_secret_config": secret("ROOTCA"),
+                "validation_context_sds_secret_config": secret(SDS_ROOT),
             },
             "alpn_protocols": ["h2"],
         })
     } else {
         json!({
             "tls_certificates": [{
-                "certificate_chain": { "filename": "/etc/certs/cert-chain.pem" },
-                "private_key": { "filename": "/etc/certs/key.pem" },
+                "certificate_chain": { "filename": format!("{CERT_DIR}/cert-chain.pem") },
+                "private_key": { "filename": format!("{CERT_DIR}/key.pem") },
             }],
             "validation_context": {
-                "trusted_ca": { "filename": "/etc/certs/root-cert.pem" },
+                "trusted_ca": { "filename": format!("{CERT_DIR}/root-cert.pem") },
                 "match_typed_subject_alt_names": san,
             },
             "alpn_protocols": ["h2"],

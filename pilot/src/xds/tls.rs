@@ -1,7 +1,7 @@
 //! The TLS contexts Pilot sends: where a proxy's own certificate and the
 //! mesh's roots come from (the node agent's SDS when the mesh config names
 //! `sdsUdsPath`, else the files of the `istio.<sa>` Secret at `/etc/certs`, as
-//! in Istio 1.x), the client side of a DestinationRule's `tls`, and the server
+//! in Istio 1.x, read when Envoy takes the config), the client side of a DestinationRule's `tls`, and the server
 //! side of peer mutual TLS. Every proxy names the same secrets (`default`,
 //! `ROOTCA`), each served by its own agent, so shared clusters stay shared.
 
@@ -9,7 +9,6 @@ use api::mesh::MeshConfig;
 use api::networking::TlsSettings;
 use envoy_types::pb::envoy::config::core::v3::{
     ApiConfigSource, ApiVersion, ConfigSource, DataSource, GrpcService, TransportSocket,
-    WatchedDirectory,
     api_config_source::ApiType,
     config_source::ConfigSourceSpecifier,
     data_source::Specifier,
@@ -105,25 +104,15 @@ fn mesh_context(mesh: &MeshConfig, sans: &[String], alpn: Vec<String>) -> Common
         ..Default::default()
     };
     if mesh.sds_uds_path.is_empty() {
-        // The kubelet swaps a Secret volume's `..data` link when Citadel
-        // re-issues: Envoy re-reads the files then, with no restart.
-        let watched = || {
-            Some(WatchedDirectory {
-                path: CERT_DIR.into(),
-                ..Default::default()
-            })
-        };
         CommonTlsContext {
             tls_certificates: vec![TlsCertificate {
                 certificate_chain: file(&format!("{CERT_DIR}/cert-chain.pem")),
                 private_key: file(&format!("{CERT_DIR}/key.pem")),
-                watched_directory: watched(),
                 ..Default::default()
             }],
             validation_context_type: Some(ValidationContextType::ValidationContext(
                 CertificateValidationContext {
                     trusted_ca: file(&format!("{CERT_DIR}/root-cert.pem")),
-                    watched_directory: watched(),
                     ..checks
                 },
             )),
@@ -170,14 +159,16 @@ pub fn service_identities(push: &PushContext, service: &Service) -> Vec<String> 
     ids
 }
 
-/// The client side of a DestinationRule's `tls` for a cluster to `service`;
+/// The client side of a DestinationRule's `tls` for `cluster` to `service`;
 /// `None` for `DISABLE`.
 pub fn upstream(
     push: &PushContext,
+    cluster: &str,
     service: &Service,
     settings: &TlsSettings,
     http2: bool,
 ) -> Option<TransportSocket> {
+    let mut sni = settings.sni.clone();
     let common = match settings.mode.as_str() {
         "ISTIO_MUTUAL" => {
             let sans = if settings.subject_alt_names.is_empty() {
@@ -185,6 +176,10 @@ pub fn upstream(
             } else {
                 settings.subject_alt_names.clone()
             };
+            if sni.is_empty() {
+                // Istio's: `outbound_.9080_.v1_.reviews.default.svc.cluster.local`.
+                sni = cluster.replace('|', "_.");
+            }
             let mut alpn = vec![ALPN_ISTIO.to_string()];
             if http2 {
                 alpn.push("h2".into());
@@ -219,7 +214,7 @@ pub fn upstream(
     };
     Some(socket(&UpstreamTlsContext {
         common_tls_context: Some(common),
-        sni: settings.sni.clone(),
+        sni,
         ..Default::default()
     }))
 }

@@ -130,6 +130,10 @@ async fn authorization_policy_admits_the_named_principal_only() {
     assert!(body.contains("RBAC"), "{body}");
     let (status, body) = mesh.call_from("reviews-v2", "/health/live", &[]).await;
     assert_eq!(status, 200, "any mesh identity may GET /health*: {body}");
+    // Dot segments do not lead around the rule (HTTP clients would resolve
+    // them before sending: this one sends the path as written).
+    let status = raw_get(&mesh, "reviews-v2", "/health/../private").await;
+    assert_eq!(status, 403, "/health/../private is /private");
 
     // Without the policy, the same caller passes.
     mesh.write_config("authz.yaml", "");
@@ -138,6 +142,28 @@ async fn authorization_policy_admits_the_named_principal_only() {
         (status == 200).then_some(())
     })
     .await;
+}
+
+/// A GET with `path` exactly as written, through `pod`'s sidecar: the status.
+async fn raw_get(mesh: &Mesh, pod: &str, path: &str) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let proxy = format!(
+        "{}:{}",
+        mesh.pod(pod).ip,
+        trireme_tests::mesh::PROXY_HTTP_PORT
+    );
+    let mut stream = tokio::net::TcpStream::connect(&proxy).await.expect("proxy");
+    let request = format!(
+        "GET http://reviews.default.svc.cluster.local:{REVIEWS_PORT}{path} HTTP/1.1\r\nHost: reviews.default.svc.cluster.local:{REVIEWS_PORT}\r\nConnection: close\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await.expect("read");
+    answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status line: {answer:?}"))
 }
 
 /// The serial numbers of the certificates one Envoy holds, from its admin `/certs`.

@@ -51,18 +51,19 @@ pub fn outbound(push: &PushContext) -> Vec<Resource> {
                 policy.as_ref(),
             ));
             for subset in dr.map(|d| d.subsets.as_slice()).unwrap_or_default() {
-                // A subset's own policy replaces the rule's, as in Istio.
-                let subset_policy = subset
-                    .traffic_policy
-                    .as_ref()
-                    .map(|p| p.for_port(port.port));
+                // A subset's own settings win over the rule's, field by field.
+                let subset_policy = match (&policy, &subset.traffic_policy) {
+                    (Some(rule), Some(own)) => Some(rule.overlay(&own.for_port(port.port))),
+                    (None, Some(own)) => Some(own.for_port(port.port)),
+                    (rule, None) => rule.clone(),
+                };
                 let name = outbound_cluster_name(port.port, &subset.name, &service.hostname);
                 out.push(outbound_cluster(
                     push,
                     &name,
                     service,
                     port,
-                    subset_policy.as_ref().or(policy.as_ref()),
+                    subset_policy.as_ref(),
                 ));
             }
         }
@@ -130,7 +131,7 @@ fn outbound_cluster(
         apply_policy(&mut cluster, policy);
         if let Some(settings) = &policy.tls {
             cluster.transport_socket =
-                tls::upstream(push, service, settings, port.protocol.is_http2());
+                tls::upstream(push, name, service, settings, port.protocol.is_http2());
         }
     }
     let ctx = ClusterContext {

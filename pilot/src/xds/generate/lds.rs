@@ -436,12 +436,17 @@ fn hcm(ctx: &ListenerContext, stat_prefix: &str, routes: RouteSpecifier) -> Vec<
         http_filters,
         access_log: access_logs(ctx, Traffic::Http),
         generate_request_id: Some(bool_value(true)),
+        // `/reviews/../admin` is `/admin` to routes and RBAC alike, as Istio
+        // has made it since 1.1.2 (CVE-2019-9901).
+        normalize_path: Some(bool_value(true)),
+        merge_slashes: true,
         ..Default::default()
     };
     if ctx.direction == Direction::Inbound {
         // The application learns its caller's identity from the XFCC header,
-        // set from the verified peer certificate only: a header a plaintext
-        // client sent is dropped, not passed on as Istio's APPEND_FORWARD did.
+        // set from the verified peer certificate alone: what a client sent
+        // is dropped, where Istio's APPEND_FORWARD kept a mesh caller's own
+        // entries before the proxy's.
         manager.forward_client_cert_details = ForwardClientCertDetails::SanitizeSet as i32;
         manager.set_current_client_cert_details = Some(SetCurrentClientCertDetails {
             subject: Some(bool_value(true)),

@@ -3,13 +3,15 @@
 //! STRICT: one chain that requires a client certificate from the mesh's
 //! roots. PERMISSIVE: that chain for connections that offer the sidecars'
 //! ALPN, told apart by Envoy's TLS inspector, and a plaintext chain for the
-//! rest. No policy, or one without `mtls`: plaintext only.
+//! rest. No policy, or one without `mtls`: plaintext only. `peerIsOptional`
+//! changes no chain, as in Istio 1.4.
 
 use api::security::{AuthenticationPolicy, MtlsMode};
 use envoy_types::pb::envoy::config::listener::v3::FilterChainMatch;
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpFilter;
 
 use crate::xds::generate::lds::InboundPort;
-use crate::xds::plugin::{ChainTemplate, ListenerContext, Plugin};
+use crate::xds::plugin::{ChainTemplate, Direction, ListenerContext, Plugin};
 use crate::xds::push::PushContext;
 use crate::xds::tls;
 
@@ -18,6 +20,21 @@ pub struct Authn;
 impl Plugin for Authn {
     fn name(&self) -> &'static str {
         "authn"
+    }
+
+    /// A policy that asks for end-user JWT, which Trireme does not verify
+    /// yet, admits no request: fail closed rather than let every caller in.
+    fn http_filters(&self, ctx: &ListenerContext) -> Vec<HttpFilter> {
+        let needs_jwt = ctx
+            .port
+            .filter(|_| ctx.direction == Direction::Inbound)
+            .and_then(|port| covering_policy(ctx.push, port))
+            .is_some_and(AuthenticationPolicy::needs_jwt);
+        if needs_jwt {
+            vec![super::authz::deny_all()]
+        } else {
+            Vec::new()
+        }
     }
 
     fn inbound_chains(&self, ctx: &ListenerContext) -> Option<Vec<ChainTemplate>> {

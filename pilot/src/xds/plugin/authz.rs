@@ -44,16 +44,10 @@ impl Plugin for Authz {
         if ctx.direction != Direction::Inbound {
             return Vec::new();
         }
-        let Some(rules) = rbac(ctx.push, ctx.proxy, true) else {
-            return Vec::new();
-        };
-        vec![HttpFilter {
-            name: "envoy.filters.http.rbac".into(),
-            config_type: Some(http_filter::ConfigType::TypedConfig(any(&HttpRbac {
-                rules: Some(rules),
-            }))),
-            ..Default::default()
-        }]
+        rbac(ctx.push, ctx.proxy, true)
+            .map(http_rbac)
+            .into_iter()
+            .collect()
     }
 
     fn network_filters(&self, ctx: &ListenerContext) -> Vec<Filter> {
@@ -71,6 +65,25 @@ impl Plugin for Authz {
             }))),
         }]
     }
+}
+
+/// Envoy's HTTP RBAC filter enforcing `rules`.
+pub fn http_rbac(rules: SortedRbac) -> HttpFilter {
+    HttpFilter {
+        name: "envoy.filters.http.rbac".into(),
+        config_type: Some(http_filter::ConfigType::TypedConfig(any(&HttpRbac {
+            rules: Some(rules),
+        }))),
+        ..Default::default()
+    }
+}
+
+/// An RBAC filter that admits nothing (403 to every request).
+pub fn deny_all() -> HttpFilter {
+    http_rbac(SortedRbac {
+        action: 0, // ALLOW, of no policy
+        policies: BTreeMap::new(),
+    })
 }
 
 /// The policies that apply to `proxy`, by `namespace/name`.
@@ -97,10 +110,12 @@ fn rbac(push: &PushContext, proxy: &Proxy, http: bool) -> Option<SortedRbac> {
     let mut out = BTreeMap::new();
     for (name, policy) in policies {
         for (i, rule) in policy.rules.iter().enumerate() {
-            if !http && rule.is_http_only() {
+            // A rule that needs end-user JWT, which Trireme does not verify
+            // yet, never matches: it admits nothing rather than everyone.
+            if (!http && rule.is_http_only()) || rule.needs_jwt() {
                 continue;
             }
-            out.insert(format!("{name}[{i}]"), envoy_policy(push, rule));
+            out.insert(format!("{name}[{i}]"), envoy_policy(rule));
         }
     }
     Some(SortedRbac {
@@ -109,15 +124,11 @@ fn rbac(push: &PushContext, proxy: &Proxy, http: bool) -> Option<SortedRbac> {
     })
 }
 
-fn envoy_policy(push: &PushContext, rule: &Rule) -> Policy {
-    let trust_domain = push.mesh.trust_domain();
+fn envoy_policy(rule: &Rule) -> Policy {
     let mut principals: Vec<Principal> = Vec::new();
     if !rule.from.is_empty() {
         principals.push(or_ids(
-            rule.from
-                .iter()
-                .map(|f| source(&f.source, trust_domain))
-                .collect(),
+            rule.from.iter().map(|f| source(&f.source)).collect(),
         ));
     }
     let mut permissions: Vec<Permission> = Vec::new();
@@ -127,8 +138,10 @@ fn envoy_policy(push: &PushContext, rule: &Rule) -> Policy {
         ));
     }
     for condition in &rule.when {
-        // Validation let only known keys in.
+        // Validation lets only known keys in; were another to slip by, the
+        // rule would match nothing.
         let Ok(key) = ConditionKey::parse(&condition.key) else {
+            principals.push(nobody());
             continue;
         };
         let values = &condition.values;
@@ -142,28 +155,28 @@ fn envoy_policy(push: &PushContext, rule: &Rule) -> Policy {
             ConditionKey::SourceIp => principals.push(or_ids(
                 values
                     .iter()
-                    .map(|v| id(Identifier::DirectRemoteIp(cidr(v))))
+                    .map(|v| cidr(v).map_or_else(nobody, |c| id(Identifier::DirectRemoteIp(c))))
                     .collect(),
             )),
-            ConditionKey::SourceNamespace => principals.push(or_ids(
-                values.iter().map(|v| namespace(v, trust_domain)).collect(),
-            )),
+            ConditionKey::SourceNamespace => {
+                principals.push(or_ids(values.iter().map(|v| namespace(v)).collect()))
+            }
             ConditionKey::SourcePrincipal => {
                 principals.push(or_ids(values.iter().map(|v| principal(v)).collect()))
             }
             ConditionKey::DestinationIp => permissions.push(or_rules(
                 values
                     .iter()
-                    .map(|v| rule_of(PermissionRule::DestinationIp(cidr(v))))
+                    .map(|v| {
+                        cidr(v).map_or_else(never, |c| rule_of(PermissionRule::DestinationIp(c)))
+                    })
                     .collect(),
             )),
-            ConditionKey::DestinationPort => permissions.push(or_rules(
-                values
-                    .iter()
-                    .filter_map(|v| v.parse().ok())
-                    .map(|p| rule_of(PermissionRule::DestinationPort(p)))
-                    .collect(),
-            )),
+            ConditionKey::DestinationPort => {
+                permissions.push(or_rules(values.iter().map(|v| port(v)).collect()))
+            }
+            // Filtered out with the rule above.
+            ConditionKey::RequestAuth(_) => principals.push(nobody()),
             ConditionKey::ConnectionSni => permissions.push(or_rules(
                 values
                     .iter()
@@ -180,24 +193,19 @@ fn envoy_policy(push: &PushContext, rule: &Rule) -> Policy {
 }
 
 /// Every field set must match; within one, any of its values.
-fn source(s: &Source, trust_domain: &str) -> Principal {
+fn source(s: &Source) -> Principal {
     let mut all = Vec::new();
     if !s.principals.is_empty() {
         all.push(or_ids(s.principals.iter().map(|p| principal(p)).collect()));
     }
     if !s.namespaces.is_empty() {
-        all.push(or_ids(
-            s.namespaces
-                .iter()
-                .map(|n| namespace(n, trust_domain))
-                .collect(),
-        ));
+        all.push(or_ids(s.namespaces.iter().map(|n| namespace(n)).collect()));
     }
     if !s.ip_blocks.is_empty() {
         all.push(or_ids(
             s.ip_blocks
                 .iter()
-                .map(|b| id(Identifier::DirectRemoteIp(cidr(b))))
+                .map(|b| cidr(b).map_or_else(nobody, |c| id(Identifier::DirectRemoteIp(c))))
                 .collect(),
         ));
     }
@@ -233,13 +241,7 @@ fn operation(op: &api::security::Operation) -> Permission {
             })
             .collect(),
     );
-    any_of(
-        op.ports
-            .iter()
-            .filter_map(|p| p.parse().ok())
-            .map(|p| rule_of(PermissionRule::DestinationPort(p)))
-            .collect(),
-    );
+    any_of(op.ports.iter().map(|p| port(p)).collect());
     and_rules(all)
 }
 
@@ -262,8 +264,10 @@ fn principal(value: &str) -> Principal {
     }))
 }
 
-/// A peer from `namespace` (a pattern): its SPIFFE ID's `/ns/<namespace>/`.
-fn namespace(value: &str, trust_domain: &str) -> Principal {
+/// A peer from `namespace` (a pattern): its SPIFFE ID's `/ns/<namespace>/`,
+/// in any trust domain as in Istio (Citadel signs only `/ns/<ns>/sa/<sa>`
+/// IDs, and names hold no `/`).
+fn namespace(value: &str) -> Principal {
     let ns = regex::escape(value.trim_matches('*'));
     let ns = match (value.starts_with('*'), value.ends_with('*') && value != "*") {
         _ if value == "*" => "[^/]+".to_string(),
@@ -274,7 +278,7 @@ fn namespace(value: &str, trust_domain: &str) -> Principal {
     id(Identifier::Authenticated(Authenticated {
         principal_name: Some(StringMatcher {
             match_pattern: Some(MatchPattern::SafeRegex(RegexMatcher {
-                regex: format!("spiffe://{}/ns/{ns}/.*", regex::escape(trust_domain)),
+                regex: format!(".*/ns/{ns}/.*"),
                 ..Default::default()
             })),
             ..Default::default()
@@ -282,10 +286,14 @@ fn namespace(value: &str, trust_domain: &str) -> Principal {
     }))
 }
 
-/// Istio's string match: `*`, `prefix*`, `*suffix` or exact.
+/// Istio's string match: `*`, `prefix*`, `*suffix` or exact. Envoy takes
+/// no empty prefix: `*` is any non-empty value.
 fn pattern(value: &str, ignore_case: bool) -> StringMatcher {
     let p = if value == "*" {
-        MatchPattern::Prefix(String::new())
+        MatchPattern::SafeRegex(RegexMatcher {
+            regex: ".+".into(),
+            ..Default::default()
+        })
     } else if let Some(prefix) = value.strip_suffix('*') {
         MatchPattern::Prefix(prefix.to_string())
     } else if let Some(suffix) = value.strip_prefix('*') {
@@ -310,22 +318,35 @@ fn header(name: &str, value: &str, ignore_case: bool) -> HeaderMatcher {
     }
 }
 
-fn cidr(value: &str) -> CidrRange {
+/// An address or block; `None` for what is neither (validation keeps
+/// those out, and a caller then matches nothing rather than every address).
+fn cidr(value: &str) -> Option<CidrRange> {
     let (ip, len) = match value.split_once('/') {
-        Some((ip, len)) => (ip, len.parse().unwrap_or(0)),
-        None => (
-            value,
-            if value.parse::<IpAddr>().is_ok_and(|ip| ip.is_ipv6()) {
-                128
-            } else {
-                32
-            },
-        ),
+        Some((ip, len)) => (ip.parse::<IpAddr>().ok()?, Some(len.parse().ok()?)),
+        None => (value.parse::<IpAddr>().ok()?, None),
     };
-    CidrRange {
+    let full = if ip.is_ipv6() { 128 } else { 32 };
+    Some(CidrRange {
         address_prefix: ip.to_string(),
-        prefix_len: Some(u32_value(len)),
-    }
+        prefix_len: Some(u32_value(len.unwrap_or(full))),
+    })
+}
+
+/// A destination port, or nothing for what is not one.
+fn port(value: &str) -> Permission {
+    value
+        .parse()
+        .map_or_else(|_| never(), |p| rule_of(PermissionRule::DestinationPort(p)))
+}
+
+fn never() -> Permission {
+    rule_of(PermissionRule::NotRule(Box::new(rule_of(
+        PermissionRule::Any(true),
+    ))))
+}
+
+fn nobody() -> Principal {
+    id(Identifier::NotId(Box::new(id(Identifier::Any(true)))))
 }
 
 fn id(identifier: Identifier) -> Principal {
