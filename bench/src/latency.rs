@@ -145,3 +145,35 @@ pub async fn measure(mesh: &Mesh, load: &Load) -> anyhow::Result<Measured> {
         concurrent,
     })
 }
+
+/// Prints each case's two modes (`{case:?}{label}`), then what each case
+/// adds over `base` (lines starting with `added`).
+pub fn report<C: std::fmt::Debug + PartialEq>(
+    results: &[(C, Measured)],
+    base: &C,
+    load: &Load,
+    label: &str,
+    added: &str,
+) {
+    for (case, r) in results {
+        println!("{case:?}{label}, sequential: {}", r.sequential.line());
+        println!(
+            "{case:?}{label}, {} in flight: {}",
+            load.concurrency,
+            r.concurrent.line()
+        );
+    }
+    let Some((_, b)) = results.iter().find(|(c, _)| c == base) else {
+        return;
+    };
+    for (case, r) in results.iter().filter(|(c, _)| c != base) {
+        println!(
+            "{added}, {case:?}, sequential: {}",
+            r.sequential.added_over(&b.sequential)
+        );
+        println!(
+            "{added}, {case:?}, concurrent: {}",
+            r.concurrent.added_over(&b.concurrent)
+        );
+    }
+}

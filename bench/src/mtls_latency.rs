@@ -17,7 +17,7 @@
 
 use anyhow::ensure;
 use clap::{Parser, ValueEnum};
-use trireme_bench::latency::{Load, Measured, measure};
+use trireme_bench::latency::{Load, Measured, measure, report};
 use trireme_tests::mesh::{Mesh, Options};
 use trireme_tests::topology::Topology;
 
@@ -97,29 +97,13 @@ async fn main() -> anyhow::Result<()> {
     } else {
         "pooled connections"
     };
-    for (case, r) in &results {
-        println!(
-            "{case:?} ({connections}), sequential: {}",
-            r.sequential.line()
-        );
-        println!(
-            "{case:?} ({connections}), {} in flight: {}",
-            args.load.concurrency,
-            r.concurrent.line()
-        );
-    }
-    let Some((_, base)) = results.iter().find(|(c, _)| *c == Case::Plaintext) else {
-        return Ok(());
-    };
-    for (case, r) in results.iter().filter(|(c, _)| *c != Case::Plaintext) {
-        println!(
-            "added over plaintext, {case:?}, sequential: {}",
-            r.sequential.added_over(&base.sequential)
-        );
-        println!(
-            "added over plaintext, {case:?}, concurrent: {}",
-            r.concurrent.added_over(&base.concurrent)
-        );
-    }
+    let label = format!(" ({connections})");
+    report(
+        &results,
+        &Case::Plaintext,
+        &args.load,
+        &label,
+        "added over plaintext",
+    );
     Ok(())
 }

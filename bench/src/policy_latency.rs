@@ -22,7 +22,7 @@ use std::time::Duration;
 use anyhow::{bail, ensure};
 use clap::{Parser, ValueEnum};
 use trireme_bench::cpu_seconds;
-use trireme_bench::latency::{Load, Measured, measure};
+use trireme_bench::latency::{Load, Measured, measure, report};
 use trireme_tests::mesh::{Mesh, Options, POLICY_MESH, wait_ok};
 use trireme_tests::mixer::DENY_BLOCKED_USER;
 use trireme_tests::process::Proc;
@@ -165,26 +165,6 @@ async fn main() -> anyhow::Result<()> {
             None
         };
     }
-    for (case, r) in &results {
-        println!("{case:?}, sequential: {}", r.sequential.line());
-        println!(
-            "{case:?}, {} in flight: {}",
-            args.load.concurrency,
-            r.concurrent.line()
-        );
-    }
-    let Some((_, base)) = results.iter().find(|(c, _)| *c == Case::None) else {
-        return Ok(());
-    };
-    for (case, r) in results.iter().filter(|(c, _)| *c != Case::None) {
-        println!(
-            "policy added, {case:?}, sequential: {}",
-            r.sequential.added_over(&base.sequential)
-        );
-        println!(
-            "policy added, {case:?}, concurrent: {}",
-            r.concurrent.added_over(&base.concurrent)
-        );
-    }
+    report(&results, &Case::None, &args.load, "", "policy added");
     Ok(())
 }
