@@ -37,3 +37,8 @@ cargo bench -p citadel --bench sign 2>/dev/null | grep -v '^$'
 echo "== mutual TLS: latency added through real Envoys, pooled and one connection per request"
 "$bin/mtls-latency"
 "$bin/mtls-latency" --new-connections
+echo "== sidecar injector: admissions over HTTPS, and kube-inject of 1,000 documents"
+cargo bench -p injector --bench inject 2>/dev/null | grep -v '^$'
+# The injector on one core, then sharing both with the load tool.
+"${pin_tool[@]}" "$bin/inject-load" "${pin_server[@]}"
+"$bin/inject-load" --documents 10

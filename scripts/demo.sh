@@ -7,7 +7,9 @@
 # into Istio's metrics and statsd-bridge collecting Envoy's own stats; and
 # Citadel keeping a certificate Secret for each ServiceAccount and, through
 # each sidecar's node agent, the certificates of mutual TLS and authorization
-# at the end. Everything runs on 127.77.0.0/16 and is stopped on exit.
+# at the end; last, sidecar injection: meshctl kube-inject of a Deployment
+# and the injector's webhook answering an AdmissionReview over HTTPS with
+# the certificate Citadel issued it. Everything runs on 127.77.0.0/16 and is stopped on exit.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 bin="${CARGO_TARGET_DIR:-$root/target}/debug"
@@ -215,5 +217,21 @@ for _ in $(seq 20); do
   [ "$(curl -s -o /dev/null -w '%{http_code}' -x http://127.77.1.3:15080 http://reviews.default.svc.cluster.local:9080/)" = 403 ] && denied=$((denied + 1))
 done
 echo "   20 requests from reviews-v2 (bookinfo-reviews): $denied refused by RBAC (403)"
+echo "== sidecar injection: meshctl kube-inject of samples/demo/ratings-deployment.yaml"
+"$bin/meshctl" kube-inject -f "$root/samples/demo/ratings-deployment.yaml" -o "$work/ratings-injected.yaml"
+echo "   added: $(grep -c 'name: istio-proxy' "$work/ratings-injected.yaml") istio-proxy, $(grep -c 'name: istio-init' "$work/ratings-injected.yaml") istio-init; readiness probe now $(grep -o '/app-health/[a-z]*/readyz' "$work/ratings-injected.yaml"); injected again, unchanged: $("$bin/meshctl" kube-inject -f "$work/ratings-injected.yaml" | cmp -s - "$work/ratings-injected.yaml" && echo yes || echo no)"
+certs="$work/secrets/istio-system/istio.istio-sidecar-injector-service-account"
+echo "== starting sidecar-injector on 127.77.0.50:9443 with the certificate Citadel keeps in $certs"
+for _ in $(seq 200); do [ -f "$certs/key.pem" ] && break; sleep 0.05; done
+"$bin/sidecar-injector" --address 127.77.0.50 --port 9443 --monitoringPort 15014 \
+  --tlsCertFile "$certs/cert-chain.pem" --tlsKeyFile "$certs/key.pem" --caCertFile "$certs/root-cert.pem" \
+  >"$work/sidecar-injector.log" 2>&1 &
+pids+=($!)
+wait_http http://127.77.0.50:15014/ready sidecar-injector
+review='{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"demo-1","kind":{"group":"","version":"v1","kind":"Pod"},"namespace":"default","operation":"CREATE","object":{"apiVersion":"v1","kind":"Pod","metadata":{"generateName":"ratings-v1-6f9c7-","labels":{"app":"ratings","pod-template-hash":"6f9c7"}},"spec":{"containers":[{"name":"ratings","image":"ratings:1","readinessProbe":{"httpGet":{"path":"/health","port":9080}}}]}}}}'
+answer=$(curl -sS --cacert "$certs/root-cert.pem" --resolve istio-sidecar-injector.istio-system.svc:9443:127.77.0.50 \
+  -H 'content-type: application/json' -d "$review" https://istio-sidecar-injector.istio-system.svc:9443/inject)
+patch=$(printf '%s' "$answer" | sed 's/.*"patch":"\([^"]*\)".*/\1/' | base64 -d)
+echo "   AdmissionReview over HTTPS answered allowed=$(printf '%s' "$answer" | grep -o '"allowed":[a-z]*' | cut -d: -f2) with $(printf '%s' "$patch" | grep -o '"op":' | wc -l) JSON patch operations, adding: $(printf '%s' "$patch" | grep -o '"name":"istio-[a-z]*"' | sort -u | cut -d'"' -f4 | tr '\n' ' ')"
 echo
 echo "pilot debug: http://127.77.0.1:8080/debug/syncz, mixer-policy: http://127.77.0.10:15014/debug/configz, mesh metrics: http://127.77.0.20:42422/metrics (stopping in a moment)"

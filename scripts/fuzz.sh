@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # `make fuzz`: the cargo-fuzz targets of pilot (config directory, ADS
 # requests), of mixer (compressed attributes, expressions), of statsd-bridge
-# (statsd datagrams, mapping configs) and of citadel (CSRs), each for
+# (statsd datagrams, mapping configs), of citadel (CSRs) and of the
+# injector (AdmissionReview bodies), each for
 # FUZZ_SECONDS (30 by default). Installs cargo-fuzz when missing. cargo-fuzz
 # needs nightly flags; RUSTC_BOOTSTRAP lets the one stable toolchain here
 # accept them. Each crate's fuzz directory is a workspace of its own. The
 # corpora grow under the target directory; the config-directory target starts
-# from the repository's own YAML, the mixer, statsd-bridge and citadel
-# targets from their fuzz/seeds directories.
+# from the repository's own YAML, the others from their fuzz/seeds
+# directories.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 seconds="${FUZZ_SECONDS:-30}"
@@ -19,7 +20,7 @@ fi
 export RUSTC_BOOTSTRAP=1
 mkdir -p "$target_dir/corpus/config_dir" "$target_dir/corpus/ads_request" \
   "$target_dir/corpus/attributes" "$target_dir/corpus/expression" \
-  "$target_dir/corpus/line" "$target_dir/corpus/mapping_config" "$target_dir/corpus/csr"
+  "$target_dir/corpus/line" "$target_dir/corpus/mapping_config" "$target_dir/corpus/csr" "$target_dir/corpus/review"
 # run CRATE NAME [SEED_DIR...]: one target of CRATE/fuzz.
 run() {
   local crate=$1 name=$2
@@ -46,3 +47,4 @@ run mixer expression "$root/mixer/fuzz/seeds/expression"
 run statsd-bridge line "$root/statsd-bridge/fuzz/seeds/line"
 run statsd-bridge mapping_config "$root/statsd-bridge/fuzz/seeds/mapping_config" "$root/bench/config"
 run citadel csr "$root/citadel/fuzz/seeds/csr"
+run injector review "$root/injector/fuzz/seeds/review"

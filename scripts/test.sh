@@ -12,6 +12,14 @@ export TRIREME_PROMETHEUS
 TRIREME_PROMETHEUS=$(scripts/prometheus.sh)
 export TRIREME_PG_BIN
 TRIREME_PG_BIN=$(scripts/postgres.sh)
+# The capture test runs iptables and curl inside network namespaces it makes.
+for need in iptables-restore:iptables curl:curl; do
+  if ! command -v "${need%%:*}" >/dev/null; then
+    echo "installing ${need#*:} from apt" >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need#*:}" >&2 ||
+      { apt-get update -q >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need#*:}" >&2; }
+  fi
+done
 cargo build --workspace --bins
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT

@@ -5,9 +5,11 @@
 //! Every wait is a readiness check polled against a deadline, never a bare sleep.
 
 pub mod citadel;
+pub mod injector;
 pub mod kube_api;
 pub mod mesh;
 pub mod mixer;
+pub mod netns;
 pub mod otlp;
 pub mod postgres;
 pub mod process;

@@ -47,7 +47,7 @@ pub fn render(
                 {
                     "name": "xds-grpc",
                     "type": if discovery_is_ip { "STATIC" } else { "STRICT_DNS" },
-                    "connect_timeout": "1s",
+                    "connect_timeout": format!("{}s", args.connect_timeout.as_secs_f64()),
                     "lb_policy": "ROUND_ROBIN",
                     "load_assignment": endpoint("xds-grpc", &host, port),
                     "typed_extension_protocol_options": {

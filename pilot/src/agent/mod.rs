@@ -1,8 +1,10 @@
 //! `pilot-agent proxy sidecar|router`: writes Envoy's bootstrap, runs and
 //! supervises Envoy, and answers readiness on the status port.
 
+pub mod app_probe;
 pub mod bootstrap;
 pub mod envoy;
+pub mod iptables;
 pub mod sds;
 pub mod status;
 
@@ -78,6 +80,13 @@ pub struct ProxyArgs {
     /// certificate must carry under `MUTUAL_TLS`.
     #[arg(long = "pilotIdentity", default_value = "istio-pilot-service-account")]
     pub pilot_identity: String,
+    /// Timeout of Envoy's connection to Pilot.
+    #[arg(long = "connectTimeout", default_value = "1s", value_parser = parse_duration)]
+    pub connect_timeout: Duration,
+    /// The app's ports, as Istio's template passes them; readiness does
+    /// not depend on them here, and they are accepted so that template runs.
+    #[arg(long = "applicationPorts", default_value = "")]
+    pub application_ports: String,
     #[command(flatten)]
     pub sds: sds::SdsArgs,
 }
@@ -183,6 +192,14 @@ async fn statsd_sink(address: &str) -> Option<std::net::SocketAddr> {
 
 pub async fn run(args: ProxyArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
     let identity = args.identity(std::env::vars())?;
+    let probers = app_probe::AppProbers::parse(
+        std::env::var(app_probe::ENV).ok().as_deref(),
+        &identity.local_bind,
+    )
+    .map_err(anyhow::Error::msg)?;
+    if !probers.is_empty() {
+        tracing::info!(count = probers.len(), "app probes served on /app-health/");
+    }
     if !args.binary_path.exists() {
         anyhow::bail!("--binaryPath {}: no such file", args.binary_path.display());
     }
@@ -201,7 +218,8 @@ pub async fn run(args: ProxyArgs, shutdown: CancellationToken) -> anyhow::Result
     )
     .await?;
     let admin = format!("http://{}:{}", identity.local_bind, args.proxy_admin_port);
-    let status_state = status::StatusState::new(admin.clone(), &identity.ip, shutdown.clone());
+    let status_state =
+        status::StatusState::new(admin.clone(), &identity.ip, probers, shutdown.clone());
     let status_task = tokio::spawn(mesh::server::serve_http(
         status_listener,
         status::router(status_state),

@@ -5,7 +5,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{ConnectInfo, State};
+use axum::extract::{ConnectInfo, Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
@@ -18,10 +18,16 @@ pub struct StatusState {
     shutdown: CancellationToken,
     /// Who may ask the proxy to quit: the pod itself, from its loopback or its own IP.
     own_addresses: Vec<IpAddr>,
+    probers: super::app_probe::AppProbers,
 }
 
 impl StatusState {
-    pub fn new(admin: String, pod_ip: &str, shutdown: CancellationToken) -> StatusState {
+    pub fn new(
+        admin: String,
+        pod_ip: &str,
+        probers: super::app_probe::AppProbers,
+        shutdown: CancellationToken,
+    ) -> StatusState {
         let mut own_addresses = vec![Ipv4Addr::LOCALHOST.into(), Ipv6Addr::LOCALHOST.into()];
         own_addresses.extend(pod_ip.parse::<IpAddr>());
         StatusState {
@@ -32,6 +38,7 @@ impl StatusState {
                 .build()
                 .unwrap_or_default(),
             shutdown,
+            probers,
         }
     }
 }
@@ -40,6 +47,7 @@ pub fn router(state: StatusState) -> Router {
     Router::new()
         .route("/healthz/ready", get(ready))
         .route("/quitquitquit", post(quit))
+        .route("/app-health/{container}/{kind}", get(app_health))
         .route(
             "/version",
             get(|| async { axum::Json(super::INFO.to_json()) }),
@@ -57,6 +65,23 @@ async fn ready(State(s): State<StatusState>) -> impl IntoResponse {
     match check(&s).await {
         Ok(()) => (StatusCode::OK, "ready\n".to_string()),
         Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")),
+    }
+}
+
+/// The app's own probe, run for the kubelet: 200 when it passes, 503 with
+/// the reason when it does not, 404 for a probe the Pod never declared.
+async fn app_health(
+    State(s): State<StatusState>,
+    Path((container, kind)): Path<(String, String)>,
+) -> (StatusCode, String) {
+    let path = format!("/app-health/{container}/{kind}");
+    match s.probers.check(&path).await {
+        None => (StatusCode::NOT_FOUND, format!("no prober for {path}\n")),
+        Some(Ok(())) => (StatusCode::OK, "ok\n".into()),
+        Some(Err(why)) => {
+            tracing::debug!(%path, "app probe failed: {why}");
+            (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n"))
+        }
     }
 }
 

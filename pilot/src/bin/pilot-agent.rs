@@ -18,6 +18,8 @@ struct Cli {
 enum Command {
     /// Run Envoy as a sidecar or a router (gateway).
     Proxy(Box<ProxyArgs>),
+    /// Set up the Pod's traffic capture (istio-init), or print it with --dry-run.
+    IstioIptables(Box<agent::iptables::IptablesArgs>),
     /// Print version information.
     Version,
 }
@@ -35,6 +37,13 @@ async fn main() {
             return;
         }
         Command::Proxy(args) => *args,
+        Command::IstioIptables(args) => {
+            if let Err(e) = agent::iptables::run(&args) {
+                eprintln!("istio-iptables: {e}");
+                std::process::exit(1);
+            }
+            return;
+        }
     };
     tracing::info!(version = agent::INFO.version, role = ?args.role, "starting pilot-agent");
     let shutdown = mesh::shutdown::on_signal();

@@ -1,7 +1,9 @@
 //! End-to-end: real pilot-discovery, real pilot-agent, real Envoy, real HTTP.
 
+mod capture;
 mod change;
 mod citadel;
+mod injector;
 mod lifecycle;
 mod mixer_api;
 mod mtls;

@@ -1,0 +1,160 @@
+//! The mutating admission webhook: AdmissionReview (`admission.k8s.io/v1`
+//! and `v1beta1`) in, the review answered with a JSON patch out. The answer
+//! is a pure function of the review and the config ([`review`]); the HTTPS
+//! server around it is in [`server`].
+
+pub mod server;
+pub mod tls;
+
+use base64::Engine;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::config::Config;
+use crate::inject::{self, Owner};
+use crate::metrics::{Metrics, count};
+use crate::policy::Decision;
+
+const VERSIONS: [&str; 2] = ["admission.k8s.io/v1", "admission.k8s.io/v1beta1"];
+
+/// A review that is not one: answered with HTTP 400 and this reason.
+#[derive(Debug, thiserror::Error, PartialEq)]
+#[error("{0}")]
+pub struct Malformed(pub String);
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Review {
+    api_version: String,
+    kind: String,
+    request: Option<Request>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Request {
+    uid: String,
+    #[serde(default)]
+    kind: Option<GroupVersionKind>,
+    #[serde(default)]
+    namespace: Option<String>,
+    #[serde(default)]
+    object: Option<Value>,
+}
+
+#[derive(Deserialize)]
+struct GroupVersionKind {
+    #[serde(default)]
+    kind: String,
+}
+
+/// The answer to one AdmissionReview body, in the request's API version.
+pub fn review(config: &Config, metrics: &Metrics, body: &[u8]) -> Result<Value, Malformed> {
+    metrics.requests.inc();
+    let review: Review = serde_path_to_error::deserialize(
+        &mut serde_json::Deserializer::from_slice(body),
+    )
+    .map_err(|e| {
+        count(&metrics.failure, "malformed");
+        Malformed(format!("AdmissionReview: {}: {}", e.path(), e.inner()))
+    })?;
+    let malformed = |why: String| {
+        count(&metrics.failure, "malformed");
+        Malformed(why)
+    };
+    if !VERSIONS.contains(&review.api_version.as_str()) {
+        return Err(malformed(format!(
+            "apiVersion: {:?} is not admission.k8s.io/v1 or admission.k8s.io/v1beta1",
+            review.api_version
+        )));
+    }
+    if review.kind != "AdmissionReview" {
+        return Err(malformed(format!(
+            "kind: {:?} is not AdmissionReview",
+            review.kind
+        )));
+    }
+    let request = review
+        .request
+        .ok_or_else(|| malformed("request: missing".into()))?;
+    if request.uid.is_empty() {
+        return Err(malformed("request.uid: empty".into()));
+    }
+    let answer = |response: Value| {
+        let mut response = response;
+        response["uid"] = json!(request.uid);
+        json!({"apiVersion": review.api_version, "kind": "AdmissionReview", "response": response})
+    };
+    if request.kind.as_ref().is_some_and(|k| k.kind != "Pod") {
+        count(&metrics.skip, "not a Pod");
+        return Ok(answer(json!({"allowed": true})));
+    }
+    let original = request
+        .object
+        .filter(Value::is_object)
+        .ok_or_else(|| malformed("request.object: missing or not an object".into()))?;
+    let namespace = request
+        .namespace
+        .filter(|n| !n.is_empty())
+        .or_else(|| original["metadata"]["namespace"].as_str().map(String::from))
+        .unwrap_or_else(|| "default".into());
+
+    if let Decision::Skip(why) = inject::decision(config, &original, &namespace) {
+        count(&metrics.skip, why);
+        return Ok(answer(json!({"allowed": true})));
+    }
+    let mut pod = original.clone();
+    let workload = workload_name(&original);
+    match inject::inject(
+        config,
+        &mut pod,
+        Owner {
+            namespace: &namespace,
+            workload: &workload,
+        },
+    ) {
+        Ok(_) => {
+            metrics.success.inc();
+            let patch = json_patch::diff(&original, &pod);
+            let patch = serde_json::to_vec(&patch).unwrap_or_default();
+            Ok(answer(json!({
+                "allowed": true,
+                "patchType": "JSONPatch",
+                "patch": base64::engine::general_purpose::STANDARD.encode(patch),
+            })))
+        }
+        Err(e) => {
+            count(&metrics.failure, "injection");
+            let name = original["metadata"]["name"]
+                .as_str()
+                .or(original["metadata"]["generateName"].as_str())
+                .unwrap_or_default();
+            Ok(answer(json!({
+                "allowed": false,
+                "status": {"code": 500, "message": format!("injecting the sidecar into Pod {namespace}/{name}: {e}")},
+            })))
+        }
+    }
+}
+
+/// The workload a Pod belongs to, as its name shows it: a ReplicaSet's Pods
+/// are `<deployment>-<pod-template-hash>-<random>`, created with only a
+/// generateName.
+fn workload_name(pod: &Value) -> String {
+    let meta = &pod["metadata"];
+    if let Some(name) = meta["name"].as_str().filter(|n| !n.is_empty()) {
+        return name.to_string();
+    }
+    let base = meta["generateName"]
+        .as_str()
+        .unwrap_or_default()
+        .trim_end_matches('-');
+    match meta["labels"]["pod-template-hash"].as_str() {
+        Some(hash) => base
+            .strip_suffix(hash)
+            .map(|b| b.trim_end_matches('-'))
+            .unwrap_or(base)
+            .to_string(),
+        None => base.to_string(),
+    }
+}
