@@ -219,7 +219,7 @@ done
 echo "   20 requests from reviews-v2 (bookinfo-reviews): $denied refused by RBAC (403)"
 echo "== sidecar injection: meshctl kube-inject of samples/demo/ratings-deployment.yaml"
 "$bin/meshctl" kube-inject -f "$root/samples/demo/ratings-deployment.yaml" -o "$work/ratings-injected.yaml"
-echo "   added: $(grep -c 'name: istio-proxy' "$work/ratings-injected.yaml") istio-proxy, $(grep -c 'name: istio-init' "$work/ratings-injected.yaml") istio-init; readiness probe now $(grep -o '/app-health/[a-z]*/readyz' "$work/ratings-injected.yaml"); injected again, unchanged: $("$bin/meshctl" kube-inject -f "$work/ratings-injected.yaml" | cmp -s - "$work/ratings-injected.yaml" && echo yes || echo no)"
+echo "   added: $(grep -c 'name: istio-proxy' "$work/ratings-injected.yaml") istio-proxy, $(grep -c 'name: istio-init' "$work/ratings-injected.yaml") istio-init; readiness probe now $(grep -o '/app-health/[a-z]*/readyz' "$work/ratings-injected.yaml" | head -1); injected again, unchanged: $("$bin/meshctl" kube-inject -f "$work/ratings-injected.yaml" | cmp -s - "$work/ratings-injected.yaml" && echo yes || echo no)"
 certs="$work/secrets/istio-system/istio.istio-sidecar-injector-service-account"
 echo "== starting sidecar-injector on 127.77.0.50:9443 with the certificate Citadel keeps in $certs"
 for _ in $(seq 200); do [ -f "$certs/key.pem" ] && break; sleep 0.05; done
