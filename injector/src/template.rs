@@ -93,7 +93,7 @@ impl Template {
     }
 
     /// The template's output, before it is read as YAML.
-    pub fn render_text(&self, inputs: &Inputs) -> Result<String, String> {
+    fn render_text(&self, inputs: &Inputs) -> Result<String, String> {
         let mut meta = HashMap::new();
         for (go, k8s) in [
             ("Name", "name"),
