@@ -1,18 +1,39 @@
-//! Compiles the protos under `proto/` with protox, so no system `protoc` is needed.
+//! Compiles the protos under `proto/` with protox, so no system `protoc` is
+//! needed: Rust code for the services Trireme speaks, and one descriptor set
+//! of Istio's config messages for the MCP codec (`src/mcp.rs`).
+
+use prost::Message;
+
+const SERVICES: &[&str] = &[
+    "proto/envoy/service/discovery/v3/ads.proto",
+    "proto/istio/v1/auth/istioca.proto",
+    "proto/istio/mixer/v1/mixer.proto",
+    "proto/mixer/template/listentry/handler_service.proto",
+    "proto/istio/mcp/v1alpha1/mcp.proto",
+];
+
+/// The bodies of MCP resources.
+const CONFIG: &[&str] = &[
+    "proto/istio/networking/v1alpha3/virtual_service.proto",
+    "proto/istio/networking/v1alpha3/destination_rule.proto",
+    "proto/istio/networking/v1alpha3/gateway.proto",
+    "proto/istio/networking/v1alpha3/service_entry.proto",
+    "proto/istio/networking/v1alpha3/sidecar.proto",
+    "proto/istio/networking/v1alpha3/envoy_filter.proto",
+    "proto/istio/authentication/v1alpha1/policy.proto",
+    "proto/istio/rbac/v1alpha1/rbac.proto",
+    "proto/istio/security/v1beta1/authorization.proto",
+    "proto/istio/policy/v1beta1/cfg.proto",
+];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let files = [
-        "proto/envoy/service/discovery/v3/ads.proto",
-        "proto/istio/v1/auth/istioca.proto",
-        "proto/istio/mixer/v1/mixer.proto",
-        "proto/mixer/template/listentry/handler_service.proto",
-    ];
-    for file in files {
-        println!("cargo:rerun-if-changed={file}");
-    }
-    let descriptors = protox::compile(files, ["proto"])?;
+    println!("cargo:rerun-if-changed=proto");
+    let descriptors = protox::compile(SERVICES, ["proto"])?;
     tonic_prost_build::configure()
         .bytes(".envoy.service.discovery.v3.Any.value")
         .compile_fds(descriptors)?;
+    let config = protox::compile(CONFIG, ["proto"])?;
+    let out = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
+    std::fs::write(out.join("istio_descriptors.bin"), config.encode_to_vec())?;
     Ok(())
 }

@@ -6,13 +6,20 @@
 //! - [`mixer`]: Mixer's v1 API (`istio.mixer.v1`), with [`google::rpc`]'s status;
 //!   [`listentry`] and [`istio`]'s adapter types: the out-of-process adapter protocol.
 //! - [`config`]: Istio's configuration objects as operators write them in YAML,
-//!   parsed strictly and validated with errors that name the object and field.
+//!   parsed strictly and validated with errors that name the object and field:
+//!   every kind Istio 1.4's Galley validated for Pilot.
+//! - [`analysis`]: warnings about objects that refer to others that are missing.
 //! - [`networking`]: the `networking.istio.io/v1alpha3` kinds.
-//! - [`security`]: the `authentication.istio.io` and `security.istio.io` kinds.
+//! - [`security`]: the `authentication.istio.io`, `security.istio.io` and
+//!   `rbac.istio.io` kinds.
 //! - [`mesh`]: the subset of `MeshConfig` Trireme reads.
+//! - [`mcp`]: the Mesh Configuration Protocol Galley serves, and the codec
+//!   between specs and Istio's protobuf messages.
 
+pub mod analysis;
 pub mod config;
 pub mod duration;
+pub mod mcp;
 pub mod mesh;
 pub mod networking;
 pub mod re2;
@@ -35,6 +42,11 @@ pub mod google {
 }
 
 pub mod istio {
+    pub mod mcp {
+        pub mod v1alpha1 {
+            tonic::include_proto!("istio.mcp.v1alpha1");
+        }
+    }
     pub mod mixer {
         pub mod v1 {
             tonic::include_proto!("istio.mixer.v1");

@@ -44,6 +44,17 @@ pub struct MeshConfig {
     /// Where AuthorizationPolicies apply to the whole mesh.
     #[serde(default = "default_root_namespace")]
     pub root_namespace: String,
+    /// MCP servers (Galley) Pilot reads its config from, instead of a
+    /// directory or the Kubernetes API server.
+    #[serde(default)]
+    pub config_sources: Vec<ConfigSourceAddress>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ConfigSourceAddress {
+    /// `istio-galley.istio-system.svc:9901`.
+    pub address: String,
 }
 
 impl Default for MeshConfig {
@@ -61,6 +72,7 @@ impl Default for MeshConfig {
             sds_uds_path: String::new(),
             trust_domain: String::new(),
             root_namespace: default_root_namespace(),
+            config_sources: Vec::new(),
         }
     }
 }

@@ -20,13 +20,7 @@ pub const MAX_REPEAT: u32 = 1000;
 
 /// Checks `pattern` as Envoy will compile it.
 pub fn check(pattern: &str) -> Result<(), String> {
-    let hir = regex_syntax::ParserBuilder::new()
-        .build()
-        .parse(pattern)
-        .map_err(|e| {
-            let first = e.to_string().lines().last().unwrap_or_default().to_string();
-            format!("invalid regex {pattern:?}: {first}")
-        })?;
+    let hir = parse(pattern)?;
     if let Some(n) = largest_repeat(&hir)
         && n > MAX_REPEAT
     {
@@ -42,6 +36,22 @@ pub fn check(pattern: &str) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// Checks only that `pattern` is RE2 syntax, for a regex that Pilot itself
+/// matches (an EnvoyFilter's `proxyVersion`) rather than Envoy.
+pub fn check_syntax(pattern: &str) -> Result<(), String> {
+    parse(pattern).map(drop)
+}
+
+fn parse(pattern: &str) -> Result<Hir, String> {
+    regex_syntax::ParserBuilder::new()
+        .build()
+        .parse(pattern)
+        .map_err(|e| {
+            let first = e.to_string().lines().last().unwrap_or_default().to_string();
+            format!("invalid regex {pattern:?}: {first}")
+        })
 }
 
 /// A lower bound on RE2's `ProgramSize()` for `hir`.

@@ -45,7 +45,7 @@ async fn main() {
             probe_path,
             interval,
         }) => {
-            if let Err(e) = server::probe(&probe_path, interval) {
+            if let Err(e) = mesh::webhook::probe(&probe_path, interval) {
                 eprintln!("sidecar-injector probe: {e}");
                 std::process::exit(1);
             }

@@ -1,11 +1,14 @@
 //! What every Trireme service shares: logging setup, the monitoring endpoint
 //! (`/metrics`, `/version`), HTTP serving with graceful shutdown, the
-//! shutdown signal itself, and local mode's directories of YAML.
+//! shutdown signal itself, local mode's directories of YAML, the MCP sink
+//! Pilot and Mixer read Galley with, and what admission webhooks share.
 
 pub mod dir;
+pub mod mcp;
 pub mod metrics;
 pub mod server;
 pub mod shutdown;
 pub mod telemetry;
 pub mod tls;
 pub mod version;
+pub mod webhook;

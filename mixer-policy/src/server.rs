@@ -43,8 +43,8 @@ pub async fn run(
 
     let registry = mesh::metrics::Metrics::default();
     let metrics = PolicyMetrics::new(&registry);
-    let (kubernetesenv, pods) = KubernetesEnv::from_dir(valid.config_dir.clone(), shutdown.clone());
-    let (current, watcher) = {
+    let (kubernetesenv, pods) = KubernetesEnv::from_dir(valid.config_dir(), shutdown.clone());
+    let store = {
         let m = metrics.clone();
         mixer::server::start_config(
             &args.mixs,
@@ -58,6 +58,7 @@ pub async fn run(
             shutdown.clone(),
         )
     };
+    let (current, watcher, synced) = (store.current, store.task, store.synced);
     let dispatcher = Arc::new(Dispatcher::new(
         current.clone(),
         args.mixs.adapter_deadline,
@@ -72,7 +73,13 @@ pub async fn run(
         async move { axum::Json(z) }
     };
     let router = mesh::server::monitoring_router(registry, INFO)
-        .route("/ready", get(|| async { "ready" }))
+        .route(
+            "/ready",
+            get(move || {
+                let answer = mixer::server::ready(&synced);
+                async move { answer }
+            }),
+        )
         .route("/debug/configz", get(configz));
     let monitoring = tokio::spawn(mesh::server::serve_http(
         monitoring_listener,

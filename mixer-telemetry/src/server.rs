@@ -98,8 +98,8 @@ pub async fn run(
     let metrics = TelemetryMetrics::new(&registry);
     let mesh_metrics = MeshMetrics::default();
     let background = Background::new(&registry);
-    let (kubernetesenv, pods) = KubernetesEnv::from_dir(addrs.config_dir.clone(), shutdown.clone());
-    let (current, watcher) = {
+    let (kubernetesenv, pods) = KubernetesEnv::from_dir(addrs.config_dir(), shutdown.clone());
+    let store = {
         let m = metrics.clone();
         mixer::server::start_config(
             &args.mixs,
@@ -113,6 +113,7 @@ pub async fn run(
             shutdown.clone(),
         )
     };
+    let (current, watcher, synced) = (store.current, store.task, store.synced);
     // The report path has no check cache.
     let dispatcher = Arc::new(Dispatcher::new(
         current.clone(),
@@ -151,7 +152,13 @@ pub async fn run(
         async move { axum::Json(z) }
     };
     let router = mesh::server::monitoring_router(registry, INFO)
-        .route("/ready", get(|| async { "ready" }))
+        .route(
+            "/ready",
+            get(move || {
+                let answer = mixer::server::ready(&synced);
+                async move { answer }
+            }),
+        )
         .route("/debug/configz", get(configz));
     let monitoring = tokio::spawn(mesh::server::serve_http(
         monitoring_listener,

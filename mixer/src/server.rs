@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -15,7 +16,7 @@ use crate::config::store::{self, Base, Current};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct MixsArgs {
-    /// Where config lives: fs:///dir.
+    /// Where config lives: fs:///dir, or mcp://host:port (Galley).
     #[arg(long = "configStoreURL")]
     pub config_store_url: String,
     /// The namespace whose rules apply to every namespace.
@@ -46,19 +47,21 @@ fn parse_deadline(s: &str) -> Result<Duration, String> {
 /// What is checked before any port is bound.
 #[derive(Debug, Clone)]
 pub struct Validated {
-    pub config_dir: PathBuf,
+    pub store: store::Url,
     pub grpc: SocketAddr,
     pub monitoring: SocketAddr,
 }
 
 impl MixsArgs {
     pub fn validate(&self) -> Result<Validated, String> {
-        let config_dir = store::parse_url(&self.config_store_url)
+        let store = store::parse_url(&self.config_store_url)
             .map_err(|e| format!("--configStoreURL: {e}"))?;
-        if !config_dir.is_dir() {
+        if let store::Url::Dir(dir) = &store
+            && !dir.is_dir()
+        {
             return Err(format!(
                 "--configStoreURL: {} is not a directory",
-                config_dir.display()
+                dir.display()
             ));
         }
         let grpc: SocketAddr = match &self.address {
@@ -70,7 +73,7 @@ impl MixsArgs {
             None => SocketAddr::from(([0, 0, 0, 0], self.port)),
         };
         Ok(Validated {
-            config_dir,
+            store,
             monitoring: self.on_host(&grpc, self.monitoring_port),
             grpc,
         })
@@ -82,6 +85,26 @@ impl MixsArgs {
     }
 }
 
+impl Validated {
+    /// The directory of an `fs://` store: local mode keeps the Pods the
+    /// `kubernetesenv` adapter reads beside the config.
+    pub fn config_dir(&self) -> Option<PathBuf> {
+        match &self.store {
+            store::Url::Dir(dir) => Some(dir.clone()),
+            store::Url::Mcp(_) => None,
+        }
+    }
+}
+
+/// The config store, kept current by `task`.
+pub struct Store {
+    pub current: Current,
+    pub task: JoinHandle<()>,
+    /// True once the store has loaded (at once for a directory; after
+    /// Galley's first complete push for MCP): readiness.
+    pub synced: watch::Receiver<bool>,
+}
+
 /// Loads the config store and keeps it current until `shutdown`.
 /// `on_change` sees every snapshot, the first included.
 pub fn start_config(
@@ -91,29 +114,74 @@ pub fn start_config(
     adapters: Registry,
     on_change: impl Fn(&Snapshot) + Send + Sync + 'static,
     shutdown: CancellationToken,
-) -> (Current, JoinHandle<()>) {
+) -> Store {
     let ns = args.config_default_namespace.clone();
-    tracing::info!(dir = %valid.config_dir.display(), namespace = %ns, "loading config");
-    let first = store::initial(&valid.config_dir, &ns, &base, &adapters);
-    on_change(&first);
-    let current = Current::new(first);
-    let watch = store::watch(
-        valid.config_dir.clone(),
-        ns,
-        base,
-        adapters,
-        current.clone(),
-        on_change,
-        shutdown,
-    );
-    // A watch that cannot start (inotify limits, say) is said at once: the
-    // loaded config keeps serving, but edits will not be seen.
-    let task = tokio::spawn(async move {
-        if let Err(e) = watch.await {
-            tracing::error!("cannot watch the config directory; edits will not be seen: {e}");
+    match &valid.store {
+        store::Url::Dir(dir) => {
+            tracing::info!(dir = %dir.display(), namespace = %ns, "loading config");
+            let first = store::initial(dir, &ns, &base, &adapters);
+            on_change(&first);
+            let current = Current::new(first);
+            let watch = store::watch(
+                dir.clone(),
+                ns,
+                base,
+                adapters,
+                current.clone(),
+                on_change,
+                shutdown,
+            );
+            // A watch that cannot start (inotify limits, say) is said at once: the
+            // loaded config keeps serving, but edits will not be seen.
+            let task = tokio::spawn(async move {
+                if let Err(e) = watch.await {
+                    tracing::error!(
+                        "cannot watch the config directory; edits will not be seen: {e}"
+                    );
+                }
+            });
+            Store {
+                current,
+                task,
+                synced: watch::channel(true).1,
+            }
         }
-    });
-    (current, task)
+        store::Url::Mcp(address) => {
+            tracing::info!(%address, namespace = %ns, "reading config from MCP");
+            let empty = Snapshot::empty(&ns);
+            let (objects, errors) = base.under((Vec::new(), Vec::new()));
+            let first = Snapshot::build(&objects, errors, &empty, &adapters);
+            on_change(&first);
+            let current = Current::new(first);
+            let (synced_tx, synced) = watch::channel(false);
+            let task = tokio::spawn(crate::config::mcp::follow(
+                address.clone(),
+                base,
+                adapters,
+                current.clone(),
+                on_change,
+                synced_tx,
+                shutdown,
+            ));
+            Store {
+                current,
+                task,
+                synced,
+            }
+        }
+    }
+}
+
+/// `/ready`: 200 once the config store has loaded, else 503.
+pub fn ready(synced: &watch::Receiver<bool>) -> (axum::http::StatusCode, &'static str) {
+    if *synced.borrow() {
+        (axum::http::StatusCode::OK, "ready\n")
+    } else {
+        (
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            "config store not synced yet\n",
+        )
+    }
 }
 
 /// `/debug/configz`: what the current config holds and what it rejected.

@@ -12,6 +12,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::dir::{DirLoader, DirSource};
+use crate::config::mcp::McpSource;
 use crate::config::{ConfigSource, NoConfig};
 use crate::debounce::{Builder, Debounce, Inputs};
 use crate::debug::{self, DebugState};
@@ -154,12 +155,21 @@ pub async fn run(
 
     let (dir_tx, dir_rx) = watch::channel(None);
     let (config_tx, config_rx) = watch::channel(None);
-    let source: Box<dyn ConfigSource> = match &args.config_dir {
-        Some(dir) => {
-            tasks.spawn(DirLoader::new(dir).watch(dir_tx, shutdown.clone()));
-            Box::new(DirSource::new(dir_rx.clone()))
-        }
-        None => Box::new(NoConfig),
+    if let Some(dir) = &args.config_dir {
+        tasks.spawn(DirLoader::new(dir).watch(dir_tx, shutdown.clone()));
+    }
+    let config_sources: Vec<String> = valid
+        .mesh
+        .config_sources
+        .iter()
+        .map(|s| s.address.clone())
+        .collect();
+    let source: Box<dyn ConfigSource> = if !config_sources.is_empty() {
+        Box::new(McpSource::new(config_sources, "pilot-discovery".into()))
+    } else if args.config_dir.is_some() {
+        Box::new(DirSource::new(dir_rx.clone()))
+    } else {
+        Box::new(NoConfig)
     };
     tracing::info!(source = source.name(), "starting config source");
     tracing::info!(plugins = ?Plugins::standard().names(), "xDS plug-ins");

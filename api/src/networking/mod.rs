@@ -1,16 +1,21 @@
-//! `networking.istio.io/v1alpha3`: the kinds Pilot turns into Envoy config.
+//! `networking.istio.io/v1alpha3`: the kinds that shape Envoy's config.
 //!
 //! Every struct denies unknown fields, so a typo in YAML is an error naming the
 //! field rather than a silently ignored setting.
 
 mod common;
 mod destination_rule;
+mod envoy_filter;
+mod gateway;
+pub mod names;
 mod service_entry;
 mod sidecar;
 mod virtual_service;
 
 pub use common::*;
 pub use destination_rule::*;
+pub use envoy_filter::*;
+pub use gateway::*;
 pub use service_entry::*;
 pub use sidecar::*;
 pub use virtual_service::*;

@@ -52,7 +52,13 @@ pub enum CaptureMode {
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize, Default)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct OutboundTrafficPolicy {
+    /// REGISTRY_ONLY is the proto's zero value: MCP leaves it out.
+    #[serde(default = "registry_only")]
     pub mode: String,
+}
+
+fn registry_only() -> String {
+    "REGISTRY_ONLY".into()
 }
 
 impl Sidecar {

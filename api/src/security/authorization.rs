@@ -170,7 +170,7 @@ impl Rule {
 }
 
 /// `*`, `prefix*`, `*suffix` or an exact value: Istio's string match.
-fn validate_pattern(value: &str, path: &str, errors: &mut Errors) {
+pub(super) fn validate_pattern(value: &str, path: &str, errors: &mut Errors) {
     let inner = value.trim_start_matches('*').trim_end_matches('*');
     if value.is_empty() {
         errors.push(path, "must not be empty");
@@ -186,13 +186,13 @@ fn validate_pattern(value: &str, path: &str, errors: &mut Errors) {
     }
 }
 
-fn validate_port(value: &str, path: &str, errors: &mut Errors) {
+pub(super) fn validate_port(value: &str, path: &str, errors: &mut Errors) {
     if !value.parse::<u16>().is_ok_and(|p| p != 0) {
         errors.push(path, format!("{value:?} is not a port in 1..65535"));
     }
 }
 
-fn validate_ip_block(value: &str, path: &str, errors: &mut Errors) {
+pub(super) fn validate_ip_block(value: &str, path: &str, errors: &mut Errors) {
     let (ip, len) = match value.split_once('/') {
         Some((ip, len)) => (ip, Some(len)),
         None => (value, None),

@@ -1,6 +1,8 @@
-//! The security kinds Pilot turns into Envoy config:
-//! `authentication.istio.io/v1alpha1` (`Policy`, `MeshPolicy`: peer mutual
-//! TLS) and `security.istio.io/v1beta1` (`AuthorizationPolicy`, as in Istio 1.4).
+//! The security kinds: `authentication.istio.io/v1alpha1` (`Policy`,
+//! `MeshPolicy`: peer mutual TLS), `security.istio.io/v1beta1`
+//! (`AuthorizationPolicy`, as in Istio 1.4), and the deprecated
+//! `rbac.istio.io/v1alpha1` kinds, which Trireme validates but does not
+//! enforce.
 //!
 //! What Trireme cannot verify yet (end-user JWT) loads, and fails closed:
 //! a `Policy` with `origins` admits no HTTP request on the ports it covers,
@@ -9,9 +11,11 @@
 
 mod authentication;
 mod authorization;
+mod rbac;
 
 pub use authentication::*;
 pub use authorization::*;
+pub use rbac::*;
 
 #[cfg(test)]
 mod tests {

@@ -4,10 +4,8 @@
 //! server around it is in [`server`].
 
 pub mod server;
-pub mod tls;
 
 use base64::Engine;
-use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::config::Config;
@@ -15,86 +13,31 @@ use crate::inject::{self, Owner};
 use crate::metrics::{Metrics, count};
 use crate::policy::Decision;
 
-const VERSIONS: [&str; 2] = ["admission.k8s.io/v1", "admission.k8s.io/v1beta1"];
-
-/// A review that is not one: answered with HTTP 400 and this reason.
-#[derive(Debug, thiserror::Error, PartialEq)]
-#[error("{0}")]
-pub struct Malformed(pub String);
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Review {
-    api_version: String,
-    kind: String,
-    request: Option<Request>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Request {
-    uid: String,
-    #[serde(default)]
-    kind: Option<GroupVersionKind>,
-    #[serde(default)]
-    namespace: Option<String>,
-    #[serde(default)]
-    object: Option<Value>,
-}
-
-#[derive(Deserialize)]
-struct GroupVersionKind {
-    #[serde(default)]
-    kind: String,
-}
+pub use mesh::webhook::Malformed;
 
 /// The answer to one AdmissionReview body, in the request's API version.
 pub fn review(config: &Config, metrics: &Metrics, body: &[u8]) -> Result<Value, Malformed> {
     metrics.requests.inc();
-    let review: Review = serde_path_to_error::deserialize(
-        &mut serde_json::Deserializer::from_slice(body),
-    )
-    .map_err(|e| {
+    let request = mesh::webhook::read_review(body).inspect_err(|_| {
         count(&metrics.failure, "malformed");
-        Malformed(format!("AdmissionReview: {}: {}", e.path(), e.inner()))
     })?;
     let malformed = |why: String| {
         count(&metrics.failure, "malformed");
         Malformed(why)
     };
-    if !VERSIONS.contains(&review.api_version.as_str()) {
-        return Err(malformed(format!(
-            "apiVersion: {:?} is not admission.k8s.io/v1 or admission.k8s.io/v1beta1",
-            review.api_version
-        )));
-    }
-    if review.kind != "AdmissionReview" {
-        return Err(malformed(format!(
-            "kind: {:?} is not AdmissionReview",
-            review.kind
-        )));
-    }
-    let request = review
-        .request
-        .ok_or_else(|| malformed("request: missing".into()))?;
-    if request.uid.is_empty() {
-        return Err(malformed("request.uid: empty".into()));
-    }
-    let answer = |response: Value| {
-        let mut response = response;
-        response["uid"] = json!(request.uid);
-        json!({"apiVersion": review.api_version, "kind": "AdmissionReview", "response": response})
-    };
+    let answer = |response: Value| request.answer(response);
     if request.kind.as_ref().is_some_and(|k| k.kind != "Pod") {
         count(&metrics.skip, "not a Pod");
         return Ok(answer(json!({"allowed": true})));
     }
     let original = request
         .object
+        .clone()
         .filter(Value::is_object)
         .ok_or_else(|| malformed("request.object: missing or not an object".into()))?;
     let namespace = request
         .namespace
+        .clone()
         .filter(|n| !n.is_empty())
         .or_else(|| original["metadata"]["namespace"].as_str().map(String::from))
         .unwrap_or_else(|| "default".into());

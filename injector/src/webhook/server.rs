@@ -3,7 +3,7 @@
 //! certificate and the config when their files change.
 
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -14,9 +14,9 @@ use axum::http::StatusCode;
 use clap::Args;
 use tokio_util::sync::CancellationToken;
 
-use super::tls::{CertFiles, Reloading};
 use crate::config::{Config, Sources};
 use crate::metrics::Metrics;
+use mesh::webhook::{CertFiles, Reloading, keep_certificate, parent, touch_health_file};
 
 #[derive(Debug, Clone, Args)]
 pub struct ServerArgs {
@@ -120,11 +120,17 @@ pub async fn run(
         cert: args.tls_cert_file.clone(),
         key: args.tls_key_file.clone(),
     };
+    let loaded_metrics = metrics.clone();
+    let ca = args.ca_cert_file.clone();
     tokio::spawn(keep_certificate(
         files,
-        args.ca_cert_file.clone(),
         certs.clone(),
-        metrics.clone(),
+        move || {
+            loaded_metrics.certificate_loaded.set(1);
+            if let Err(e) = std::fs::read(&ca) {
+                tracing::warn!(ca = %ca.display(), "--caCertFile cannot be read ({e}); the webhook configuration's caBundle must be set another way");
+            }
+        },
         shutdown.clone(),
     ));
     if let Some(file) = args.health_check_file.clone() {
@@ -185,15 +191,12 @@ pub async fn run(
 }
 
 async fn inject(state: web::Data<State>, request: HttpRequest, body: web::Bytes) -> HttpResponse {
-    let json = request
-        .headers()
-        .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| {
-            v.split(';')
-                .next()
-                .is_some_and(|t| t.trim() == "application/json")
-        });
+    let json = mesh::webhook::is_json(
+        request
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok()),
+    );
     if !json {
         return HttpResponse::UnsupportedMediaType()
             .body("Content-Type: expected application/json (an AdmissionReview)\n");
@@ -210,63 +213,6 @@ async fn inject(state: web::Data<State>, request: HttpRequest, body: web::Bytes)
             HttpResponse::BadRequest().body(format!("{malformed}\n"))
         }
     }
-}
-
-/// Loads the certificate as soon as its files are there (Citadel may write
-/// the Secret after this Pod starts), then again whenever they change.
-async fn keep_certificate(
-    files: CertFiles,
-    ca: PathBuf,
-    certs: Arc<Reloading>,
-    metrics: Metrics,
-    shutdown: CancellationToken,
-) {
-    let load = || match files.load() {
-        Ok(key) => {
-            certs.set(key);
-            metrics.certificate_loaded.set(1);
-            tracing::info!(cert = %files.cert.display(), "serving certificate loaded");
-            true
-        }
-        Err(e) => {
-            tracing::warn!("serving certificate not loaded: {e}");
-            false
-        }
-    };
-    let mut wait = Duration::from_millis(200);
-    while !load() {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(wait) => {}
-        }
-        wait = (wait * 2).min(Duration::from_secs(5));
-    }
-    if let Err(e) = std::fs::read(&ca) {
-        tracing::warn!(ca = %ca.display(), "--caCertFile cannot be read ({e}); the webhook configuration's caBundle must be set another way");
-    }
-    let dir = parent(&files.cert);
-    let reload = || async {
-        load();
-    };
-    if let Err(e) = mesh::dir::on_changes(&dir, shutdown, reload).await {
-        tracing::error!(dir = %dir.display(), "cannot watch the serving certificate: {e}");
-    }
-}
-
-/// Liveness: the process is running its loops. Waiting for a certificate is
-/// not a reason to be restarted, only to be unready (`/ready`).
-async fn touch_health_file(file: PathBuf, every: Duration, shutdown: CancellationToken) {
-    let mut tick = tokio::time::interval(every);
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => break,
-            _ = tick.tick() => {}
-        }
-        if let Err(e) = std::fs::write(&file, b"ok") {
-            tracing::warn!(file = %file.display(), "health file not written: {e}");
-        }
-    }
-    let _ = std::fs::remove_file(&file);
 }
 
 async fn reload_config(
@@ -293,26 +239,4 @@ async fn reload_config(
     if let Err(e) = mesh::dir::on_changes(&dir, shutdown, reload).await {
         tracing::error!(dir = %dir.display(), "cannot watch the injection config: {e}");
     }
-}
-
-fn parent(path: &Path) -> PathBuf {
-    match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    }
-}
-
-/// `sidecar-injector probe`: healthy while the health file is fresh.
-pub fn probe(file: &Path, interval: Duration) -> Result<(), String> {
-    let modified = std::fs::metadata(file)
-        .and_then(|m| m.modified())
-        .map_err(|e| format!("{}: {e}", file.display()))?;
-    let age = modified.elapsed().unwrap_or_default();
-    if age > interval {
-        return Err(format!(
-            "{}: last written {age:?} ago (limit {interval:?})",
-            file.display()
-        ));
-    }
-    Ok(())
 }

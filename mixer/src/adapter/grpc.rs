@@ -20,7 +20,10 @@ use crate::attribute::compressed::to_timestamp;
 use crate::template::{Instance, Template};
 
 pub struct Remote {
-    channel: Channel,
+    endpoint: Endpoint,
+    /// Made on first use, inside the runtime: building a handler (when config
+    /// is only being validated, say) needs none.
+    channel: std::sync::OnceLock<Channel>,
     address: String,
     timeout: Duration,
     /// The handler's params. Istio packed them as the adapter's own config
@@ -40,7 +43,8 @@ impl Remote {
             .connect_timeout(timeout)
             .timeout(timeout);
         Ok(Remote {
-            channel: endpoint.connect_lazy(),
+            endpoint,
+            channel: std::sync::OnceLock::new(),
             address: address.to_string(),
             timeout,
             config: prost_types::Any {
@@ -71,7 +75,11 @@ impl Handler for Remote {
             adapter_config: Some(self.config.clone()),
             dedup_id: String::new(),
         };
-        let mut client = HandleListEntryServiceClient::new(self.channel.clone());
+        let mut client = HandleListEntryServiceClient::new(
+            self.channel
+                .get_or_init(|| self.endpoint.connect_lazy())
+                .clone(),
+        );
         let answer = tokio::time::timeout(self.timeout, client.handle_list_entry(request)).await;
         match answer {
             Ok(Ok(response)) => {

@@ -83,14 +83,16 @@ pub fn parse_file(
         if value.is_null() {
             continue;
         }
-        if let Some(result) = parse_document(value, &label, source, default_namespace) {
+        if let Some(result) = parse_value(value, &label, source, default_namespace) {
             out.push(result);
         }
     }
     out
 }
 
-fn parse_document(
+/// One decoded document: `None` when it is not of Mixer's API groups.
+/// `label` names it in errors until its name is known.
+pub fn parse_value(
     value: serde_yaml::Value,
     label: &str,
     source: &str,

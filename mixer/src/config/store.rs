@@ -1,6 +1,7 @@
-//! The `fs://` config store: every YAML file under a directory, re-read when
-//! anything in it changes. Each change yields a new snapshot; a file that
-//! cannot be read or parsed costs only its own objects.
+//! Config stores: `fs:///dir`, every YAML file under a directory, re-read
+//! when anything in it changes; and `mcp://host:port`, Galley, over MCP
+//! ([`mcp`]). Each change yields a new snapshot; an object that cannot be
+//! read or compiled costs only itself.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
@@ -10,16 +11,39 @@ use tokio_util::sync::CancellationToken;
 use super::{ConfigError, Object, Snapshot, parse_file};
 use crate::adapter::Registry;
 
-/// `--configStoreURL`: `fs:///dir` (Galley's `mcp://` comes with Galley).
-pub fn parse_url(url: &str) -> Result<PathBuf, String> {
+/// Where `--configStoreURL` points.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Url {
+    Dir(PathBuf),
+    /// `host:port` of an MCP source.
+    Mcp(String),
+}
+
+/// `--configStoreURL`: `fs:///dir` or `mcp://host:port`.
+pub fn parse_url(url: &str) -> Result<Url, String> {
+    if let Some(address) = url.strip_prefix("mcp://") {
+        let address = address.trim_end_matches('/');
+        if address
+            .rsplit_once(':')
+            .is_none_or(|(host, port)| host.is_empty() || port.parse::<u16>().is_err())
+        {
+            return Err(format!(
+                "{url:?}: an mcp:// URL needs host:port (mcp://istio-galley:9901)"
+            ));
+        }
+        return Ok(Url::Mcp(address.to_string()));
+    }
+    if url.starts_with("mcps://") || url.starts_with("k8s://") {
+        return Err(format!(
+            "{url:?}: not supported yet; use mcp://host:port or fs:///dir"
+        ));
+    }
     match url.strip_prefix("fs://") {
-        Some(path) if path.starts_with('/') => Ok(PathBuf::from(path)),
+        Some(path) if path.starts_with('/') => Ok(Url::Dir(PathBuf::from(path))),
         Some(_) => Err(format!(
             "{url:?}: an fs:// URL needs an absolute path (fs:///dir)"
         )),
-        None => Err(format!(
-            "{url:?}: only fs:///dir config stores are supported"
-        )),
+        None => Err(format!("{url:?}: expected fs:///dir or mcp://host:port")),
     }
 }
 
@@ -73,7 +97,7 @@ impl Current {
         self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    fn set(&self, snapshot: Snapshot) {
+    pub(crate) fn set(&self, snapshot: Snapshot) {
         *self.0.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(snapshot);
     }
 }
@@ -93,7 +117,7 @@ impl Base {
         self.0.to_vec()
     }
 
-    fn under(
+    pub(crate) fn under(
         &self,
         (objects, errors): (Vec<Object>, Vec<ConfigError>),
     ) -> (Vec<Object>, Vec<ConfigError>) {
@@ -126,7 +150,7 @@ pub fn initial(dir: &Path, default_namespace: &str, base: &Base, adapters: &Regi
     snapshot
 }
 
-fn log(s: &Snapshot) {
+pub(crate) fn log(s: &Snapshot) {
     tracing::info!(
         generation = s.generation,
         objects = s.objects,

@@ -1,8 +1,9 @@
 //! Istio config as Pilot holds it: a snapshot of every accepted object, from
-//! one [`ConfigSource`]: today the directory (`--configDir`, [`dir`]); next
-//! Galley over MCP and the Kubernetes CRDs, each a source of its own.
+//! one [`ConfigSource`]: the directory (`--configDir`, [`dir`]), or Galley
+//! over MCP when the mesh config's `configSources` name it ([`mcp`]).
 
 pub mod dir;
+pub mod mcp;
 pub mod policy;
 
 use std::collections::BTreeMap;

@@ -34,9 +34,16 @@ impl KubernetesEnv {
 
     /// The adapter with the Pods under `dir` (local mode's File registry,
     /// which is also the `fs://` config store), kept current until
-    /// `shutdown`.
-    pub fn from_dir(dir: PathBuf, shutdown: CancellationToken) -> (KubernetesEnv, JoinHandle<()>) {
+    /// `shutdown`. With no directory (an `mcp://` store) there are no Pods
+    /// to read, and the adapter answers as for unknown Pods.
+    pub fn from_dir(
+        dir: Option<PathBuf>,
+        shutdown: CancellationToken,
+    ) -> (KubernetesEnv, JoinHandle<()>) {
         let pods = PodIndex::default();
+        let Some(dir) = dir else {
+            return (KubernetesEnv::new(pods), tokio::spawn(async {}));
+        };
         let (first, errors) = dir::load(&dir);
         for e in &errors {
             tracing::warn!("kubernetesenv: {e}");

@@ -1,0 +1,230 @@
+//! The sink side of MCP, as Pilot and Mixer use it: dial the source
+//! (Galley), ask for collections, keep each collection's objects as last
+//! pushed, ACK what decodes and NACK what does not.
+//!
+//! The state survives the source: when Galley goes away the last state
+//! stays published, the sink redials with backoff, and the first full push
+//! of each collection after that replaces what it held.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use api::google::rpc::Status as RpcStatus;
+use api::mcp::Collection;
+use api::mcp::v1alpha1::resource_source_client::ResourceSourceClient;
+use api::mcp::v1alpha1::{RequestResources, Resources, SinkNode};
+use serde_json::Value as Json;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+
+/// One object as pushed, turned back into the document operators write.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Object {
+    pub collection: &'static Collection,
+    /// Empty for cluster-scoped kinds.
+    pub namespace: String,
+    pub name: String,
+    pub version: String,
+    /// `{apiVersion, kind, metadata, spec}`.
+    pub document: Json,
+}
+
+/// Objects by collection name, then MCP name (`namespace/name`).
+pub type State = BTreeMap<&'static str, BTreeMap<String, Arc<Object>>>;
+
+pub struct Sink {
+    /// `host:port`, or a URL (`mcp://host:port`).
+    pub address: String,
+    /// Who this sink is (`SinkNode.id`), for Galley's logs.
+    pub node_id: String,
+    pub collections: Vec<&'static Collection>,
+}
+
+impl Sink {
+    /// Publishes the state once every collection has been pushed once, then
+    /// after every push, until `shutdown`. Never returns an error: a source
+    /// that cannot be reached is retried.
+    pub async fn run(self, out: watch::Sender<Option<Arc<State>>>, shutdown: CancellationToken) {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let started = std::time::Instant::now();
+            let result = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                r = self.stream(&out) => r,
+            };
+            if let Err(e) = result {
+                tracing::warn!(address = %self.address, "MCP stream ended; the last config stays: {e}");
+            }
+            if started.elapsed() > Duration::from_secs(10) {
+                backoff = Duration::from_millis(100);
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+    }
+
+    fn endpoint(&self) -> String {
+        let host = self
+            .address
+            .strip_prefix("mcp://")
+            .or_else(|| self.address.strip_prefix("tcp://"))
+            .unwrap_or(&self.address);
+        format!("http://{host}")
+    }
+
+    async fn stream(&self, out: &watch::Sender<Option<Arc<State>>>) -> Result<(), String> {
+        let channel = tonic::transport::Endpoint::from_shared(self.endpoint())
+            .map_err(|e| format!("{}: {e}", self.address))?
+            .connect_timeout(Duration::from_secs(5))
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(30))
+            .connect()
+            .await
+            .map_err(|e| format!("cannot connect to {}: {e}", self.address))?;
+        let mut client = ResourceSourceClient::new(channel).max_decoding_message_size(1 << 30);
+        let (tx, rx) = mpsc::channel(self.collections.len() + 16);
+        let node = SinkNode {
+            id: self.node_id.clone(),
+            annotations: Default::default(),
+        };
+        for c in &self.collections {
+            let _ = tx
+                .send(RequestResources {
+                    sink_node: Some(node.clone()),
+                    collection: c.name.to_string(),
+                    ..Default::default()
+                })
+                .await;
+        }
+        let mut inbound = client
+            .establish_resource_stream(ReceiverStream::new(rx))
+            .await
+            .map_err(|e| format!("{}: {}", self.address, e.message()))?
+            .into_inner();
+        tracing::info!(address = %self.address, collections = self.collections.len(), "MCP stream open");
+        // What this stream has pushed; published over the last state once
+        // every collection is in, so a reconnect never publishes a partial view.
+        let mut fresh: State = BTreeMap::new();
+        let mut whole = false;
+        loop {
+            let resources = match inbound.message().await {
+                Ok(Some(r)) => r,
+                Ok(None) => return Err("the source closed the stream".into()),
+                Err(e) => return Err(format!("{:?}: {}", e.code(), e.message())),
+            };
+            let collection = resources.collection.clone();
+            let nonce = resources.nonce.clone();
+            let error = match self.collections.iter().find(|c| c.name == collection) {
+                None => Some(format!("collection {collection:?} was not asked for")),
+                Some(c) => {
+                    let held = fresh.remove(c.name).unwrap_or_default();
+                    match apply(c, held.clone(), resources) {
+                        Ok(objects) => {
+                            fresh.insert(c.name, objects);
+                            None
+                        }
+                        Err(e) => {
+                            fresh.insert(c.name, held);
+                            Some(e)
+                        }
+                    }
+                }
+            };
+            if let Some(e) = &error {
+                tracing::warn!(%collection, "push refused (NACK): {e}");
+            }
+            let _ = tx
+                .send(RequestResources {
+                    sink_node: Some(node.clone()),
+                    collection,
+                    response_nonce: nonce,
+                    error_detail: error.map(|message| RpcStatus {
+                        code: tonic::Code::InvalidArgument as i32,
+                        message,
+                        details: Vec::new(),
+                    }),
+                    ..Default::default()
+                })
+                .await;
+            if !whole && self.collections.iter().all(|c| fresh.contains_key(c.name)) {
+                whole = true;
+                tracing::info!(address = %self.address, objects = fresh.values().map(BTreeMap::len).sum::<usize>(), "MCP config synced");
+            }
+            if whole {
+                out.send_if_modified(|current| {
+                    if current.as_deref() == Some(&fresh) {
+                        return false;
+                    }
+                    *current = Some(Arc::new(fresh.clone()));
+                    true
+                });
+            }
+        }
+    }
+}
+
+/// One push applied to what the collection held: all of it, or nothing.
+fn apply(
+    c: &'static Collection,
+    mut held: BTreeMap<String, Arc<Object>>,
+    push: Resources,
+) -> Result<BTreeMap<String, Arc<Object>>, String> {
+    if !push.incremental {
+        held.clear();
+    }
+    for name in &push.removed_resources {
+        held.remove(name);
+    }
+    for r in push.resources {
+        let meta = r.metadata.unwrap_or_default();
+        let body = r
+            .body
+            .ok_or_else(|| format!("{}: resource without a body", meta.name))?;
+        let spec = api::mcp::decode(c, &body).map_err(|e| format!("{}: {e}", meta.name))?;
+        let (namespace, name) = match meta.name.split_once('/') {
+            Some((ns, n)) => (ns.to_string(), n.to_string()),
+            None if c.namespaced => {
+                return Err(format!(
+                    "{}: a {} needs a namespace/name",
+                    meta.name, c.kind
+                ));
+            }
+            None => (String::new(), meta.name.clone()),
+        };
+        let mut metadata = serde_json::json!({"name": name});
+        if !namespace.is_empty() {
+            metadata["namespace"] = Json::from(namespace.clone());
+        }
+        if !meta.labels.is_empty() {
+            metadata["labels"] = serde_json::to_value(&meta.labels).unwrap_or_default();
+        }
+        if !meta.annotations.is_empty() {
+            metadata["annotations"] = serde_json::to_value(&meta.annotations).unwrap_or_default();
+        }
+        if !meta.version.is_empty() {
+            metadata["resourceVersion"] = Json::from(meta.version.clone());
+        }
+        let document = serde_json::json!({
+            "apiVersion": c.api_version,
+            "kind": c.kind,
+            "metadata": metadata,
+            "spec": spec,
+        });
+        held.insert(
+            meta.name.clone(),
+            Arc::new(Object {
+                collection: c,
+                namespace,
+                name,
+                version: meta.version,
+                document,
+            }),
+        );
+    }
+    Ok(held)
+}
