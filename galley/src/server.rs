@@ -154,14 +154,7 @@ pub async fn run(
     match &args.config_path {
         Some(dir) => {
             tracing::info!(dir = %dir.display(), "config source: directory");
-            let shutdown = shutdown.clone();
-            let mut first = snapshots.clone();
-            tasks.spawn(DirSource::new(dir).watch(tx, shutdown));
-            tasks.spawn(async move {
-                let _ = first.changed().await;
-                let _ = synced_tx.send(true);
-                Ok(())
-            });
+            tasks.spawn(DirSource::new(dir).watch(tx, synced_tx, shutdown.clone()));
         }
         None => {
             tracing::info!("config source: Kubernetes");
@@ -253,6 +246,7 @@ pub async fn run(
     if let Some(listener) = mcp_listener {
         let source = Source::new(
             snapshots.clone(),
+            synced.clone(),
             metrics.clone(),
             valid.access.clone(),
             shutdown.clone(),

@@ -67,7 +67,8 @@ pub enum Checked {
         /// `(collection, key)` when the object could be named, so the last
         /// good version of it can stay in force.
         key: Option<(&'static str, String)>,
-        error: ConfigError,
+        /// Every error found, at least one.
+        errors: Vec<ConfigError>,
     },
     /// Not an Istio config kind (a Kubernetes object in the same file).
     Other,
@@ -105,7 +106,7 @@ pub fn check_value(value: serde_yaml::Value, label: &str) -> Checked {
     if collection.api_version == "config.istio.io/v1alpha2" {
         return check_mixer_document(collection, value, label, spec, meta);
     }
-    match api::config::parse_value(value, label) {
+    match api::config::parse_value_all(value, label) {
         Ok(Document::Config(object)) => Checked::Valid(Box::new(Resource {
             collection,
             namespace: object.meta.namespace.clone(),
@@ -116,7 +117,7 @@ pub fn check_value(value: serde_yaml::Value, label: &str) -> Checked {
             typed: Some(Arc::from(object)),
         })),
         Ok(Document::Other(_)) => Checked::Other,
-        Err(error) => {
+        Err(errors) => {
             let key = (!meta.name.is_empty()).then(|| {
                 let namespace = match (collection.namespaced, meta.namespace.as_str()) {
                     (false, _) => String::new(),
@@ -130,7 +131,7 @@ pub fn check_value(value: serde_yaml::Value, label: &str) -> Checked {
                 };
                 (collection.name, key)
             });
-            Checked::Invalid { key, error }
+            Checked::Invalid { key, errors }
         }
     }
 }
@@ -152,7 +153,10 @@ fn check_mixer_document(
             spec,
             typed: None,
         })),
-        Some(Err(error)) => Checked::Invalid { key: None, error },
+        Some(Err(error)) => Checked::Invalid {
+            key: None,
+            errors: vec![error],
+        },
         None => Checked::Other,
     }
 }
@@ -188,11 +192,11 @@ fn not_served(value: serde_yaml::Value, label: &str, api_version: &str, kind: &s
     };
     Checked::Invalid {
         key: None,
-        error: ConfigError {
+        errors: vec![ConfigError {
             object,
             field: "kind".into(),
             message: format!("{api_version} {kind} is not a kind Istio 1.4 serves"),
-        },
+        }],
     }
 }
 
@@ -204,11 +208,11 @@ fn invalid(
 ) -> Checked {
     Checked::Invalid {
         key,
-        error: ConfigError {
+        errors: vec![ConfigError {
             object: label.to_string(),
             field: field.into(),
             message,
-        },
+        }],
     }
 }
 
@@ -240,8 +244,8 @@ pub fn check_text(source: &str, text: &str) -> Vec<Checked> {
 /// handlers and instances must exist, and every expression must type-check
 /// against the attribute vocabulary (the standard one plus every
 /// `attributemanifest`). Returns the errors, each naming its object as
-/// [`Resource::label`] does; handlers of in-tree adapters have their params
-/// checked by Mixer itself.
+/// [`Resource::label`] does. Handlers of in-tree adapters have their params
+/// checked by the Mixer binary that runs them.
 pub fn check_mixer(resources: &[&Resource]) -> Vec<ConfigError> {
     let mixer: Vec<&Resource> = resources
         .iter()
@@ -261,7 +265,7 @@ pub fn check_mixer(resources: &[&Resource]) -> Vec<ConfigError> {
         &objects,
         Vec::new(),
         &mixer::config::Snapshot::empty(MIXER_NAMESPACE),
-        &mixer::adapter::Registry::default(),
+        &mixer::adapter::Registry::validation(),
     );
     snapshot
         .errors
@@ -302,7 +306,7 @@ pub fn validate_files(files: &[(String, String)]) -> Report {
                     }
                     resources.push(*r);
                 }
-                Checked::Invalid { error, .. } => report.errors.push(error),
+                Checked::Invalid { errors, .. } => report.errors.extend(errors),
                 Checked::Other => {}
             }
         }

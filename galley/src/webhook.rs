@@ -103,7 +103,11 @@ fn judge(object: Value, served: &Snapshot) -> Result<(), String> {
     match validate::check_value(value, "request.object") {
         Checked::Valid(resource) if resource.typed.is_some() => Ok(()),
         Checked::Valid(resource) => judge_mixer(&resource, served),
-        Checked::Invalid { error, .. } => Err(error.to_string()),
+        Checked::Invalid { errors, .. } => Err(errors
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ")),
         Checked::Other => Ok(()),
     }
 }

@@ -30,7 +30,7 @@ fn round_trip(name: &str, text: &str) -> usize {
     for checked in check_text(name, text) {
         let resource = match checked {
             Checked::Valid(r) => r,
-            Checked::Invalid { error, .. } => panic!("{name}: {error}"),
+            Checked::Invalid { errors, .. } => panic!("{name}: {errors:?}"),
             Checked::Other => continue,
         };
         let label = resource.label();

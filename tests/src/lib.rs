@@ -5,6 +5,7 @@
 //! Every wait is a readiness check polled against a deadline, never a bare sleep.
 
 pub mod citadel;
+pub mod galley;
 pub mod injector;
 pub mod kube_api;
 pub mod mesh;
@@ -76,4 +77,17 @@ where
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// The sum of every sample of metric `name` (any labels) in a Prometheus
+/// text page; 0 when there is none.
+pub fn sum_metric(page: &str, name: &str) -> f64 {
+    page.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            let metric = series.split('{').next()?;
+            (metric == name).then(|| value.parse::<f64>().ok())?
+        })
+        .sum()
 }

@@ -7,6 +7,7 @@ use serde_json::Value;
 use tempfile::TempDir;
 
 use crate::citadel::Citadel;
+use crate::galley::Galley;
 use crate::process::Proc;
 use crate::topology::{Pod, Topology};
 use crate::{bin, envoy, eventually};
@@ -26,6 +27,8 @@ pub struct Mesh {
     pub statsd_bridge: Option<Proc>,
     /// Citadel, when the sidecars take their certificates from it over SDS.
     pub citadel: Option<Citadel>,
+    /// Galley, when Pilot and Mixer read the config directory through it.
+    pub galley: Option<Galley>,
     /// What each sidecar's node agent asks Citadel for (`--secretTtl`).
     secret_ttl: String,
     /// Proxies reach Pilot on 15011 over mutual TLS.
@@ -87,6 +90,9 @@ pub struct Options {
     /// over mutual TLS with its Citadel certificate, and every sidecar
     /// connects there with its own.
     pub control_plane_mtls: bool,
+    /// Run Galley over the config directory: Pilot reads its config over
+    /// MCP (the mesh config's `configSources`), and Mixer too (`mcp://`).
+    pub galley: bool,
 }
 
 /// The mesh config line that turns SDS certificates on (the path is only a
@@ -147,8 +153,17 @@ impl Mesh {
         std::fs::write(
             dir.path().join("mesh.yaml"),
             format!(
-                "proxyHttpPort: {PROXY_HTTP_PORT}\n{}{}{}",
+                "proxyHttpPort: {PROXY_HTTP_PORT}\n{}{}{}{}",
                 options.mesh,
+                if options.galley {
+                    format!(
+                        "configSources:\n- address: {}:{}\n",
+                        topology.galley_ip(),
+                        crate::galley::MCP_PORT
+                    )
+                } else {
+                    String::new()
+                },
                 if options.citadel.is_some() {
                     SDS_MESH
                 } else {
@@ -184,6 +199,7 @@ impl Mesh {
             telemetry: None,
             statsd_bridge: None,
             citadel: None,
+            galley: None,
             secret_ttl: options.citadel.unwrap_or_default().to_string(),
             control_plane_mtls: options.control_plane_mtls,
             agent_args: options.agent_args.clone(),
@@ -207,6 +223,13 @@ impl Mesh {
         }
         if options.citadel.is_some() {
             mesh.start_citadel().await;
+        }
+        if options.galley {
+            let work = mesh.dir.path().join("galley");
+            std::fs::create_dir_all(&work).expect("galley dir");
+            mesh.galley = Some(
+                Galley::start(&mesh.topology.galley_ip(), &mesh.config_dir(), &work, None).await,
+            );
         }
         if options.telemetry {
             mesh.start_telemetry().await;
@@ -271,10 +294,14 @@ impl Mesh {
     /// Starts `binary` (a Mixer) on `ip` with the mesh's config directory as
     /// its store, and waits until it is ready.
     pub(crate) async fn start_mixer(&self, binary: &str, ip: &str, log: &str) -> Proc {
+        let store = match &self.galley {
+            Some(galley) => format!("mcp://{}", galley.address()),
+            None => format!("fs://{}", self.config_dir().display()),
+        };
         let args: Vec<String> = vec![
             "server".into(),
             "--configStoreURL".into(),
-            format!("fs://{}", self.config_dir().display()),
+            store,
             "--address".into(),
             format!("tcp://{ip}:9091"),
             "--monitoringPort".into(),

@@ -102,6 +102,11 @@ impl Topology {
         )
     }
 
+    /// The address of Galley (its "pod IP").
+    pub fn galley_ip(&self) -> String {
+        format!("127.{}.0.50", self.subnet)
+    }
+
     /// The address of Citadel (its "pod IP").
     pub fn citadel_ip(&self) -> String {
         format!("127.{}.0.40", self.subnet)

@@ -25,6 +25,10 @@ pub use api::mcp::v1alpha1::resource_source_server::ResourceSourceServer;
 #[derive(Clone)]
 pub struct Source {
     snapshots: watch::Receiver<Arc<Snapshot>>,
+    /// True once the config source has loaded: until then a sink's
+    /// requests wait, so a restarted Galley never pushes an empty config
+    /// over the one its sinks hold.
+    synced: watch::Receiver<bool>,
     metrics: Metrics,
     access: Option<Arc<AccessList>>,
     shutdown: CancellationToken,
@@ -33,12 +37,14 @@ pub struct Source {
 impl Source {
     pub fn new(
         snapshots: watch::Receiver<Arc<Snapshot>>,
+        synced: watch::Receiver<bool>,
         metrics: Metrics,
         access: Option<AccessList>,
         shutdown: CancellationToken,
     ) -> Source {
         Source {
             snapshots,
+            synced,
             metrics,
             access: access.map(Arc::new),
             shutdown,
@@ -140,6 +146,11 @@ type Out = mpsc::Sender<Result<Resources, Status>>;
 impl Source {
     /// Runs one stream until the sink or Galley ends it; says why.
     async fn serve(&self, mut inbound: Streaming<RequestResources>, out: Out) -> String {
+        let mut synced = self.synced.clone();
+        tokio::select! {
+            _ = self.shutdown.cancelled() => return "Galley is shutting down".into(),
+            s = synced.wait_for(|s| *s) => if s.is_err() { return "the config source stopped".into() },
+        }
         let mut snapshots = self.snapshots.clone();
         let mut stream = Stream::default();
         loop {

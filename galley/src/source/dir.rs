@@ -28,7 +28,7 @@ impl ParsedFile {
     fn has_syntax_error(&self) -> bool {
         self.checked
             .last()
-            .is_some_and(|c| matches!(c, Checked::Invalid { error, .. } if error.is_syntax()))
+            .is_some_and(|c| matches!(c, Checked::Invalid { errors, .. } if errors[0].is_syntax()))
     }
 }
 
@@ -51,11 +51,11 @@ impl DirSource {
         for e in listing {
             checked.push(Checked::Invalid {
                 key: None,
-                error: api::config::ConfigError {
+                errors: vec![api::config::ConfigError {
                     object: e.path.display().to_string(),
                     field: String::new(),
                     message: format!("cannot read directory: {}", e.source),
-                },
+                }],
             });
         }
         let mut files = HashMap::new();
@@ -72,11 +72,11 @@ impl DirSource {
                 Err(e) => {
                     checked.push(Checked::Invalid {
                         key: None,
-                        error: api::config::ConfigError {
+                        errors: vec![api::config::ConfigError {
                             object: name,
                             field: String::new(),
                             message: format!("cannot read: {e}"),
-                        },
+                        }],
                     });
                     // What it held stays until it can be read again.
                     if let Some(p) = previous_file {
@@ -120,10 +120,12 @@ impl DirSource {
         super::assemble(checked, previous)
     }
 
-    /// Publishes a snapshot now and after every change, until `shutdown`.
+    /// Publishes a snapshot now and after every change, until `shutdown`;
+    /// `synced` turns true once the first one is out.
     pub async fn watch(
         self,
         out: watch::Sender<Arc<Snapshot>>,
+        synced: watch::Sender<bool>,
         shutdown: CancellationToken,
     ) -> anyhow::Result<()> {
         let dir = self.dir.clone();
@@ -145,6 +147,7 @@ impl DirSource {
             };
             *this.lock().unwrap_or_else(|p| p.into_inner()) = Some(source);
             publish(out, next);
+            synced.send_if_modified(|s| !std::mem::replace(s, true));
         };
         mesh::dir::on_changes(&dir, shutdown, reload)
             .await

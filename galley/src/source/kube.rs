@@ -199,11 +199,11 @@ fn build(objects: Vec<Json>, previous: &Snapshot) -> Snapshot {
                 Ok(value) => check_value(value, &label),
                 Err(e) => Checked::Invalid {
                     key: None,
-                    error: api::config::ConfigError {
+                    errors: vec![api::config::ConfigError {
                         object: label,
                         field: String::new(),
                         message: e.to_string(),
-                    },
+                    }],
                 },
             }
         })

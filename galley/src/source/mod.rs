@@ -35,11 +35,11 @@ pub fn assemble(checked: Vec<Checked>, previous: &Snapshot) -> Snapshot {
                 }
                 resources.insert(key, *r);
             }
-            Checked::Invalid { key, error } => {
+            Checked::Invalid { key, errors: found } => {
                 if let Some(key) = key {
                     refused.push((key, errors.len()));
                 }
-                errors.push(error);
+                errors.extend(found);
             }
             Checked::Other => {}
         }

@@ -214,25 +214,53 @@ pub const IN_TREE: &[&str] = &[
 
 /// The in-process adapters a binary offers.
 #[derive(Clone, Default)]
-pub struct Registry(HashMap<&'static str, Arc<dyn Adapter>>);
+pub struct Registry {
+    adapters: HashMap<&'static str, Arc<dyn Adapter>>,
+    validation: bool,
+}
 
 impl Registry {
     /// Whether some adapter here takes instances of `variety`.
     pub fn serves(&self, variety: Variety) -> bool {
-        self.0
-            .values()
-            .any(|a| a.templates().iter().any(|t| t.variety() == variety))
+        self.validation
+            || self
+                .adapters
+                .values()
+                .any(|a| a.templates().iter().any(|t| t.variety() == variety))
     }
 
     pub fn new(adapters: Vec<Arc<dyn Adapter>>) -> Registry {
-        Registry(adapters.into_iter().map(|a| (a.name(), a)).collect())
+        Registry {
+            adapters: adapters.into_iter().map(|a| (a.name(), a)).collect(),
+            validation: false,
+        }
+    }
+
+    /// For checking config without running it (Galley): handlers of
+    /// in-tree adapters stand unbuilt, taking any template, so a rule is
+    /// checked for what it names whichever Mixer binary will run it; their
+    /// params are the running binary's to check.
+    pub fn validation() -> Registry {
+        Registry {
+            adapters: HashMap::new(),
+            validation: true,
+        }
+    }
+
+    pub fn is_validation(&self) -> bool {
+        self.validation
     }
 
     pub fn get(&self, name: &str) -> Option<&Arc<dyn Adapter>> {
-        self.0.get(name)
+        self.adapters.get(name)
     }
 
     pub fn names(&self) -> impl Iterator<Item = &'static str> + '_ {
-        self.0.keys().copied()
+        self.adapters.keys().copied()
     }
 }
+
+/// A handler validation stands in for: it runs nothing.
+pub struct Unbuilt;
+
+impl Handler for Unbuilt {}

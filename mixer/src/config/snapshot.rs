@@ -157,7 +157,7 @@ fn last_of_each(objects: &[Object], errors: &mut Vec<ConfigError>) -> Vec<Object
 
 /// Kinds a rule may name as handlers before Istio 1.1: one per adapter.
 fn is_legacy_handler(kind: &str, adapters: &Registry) -> bool {
-    adapters.get(kind).is_some()
+    adapters.get(kind).is_some() || (adapters.is_validation() && adapter::IN_TREE.contains(&kind))
 }
 
 struct Build<'a> {
@@ -341,6 +341,15 @@ impl Build<'_> {
                 None
             }
             (compiled, "") => {
+                if self.adapters.is_validation() && adapter::IN_TREE.contains(&compiled) {
+                    return Some(HandlerEntry {
+                        name: o.full_name(),
+                        adapter: compiled.to_string(),
+                        templates: Template::ALL.to_vec(),
+                        handler: Arc::new(adapter::Unbuilt),
+                        key,
+                    });
+                }
                 if self.adapters.get(compiled).is_none() && adapter::IN_TREE.contains(&compiled) {
                     tracing::debug!(handler = %o.full_name(), adapter = compiled, "handler for the other Mixer skipped");
                     self.foreign.insert(o.full_name());

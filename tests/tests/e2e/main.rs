@@ -3,6 +3,7 @@
 mod capture;
 mod change;
 mod citadel;
+mod galley;
 mod injector;
 mod lifecycle;
 mod mixer_api;
