@@ -4,6 +4,7 @@
 //! `validate` commands), gathered into a [`snapshot`], and served to Pilot and
 //! Mixer over MCP ([`mcp`]).
 
+pub mod crds;
 pub mod mcp;
 pub mod metrics;
 pub mod registration;

@@ -11,10 +11,11 @@ use std::time::Duration;
 use api::mcp::{COLLECTIONS, Collection};
 use futures::StreamExt;
 use kube::api::{ApiResource, DynamicObject};
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, ResourceExt};
 use serde_json::Value as Json;
 use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::snapshot::Snapshot;
@@ -72,7 +73,10 @@ impl KubeSource {
             let tx = tx.clone();
             let shutdown = shutdown.clone();
             tokio::spawn(async move {
-                let mut events = watcher(api, watcher::Config::default()).boxed();
+                // Backoff: a missing CRD must not turn into a hot loop of LISTs.
+                let mut events = watcher(api, watcher::Config::default())
+                    .default_backoff()
+                    .boxed();
                 let mut reported = false;
                 loop {
                     let event = tokio::select! {
@@ -109,11 +113,15 @@ impl KubeSource {
                 c = rx.recv() => match c { Some(c) => c, None => return Ok(()) },
             };
             apply(&mut kinds, first);
-            // Coalesce a burst (a `kubectl apply` of many objects) into one snapshot.
-            while let Ok(Some(c)) =
-                tokio::time::timeout(Duration::from_millis(100), rx.recv()).await
-            {
-                apply(&mut kinds, c);
+            // Coalesce a burst (a `kubectl apply` of many objects) into one
+            // snapshot, but publish at least once a second under constant churn.
+            let deadline = Instant::now() + Duration::from_secs(1);
+            loop {
+                let quiet = (Instant::now() + Duration::from_millis(100)).min(deadline);
+                match tokio::time::timeout_at(quiet, rx.recv()).await {
+                    Ok(Some(c)) => apply(&mut kinds, c),
+                    _ => break,
+                }
             }
             if kinds.iter().all(|k| k.synced) {
                 let previous = out.borrow().clone();
