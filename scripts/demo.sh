@@ -9,7 +9,9 @@
 # each sidecar's node agent, the certificates of mutual TLS and authorization
 # at the end; last, sidecar injection: meshctl kube-inject of a Deployment
 # and the injector's webhook answering an AdmissionReview over HTTPS with
-# the certificate Citadel issued it. Everything runs on 127.77.0.0/16 and is stopped on exit.
+# the certificate Citadel issued it; and Galley: meshctl validate, then the
+# demo's config served over MCP and a broken VirtualService refused by the
+# validating webhook over HTTPS. Everything runs on 127.77.0.0/16 and is stopped on exit.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 bin="${CARGO_TARGET_DIR:-$root/target}/debug"
@@ -233,5 +235,23 @@ answer=$(curl -sS --cacert "$certs/root-cert.pem" --resolve istio-sidecar-inject
   -H 'content-type: application/json' -d "$review" https://istio-sidecar-injector.istio-system.svc:9443/inject)
 patch=$(printf '%s' "$answer" | sed 's/.*"patch":"\([^"]*\)".*/\1/' | base64 -d)
 echo "   AdmissionReview over HTTPS answered allowed=$(printf '%s' "$answer" | grep -o '"allowed":[a-z]*' | cut -d: -f2) with $(printf '%s' "$patch" | grep -o '"op":' | wc -l) JSON patch operations, adding: $(printf '%s' "$patch" | grep -o '"name":"istio-[a-z]*"' | sort -u | cut -d'"' -f4 | tr '\n' ' ')"
+echo "== Galley: meshctl validate of the demo's config, then of samples/demo/vs-broken.yaml"
+"$bin/meshctl" validate -f "$work"/config/*.yaml | sed 's/^/   /'
+"$bin/meshctl" validate -f "$root/samples/demo/vs-broken.yaml" 2>&1 | sed 's/^/   /' || true
+certs="$work/secrets/istio-system/istio.istio-galley-service-account"
+echo "== starting galley on 127.77.0.60 over $work/config: MCP on 9901, the webhook on 9443 with Citadel's certificate"
+for _ in $(seq 200); do [ -f "$certs/key.pem" ] && break; sleep 0.05; done
+"$bin/galley" server --configPath "$work/config" --server-address tcp://127.77.0.60:9901 --insecure \
+  --validation-port 9443 --monitoringPort 15014 \
+  --tlsCertFile "$certs/cert-chain.pem" --tlsKeyFile "$certs/key.pem" --caCertFile "$certs/root-cert.pem" \
+  >"$work/galley.log" 2>&1 &
+pids+=($!)
+wait_http http://127.77.0.60:15014/ready galley
+echo "   serving $(curl -s http://127.77.0.60:15014/metrics | awk '$1 == "galley_runtime_resources" {print $2}') valid resources over MCP (Pilot reads them with mesh configSources, the Mixers with --configStoreURL mcp://127.77.0.60:9901)"
+review='{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"demo-2","operation":"CREATE","namespace":"default","object":{"apiVersion":"networking.istio.io/v1alpha3","kind":"VirtualService","metadata":{"name":"reviews","namespace":"default"},"spec":{"hosts":["reviews"],"http":[{"match":[{"uri":{"regex":"/api/(v1"}}],"route":[{"destination":{"host":"reviews","subset":"v1"},"weight":80}]}]}}}}'
+answer=$(curl -sS --cacert "$certs/root-cert.pem" --resolve istio-galley.istio-system.svc:9443:127.77.0.60 \
+  -H 'content-type: application/json' -d "$review" https://istio-galley.istio-system.svc:9443/admitpilot)
+echo "   kubectl apply of vs-broken.yaml, as the API server asks the webhook: allowed=$(printf '%s' "$answer" | grep -o '"allowed":[a-z]*' | cut -d: -f2)"
+printf '%s' "$answer" | grep -o '"message":"[^"]*\(\\"[^"]*\)*"' | cut -d: -f2- | sed 's/^/   /'
 echo
 echo "pilot debug: http://127.77.0.1:8080/debug/syncz, mixer-policy: http://127.77.0.10:15014/debug/configz, mesh metrics: http://127.77.0.20:42422/metrics (stopping in a moment)"

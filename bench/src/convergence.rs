@@ -9,12 +9,13 @@
 //!   rewritten cluster is active, not warming;
 //! - `endpoints`: an Endpoints edit (one more address), an endpoint-only push.
 //!
-//! Prints median, p90, p99 and max per kind.
+//! Prints median, p90, p99 and max per kind. With `--galley`, Galley reads
+//! the directory and Pilot takes its config over MCP.
 
 use std::time::{Duration, Instant};
 
 use clap::{Parser, ValueEnum};
-use trireme_tests::mesh::Mesh;
+use trireme_tests::mesh::{Mesh, Options};
 use trireme_tests::topology::{REVIEWS_PORT, Topology};
 
 #[derive(Parser)]
@@ -24,6 +25,9 @@ struct Args {
     /// Which changes to time; all of them when not given.
     #[arg(long, value_enum, value_delimiter = ',')]
     change: Vec<Change>,
+    /// Through Galley: Pilot reads the config directory over MCP.
+    #[arg(long)]
+    galley: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, ValueEnum)]
@@ -136,7 +140,11 @@ async fn main() -> anyhow::Result<()> {
     } else {
         args.change
     };
-    let mesh = Mesh::start(&["v1", "v2"], &[("vs.yaml", &virtual_service(0))]).await;
+    let options = Options {
+        galley: args.galley,
+        ..Default::default()
+    };
+    let mesh = Mesh::start_with(&["v1", "v2"], &[("vs.yaml", &virtual_service(0))], options).await;
     for change in changes {
         let times = time_edits(&mesh, change, args.edits).await?;
         let at =
