@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # `make fuzz`: the cargo-fuzz targets of pilot (config directory, ADS
 # requests), of mixer (compressed attributes, expressions), of statsd-bridge
-# (statsd datagrams, mapping configs), of citadel (CSRs) and of the
-# injector (AdmissionReview bodies), each for
+# (statsd datagrams, mapping configs), of citadel (CSRs), of the
+# injector (AdmissionReview bodies) and of galley (AdmissionReview bodies,
+# MCP requests and resource bodies), each for
 # FUZZ_SECONDS (30 by default). Installs cargo-fuzz when missing. cargo-fuzz
 # needs nightly flags; RUSTC_BOOTSTRAP lets the one stable toolchain here
 # accept them. Each crate's fuzz directory is a workspace of its own. The
@@ -20,7 +21,8 @@ fi
 export RUSTC_BOOTSTRAP=1
 mkdir -p "$target_dir/corpus/config_dir" "$target_dir/corpus/ads_request" \
   "$target_dir/corpus/attributes" "$target_dir/corpus/expression" \
-  "$target_dir/corpus/line" "$target_dir/corpus/mapping_config" "$target_dir/corpus/csr" "$target_dir/corpus/review"
+  "$target_dir/corpus/line" "$target_dir/corpus/mapping_config" "$target_dir/corpus/csr" "$target_dir/corpus/review" \
+  "$target_dir/corpus/admission" "$target_dir/corpus/mcp"
 # run CRATE NAME [SEED_DIR...]: one target of CRATE/fuzz.
 run() {
   local crate=$1 name=$2
@@ -48,3 +50,5 @@ run statsd-bridge line "$root/statsd-bridge/fuzz/seeds/line"
 run statsd-bridge mapping_config "$root/statsd-bridge/fuzz/seeds/mapping_config" "$root/bench/config"
 run citadel csr "$root/citadel/fuzz/seeds/csr"
 run injector review "$root/injector/fuzz/seeds/review"
+run galley admission "$root/galley/fuzz/seeds/admission"
+run galley mcp

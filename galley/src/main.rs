@@ -41,8 +41,19 @@ enum Command {
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-#[actix_web::main]
-async fn main() {
+fn main() {
+    // The MCP streams and the sources share a multi-threaded runtime with
+    // the webhook's actix system (whose workers have their own threads).
+    let runtime = || {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .expect("tokio runtime")
+    };
+    actix_web::rt::System::with_tokio_rt(runtime).block_on(run());
+}
+
+async fn run() {
     let cli = Cli::parse();
     let args = match cli.command {
         Command::Version => {

@@ -109,15 +109,24 @@ async fn owner(client: &kube::Client, namespace: &str) -> Option<OwnerReference>
     }
 }
 
-/// Registers the configuration now and again whenever the file or the CA
-/// changes, until `shutdown`. Without a Kubernetes API server (local mode)
-/// there is nothing to register with, which is said once.
+/// Registers the configuration once the webhook serves its certificate
+/// (`serving`), then again whenever the file or the CA changes, until
+/// `shutdown`: a webhook registered before it can answer would refuse
+/// every object. Without a Kubernetes API server (local mode) there is
+/// nothing to register with, which is said once.
 pub async fn keep_registered(
     file: PathBuf,
     ca_file: PathBuf,
     namespace: String,
+    serving: std::sync::Arc<mesh::webhook::Reloading>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    while !serving.loaded() {
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            _ = tokio::time::sleep(std::time::Duration::from_millis(200)) => {}
+        }
+    }
     let client = match kube::Client::try_default().await {
         Ok(c) => c,
         Err(e) => {

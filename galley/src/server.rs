@@ -220,10 +220,11 @@ pub async fn run(
         ));
     }
     if let Some(file) = args.readiness_probe_path.clone() {
-        tokio::spawn(touch_ready_file(
+        let ready = ready.clone();
+        tokio::spawn(mesh::webhook::touch_while(
             file,
             args.readiness_probe_interval,
-            ready.clone(),
+            move || ready().is_ok(),
             shutdown.clone(),
         ));
     }
@@ -267,8 +268,11 @@ pub async fn run(
                 Ok(())
             });
         } else {
-            let dir = mesh::webhook::parent(&args.tls_cert_file);
-            let certs = mesh::tls::MountedCerts { dir };
+            let certs = mesh::tls::MountedCerts {
+                cert: args.tls_cert_file.clone(),
+                key: args.tls_key_file.clone(),
+                ca: args.ca_cert_file.clone(),
+            };
             let config = certs
                 .watch(shutdown.clone())
                 .map_err(|e| anyhow::anyhow!("MCP over mutual TLS needs --tlsCertFile, --tlsKeyFile and --caCertFile (or --insecure): {e}"))?;
@@ -321,6 +325,7 @@ pub async fn run(
                 file.clone(),
                 args.ca_cert_file.clone(),
                 args.deployment_namespace.clone(),
+                certs.clone(),
                 shutdown.clone(),
             ));
         }
@@ -390,32 +395,4 @@ fn admit(endpoint: Endpoint, state: &State, request: &HttpRequest, body: &[u8]) 
             HttpResponse::BadRequest().body(format!("{malformed}\n"))
         }
     }
-}
-
-/// Readiness for Kubernetes' exec probe: the file is fresh while Galley is
-/// ready, and goes stale (is removed) while it is not.
-async fn touch_ready_file(
-    file: PathBuf,
-    every: Duration,
-    ready: impl Fn() -> Result<(), &'static str>,
-    shutdown: CancellationToken,
-) {
-    let mut tick = tokio::time::interval(every);
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => break,
-            _ = tick.tick() => {}
-        }
-        match ready() {
-            Ok(()) => {
-                if let Err(e) = std::fs::write(&file, b"ok") {
-                    tracing::warn!(file = %file.display(), "readiness file not written: {e}");
-                }
-            }
-            Err(_) => {
-                let _ = std::fs::remove_file(&file);
-            }
-        }
-    }
-    let _ = std::fs::remove_file(&file);
 }

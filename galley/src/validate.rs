@@ -153,10 +153,19 @@ fn check_mixer_document(
             spec,
             typed: None,
         })),
-        Some(Err(error)) => Checked::Invalid {
-            key: None,
-            errors: vec![error],
-        },
+        Some(Err(error)) => {
+            let namespace = if meta.namespace.is_empty() {
+                MIXER_NAMESPACE
+            } else {
+                &meta.namespace
+            };
+            let key = (!meta.name.is_empty())
+                .then(|| (collection.name, format!("{namespace}/{}", meta.name)));
+            Checked::Invalid {
+                key,
+                errors: vec![error],
+            }
+        }
         None => Checked::Other,
     }
 }
@@ -295,43 +304,16 @@ pub struct Report {
 }
 
 pub fn validate_files(files: &[(String, String)]) -> Report {
-    let mut report = Report::default();
-    let mut resources = Vec::new();
-    let mut seen: BTreeMap<(&'static str, String), String> = BTreeMap::new();
-    for (name, text) in files {
-        for checked in check_text(name, text) {
-            match checked {
-                Checked::Valid(r) => {
-                    if let Some(first) = seen.insert((r.collection.name, r.key()), name.clone()) {
-                        report.errors.push(ConfigError {
-                            object: r.label(),
-                            field: "metadata.name".into(),
-                            message: format!("defined more than once ({first} and {name})"),
-                        });
-                        continue;
-                    }
-                    resources.push(*r);
-                }
-                Checked::Invalid { errors, .. } => report.errors.extend(errors),
-                Checked::Other => {}
-            }
-        }
-    }
-    let refs: Vec<&Resource> = resources.iter().collect();
-    let mixer_errors = check_mixer(&refs);
-    let bad: std::collections::HashSet<&str> =
-        mixer_errors.iter().map(|e| e.object.as_str()).collect();
-    report.valid = resources
+    let checked = files
         .iter()
-        .filter(|r| !bad.contains(r.label().as_str()))
-        .count();
-    report.errors.extend(mixer_errors);
-    let typed: Vec<&ConfigObject> = resources
-        .iter()
-        .filter_map(|r| r.typed.as_deref())
+        .flat_map(|(name, text)| check_text(name, text))
         .collect();
-    report.warnings = api::analysis::analyze(&typed, None);
-    report
+    let snapshot = crate::source::assemble(checked, &crate::snapshot::Snapshot::default());
+    Report {
+        valid: snapshot.len(),
+        errors: snapshot.errors,
+        warnings: snapshot.warnings,
+    }
 }
 
 /// `galley validate` and `meshctl validate`: reads `files` (`-` for standard

@@ -67,7 +67,13 @@ pub fn review(
         .as_str()
         .unwrap_or_default()
         .to_string();
-    let resource = object["kind"].as_str().unwrap_or_default().to_lowercase();
+    // The kind's plural for known kinds only: the body is the caller's, and
+    // a metric label per string it sends would grow without end.
+    let resource =
+        api::mcp::collection_of(&api_version, object["kind"].as_str().unwrap_or_default())
+            .and_then(|c| c.name.rsplit('/').next())
+            .unwrap_or("other")
+            .to_string();
     let verdict = if endpoint.serves(&api_version) {
         judge(object, served)
     } else {
@@ -77,12 +83,16 @@ pub fn review(
         ))
     };
     match verdict {
-        Ok(()) => {
+        Ok(warnings) => {
             metrics
                 .validation_passed
                 .get_or_create(&labels(&[("resource", &resource)]))
                 .inc();
-            Ok(answer(json!({"allowed": true})))
+            if warnings.is_empty() {
+                Ok(answer(json!({"allowed": true})))
+            } else {
+                Ok(answer(json!({"allowed": true, "warnings": warnings})))
+            }
         }
         Err(message) => {
             metrics
@@ -97,24 +107,27 @@ pub fn review(
     }
 }
 
-/// Whether `object` may be stored; the reason when not.
-fn judge(object: Value, served: &Snapshot) -> Result<(), String> {
+/// Whether `object` may be stored (with warnings to show), or why not.
+fn judge(object: Value, served: &Snapshot) -> Result<Vec<String>, String> {
     let value = serde_yaml::to_value(&object).map_err(|e| format!("object: {e}"))?;
     match validate::check_value(value, "request.object") {
-        Checked::Valid(resource) if resource.typed.is_some() => Ok(()),
+        Checked::Valid(resource) if resource.typed.is_some() => Ok(Vec::new()),
         Checked::Valid(resource) => judge_mixer(&resource, served),
         Checked::Invalid { errors, .. } => Err(errors
             .iter()
             .map(ToString::to_string)
             .collect::<Vec<_>>()
             .join("; ")),
-        Checked::Other => Ok(()),
+        Checked::Other => Ok(Vec::new()),
     }
 }
 
 /// A Mixer object checked with everything else Mixer is being served, the
-/// object's earlier version replaced by this one.
-fn judge_mixer(resource: &Resource, served: &Snapshot) -> Result<(), String> {
+/// object's earlier version replaced by this one. What it names that is not
+/// served (yet) is a warning, not a refusal: `kubectl apply` of a handler,
+/// an instance and a rule admits them one by one, faster than Galley sees
+/// them stored; the sources refuse the rule if they never appear.
+fn judge_mixer(resource: &Resource, served: &Snapshot) -> Result<Vec<String>, String> {
     let key = resource.key();
     let mut all: Vec<&Resource> = served
         .resources()
@@ -123,15 +136,18 @@ fn judge_mixer(resource: &Resource, served: &Snapshot) -> Result<(), String> {
         .collect();
     all.push(resource);
     let label = resource.label();
-    let errors: Vec<String> = validate::check_mixer(&all)
+    let (references, errors): (Vec<_>, Vec<_>) = validate::check_mixer(&all)
         .into_iter()
         .filter(|e| e.object == label)
-        .map(|e| e.to_string())
-        .collect();
+        .partition(|e| e.field.ends_with(".handler") || e.field.contains(".instances["));
     if errors.is_empty() {
-        Ok(())
+        Ok(references.iter().map(ToString::to_string).collect())
     } else {
-        Err(errors.join("; "))
+        Err(errors
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; "))
     }
 }
 

@@ -121,23 +121,29 @@ impl Sink {
             let nonce = resources.nonce.clone();
             let error = match self.collections.iter().find(|c| c.name == collection) {
                 None => Some(format!("collection {collection:?} was not asked for")),
-                Some(c) => {
-                    let held = fresh.remove(c.name).unwrap_or_default();
-                    match apply(c, held.clone(), resources) {
-                        Ok(objects) => {
-                            fresh.insert(c.name, objects);
-                            None
-                        }
-                        Err(e) => {
-                            fresh.insert(c.name, held);
-                            Some(e)
-                        }
+                Some(c) => match apply(c, fresh.get(c.name), resources) {
+                    Ok(objects) => {
+                        fresh.insert(c.name, objects);
+                        None
                     }
-                }
+                    Err(e) => {
+                        // Refused as this stream's first push of the
+                        // collection: what the sink held before stands in,
+                        // never an empty collection.
+                        if !fresh.contains_key(c.name)
+                            && let Some(before) =
+                                out.borrow().as_ref().and_then(|s| s.get(c.name).cloned())
+                        {
+                            fresh.insert(c.name, before);
+                        }
+                        Some(e)
+                    }
+                },
             };
             if let Some(e) = &error {
                 tracing::warn!(%collection, "push refused (NACK): {e}");
             }
+            let refused = error.is_some();
             let _ = tx
                 .send(RequestResources {
                     sink_node: Some(node.clone()),
@@ -155,28 +161,24 @@ impl Sink {
                 whole = true;
                 tracing::info!(address = %self.address, objects = fresh.values().map(BTreeMap::len).sum::<usize>(), "MCP config synced");
             }
-            if whole {
-                out.send_if_modified(|current| {
-                    if current.as_deref() == Some(&fresh) {
-                        return false;
-                    }
-                    *current = Some(Arc::new(fresh.clone()));
-                    true
-                });
+            // The source pushes only what changed; a refused push changed nothing.
+            if whole && !refused {
+                out.send_replace(Some(Arc::new(fresh.clone())));
             }
         }
     }
 }
 
-/// One push applied to what the collection held: all of it, or nothing.
+/// What the collection holds after `push`: all of it applied, or an error.
 fn apply(
     c: &'static Collection,
-    mut held: BTreeMap<String, Arc<Object>>,
+    held: Option<&BTreeMap<String, Arc<Object>>>,
     push: Resources,
 ) -> Result<BTreeMap<String, Arc<Object>>, String> {
-    if !push.incremental {
-        held.clear();
-    }
+    let mut held = match (push.incremental, held) {
+        (true, Some(held)) => held.clone(),
+        _ => BTreeMap::new(),
+    };
     for name in &push.removed_resources {
         held.remove(name);
     }
@@ -227,4 +229,106 @@ fn apply(
         );
     }
     Ok(held)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use api::mcp::v1alpha1::{Metadata, Resource};
+
+    fn vs() -> &'static Collection {
+        api::mcp::collection("istio/networking/v1alpha3/virtualservices").unwrap()
+    }
+
+    fn resource(name: &str, subset: &str) -> Resource {
+        let spec = serde_json::json!({"hosts": ["r"], "http": [{"route": [{"destination": {"host": "r", "subset": subset}}]}]});
+        Resource {
+            metadata: Some(Metadata {
+                name: name.into(),
+                version: subset.into(),
+                ..Default::default()
+            }),
+            body: Some(api::mcp::encode(vs(), &spec).unwrap()),
+        }
+    }
+
+    fn push(resources: Vec<Resource>, removed: &[&str], incremental: bool) -> Resources {
+        Resources {
+            collection: vs().name.into(),
+            resources,
+            removed_resources: removed.iter().map(|s| s.to_string()).collect(),
+            incremental,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn full_pushes_replace_and_incremental_ones_amend() {
+        let first = apply(
+            vs(),
+            None,
+            push(
+                vec![resource("default/a", "v1"), resource("default/b", "v1")],
+                &[],
+                false,
+            ),
+        )
+        .unwrap();
+        assert_eq!(first.len(), 2);
+        let a = &first["default/a"];
+        assert_eq!(
+            (a.namespace.as_str(), a.name.as_str(), a.version.as_str()),
+            ("default", "a", "v1")
+        );
+        assert_eq!(
+            a.document["spec"]["http"][0]["route"][0]["destination"]["subset"],
+            "v1"
+        );
+        assert_eq!(a.document["kind"], "VirtualService");
+        let amended = apply(
+            vs(),
+            Some(&first),
+            push(vec![resource("default/a", "v2")], &["default/b"], true),
+        )
+        .unwrap();
+        assert_eq!(amended.keys().collect::<Vec<_>>(), ["default/a"]);
+        assert_eq!(amended["default/a"].version, "v2");
+        let replaced = apply(
+            vs(),
+            Some(&first),
+            push(vec![resource("default/c", "v1")], &[], false),
+        )
+        .unwrap();
+        assert_eq!(replaced.keys().collect::<Vec<_>>(), ["default/c"]);
+    }
+
+    #[test]
+    fn a_push_that_does_not_decode_is_refused_whole() {
+        let mut bad = resource("default/b", "v1");
+        bad.body.as_mut().unwrap().value = vec![0xff, 0xff, 0xff];
+        let e = apply(
+            vs(),
+            None,
+            push(vec![resource("default/a", "v1"), bad], &[], false),
+        )
+        .unwrap_err();
+        assert!(e.starts_with("default/b: "), "{e}");
+        let mut wrong = resource("default/c", "v1");
+        wrong.body.as_mut().unwrap().type_url =
+            "type.googleapis.com/istio.networking.v1alpha3.Gateway".into();
+        let e = apply(vs(), None, push(vec![wrong], &[], false)).unwrap_err();
+        assert!(
+            e.contains("expected type.googleapis.com/istio.networking.v1alpha3.VirtualService"),
+            "{e}"
+        );
+        let unnamed = Resource {
+            metadata: Some(Metadata {
+                name: "a".into(),
+                ..Default::default()
+            }),
+            ..resource("x", "v1")
+        };
+        let e = apply(vs(), None, push(vec![unnamed], &[], false)).unwrap_err();
+        assert!(e.contains("needs a namespace/name"), "{e}");
+    }
 }

@@ -61,48 +61,61 @@ pub fn incoming(
     ReceiverStream::new(rx)
 }
 
-/// A Citadel `istio.<sa>` Secret as mounted: `cert-chain.pem`, `key.pem`,
-/// `root-cert.pem` in one directory (`/etc/certs` in Istio 1.x).
+/// A certificate chain, its key and the roots peers are checked against:
+/// a Citadel `istio.<sa>` Secret as mounted (`cert-chain.pem`, `key.pem`,
+/// `root-cert.pem` in `/etc/certs` in Istio 1.x), or files named by flags.
 #[derive(Debug, Clone)]
 pub struct MountedCerts {
-    pub dir: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub ca: PathBuf,
 }
 
 impl MountedCerts {
-    fn read(&self, name: &str) -> Result<Vec<u8>, String> {
-        let path = self.dir.join(name);
-        std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))
+    /// The Secret's file names in `dir`.
+    pub fn in_dir(dir: &std::path::Path) -> MountedCerts {
+        MountedCerts {
+            cert: dir.join("cert-chain.pem"),
+            key: dir.join("key.pem"),
+            ca: dir.join("root-cert.pem"),
+        }
+    }
+
+    fn read(path: &std::path::Path) -> Result<Vec<u8>, String> {
+        std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))
     }
 
     /// A server config for gRPC (h2) that presents the mounted certificate
     /// and requires a client certificate from the mounted roots.
     pub fn mutual_server_config(&self) -> Result<Arc<ServerConfig>, String> {
+        let (cert, key, ca) = (&self.cert, &self.key, &self.ca);
+        let named = |path: &PathBuf, e: &dyn std::fmt::Display| format!("{}: {e}", path.display());
         let chain: Vec<CertificateDer<'static>> =
-            CertificateDer::pem_slice_iter(&self.read("cert-chain.pem")?)
+            CertificateDer::pem_slice_iter(&Self::read(cert)?)
                 .collect::<Result<_, _>>()
-                .map_err(|e| format!("cert-chain.pem: {e}"))?;
+                .map_err(|e| named(cert, &e))?;
         if chain.is_empty() {
-            return Err("cert-chain.pem: no certificate".into());
+            return Err(named(cert, &"no certificate"));
         }
-        let key = PrivateKeyDer::from_pem_slice(&self.read("key.pem")?)
-            .map_err(|e| format!("key.pem: {e}"))?;
+        let private =
+            PrivateKeyDer::from_pem_slice(&Self::read(key)?).map_err(|e| named(key, &e))?;
         let mut roots = RootCertStore::empty();
-        for cert in CertificateDer::pem_slice_iter(&self.read("root-cert.pem")?) {
-            let cert = cert.map_err(|e| format!("root-cert.pem: {e}"))?;
-            roots.add(cert).map_err(|e| format!("root-cert.pem: {e}"))?;
+        for root in CertificateDer::pem_slice_iter(&Self::read(ca)?) {
+            let root = root.map_err(|e| named(ca, &e))?;
+            roots.add(root).map_err(|e| named(ca, &e))?;
         }
         let verifier = WebPkiClientVerifier::builder(Arc::new(roots))
             .build()
-            .map_err(|e| format!("root-cert.pem: {e}"))?;
+            .map_err(|e| named(ca, &e))?;
         let mut config = ServerConfig::builder()
             .with_client_cert_verifier(verifier)
-            .with_single_cert(chain, key)
-            .map_err(|e| format!("{}: {e}", self.dir.display()))?;
+            .with_single_cert(chain, private)
+            .map_err(|e| named(cert, &e))?;
         config.alpn_protocols = vec![b"h2".to_vec()];
         Ok(Arc::new(config))
     }
 
-    /// Loads the certificates, then reloads them whenever the directory
+    /// Loads the certificates, then reloads them whenever their directory
     /// changes (Citadel re-issues them well before they expire), until
     /// `shutdown`. Files that do not load keep the previous config in force.
     pub fn watch(
@@ -110,20 +123,21 @@ impl MountedCerts {
         shutdown: CancellationToken,
     ) -> Result<watch::Receiver<Arc<ServerConfig>>, String> {
         let (tx, rx) = watch::channel(self.mutual_server_config()?);
+        let dir = crate::webhook::parent(&self.cert);
         tokio::spawn(async move {
             let reload = || async {
                 match self.mutual_server_config() {
                     Ok(config) => {
                         tx.send_replace(config);
-                        tracing::debug!(dir = %self.dir.display(), "certificates loaded");
+                        tracing::debug!(cert = %self.cert.display(), "certificates loaded");
                     }
                     Err(e) => {
-                        tracing::error!(dir = %self.dir.display(), "certificates not reloaded, the previous ones stay: {e}")
+                        tracing::error!("certificates not reloaded, the previous ones stay: {e}")
                     }
                 }
             };
-            if let Err(e) = crate::dir::on_changes(&self.dir, shutdown, reload).await {
-                tracing::error!(dir = %self.dir.display(), "cannot watch the certificates: {e}");
+            if let Err(e) = crate::dir::on_changes(&dir, shutdown, reload).await {
+                tracing::error!(dir = %dir.display(), "cannot watch the certificates: {e}");
             }
         });
         Ok(rx)

@@ -112,13 +112,26 @@ pub async fn keep_certificate(
 /// Liveness: the process is running its loops. Waiting for a certificate is
 /// not a reason to be restarted, only to be unready (`/ready`).
 pub async fn touch_health_file(file: PathBuf, every: Duration, shutdown: CancellationToken) {
+    touch_while(file, every, || true, shutdown).await
+}
+
+/// As [`touch_health_file`], but the file is touched only while `healthy`
+/// says so, and removed while it does not (a readiness probe file).
+pub async fn touch_while(
+    file: PathBuf,
+    every: Duration,
+    healthy: impl Fn() -> bool,
+    shutdown: CancellationToken,
+) {
     let mut tick = tokio::time::interval(every);
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
             _ = tick.tick() => {}
         }
-        if let Err(e) = std::fs::write(&file, b"ok") {
+        if !healthy() {
+            let _ = std::fs::remove_file(&file);
+        } else if let Err(e) = std::fs::write(&file, b"ok") {
             tracing::warn!(file = %file.display(), "health file not written: {e}");
         }
     }

@@ -134,9 +134,7 @@ pub async fn run(
         None
     } else {
         let listener = mesh::server::bind(&args.secure_grpc_addr, "secureGrpcAddr").await?;
-        let certs = MountedCerts {
-            dir: args.cert_dir.clone(),
-        };
+        let certs = MountedCerts::in_dir(&args.cert_dir);
         let config = certs
             .watch(shutdown.clone())
             .map_err(|e| anyhow::anyhow!("--secureGrpcAddr needs --certDir: {e}"))?;

@@ -22,6 +22,9 @@ pub struct Galley {
     /// Certificates, logs and probe files.
     work: PathBuf,
     validation: bool,
+    /// MCP over mutual TLS, admitting these SPIFFE identities; plaintext
+    /// (`--insecure`) when `None`.
+    allowed: Option<Vec<String>>,
     http: reqwest::Client,
 }
 
@@ -29,6 +32,18 @@ impl Galley {
     /// Starts Galley on `ip` serving `config`; `work` holds its files.
     /// With `certs`, the webhook is served too and readiness waits for them.
     pub async fn start(ip: &str, config: &Path, work: &Path, certs: Option<&Certs>) -> Galley {
+        Galley::start_with(ip, config, work, certs, None).await
+    }
+
+    /// As [`Galley::start`], with MCP over mutual TLS (`certs` serving it)
+    /// when `allowed` lists the identities to admit.
+    pub async fn start_with(
+        ip: &str,
+        config: &Path,
+        work: &Path,
+        certs: Option<&Certs>,
+        allowed: Option<&[&str]>,
+    ) -> Galley {
         if let Some(certs) = certs {
             certs.write(&work.join("certs"));
         }
@@ -38,6 +53,7 @@ impl Galley {
             config: config.to_path_buf(),
             work: work.to_path_buf(),
             validation: certs.is_some(),
+            allowed: allowed.map(|a| a.iter().map(|s| s.to_string()).collect()),
             http: reqwest::Client::builder()
                 .no_proxy()
                 .timeout(Duration::from_secs(5))
@@ -73,7 +89,6 @@ impl Galley {
             &self.config.display().to_string(),
             "--server-address",
             &format!("tcp://{}:{MCP_PORT}", self.ip),
-            "--insecure",
             "--monitoringPort",
             "15014",
             "--validation-port",
@@ -97,6 +112,16 @@ impl Galley {
         .iter()
         .map(|s| s.to_string())
         .collect();
+        let mut args = args;
+        match &self.allowed {
+            None => args.push("--insecure".into()),
+            Some(allowed) => {
+                let list = self.work.join("accesslist.yaml");
+                let text = format!("allowed: [{}]\n", allowed.join(", "));
+                std::fs::write(&list, text).expect("access list");
+                args.extend(["--accessListFile".into(), list.display().to_string()]);
+            }
+        }
         let log = self.work.join("galley.log");
         // Appended, so a restarted Galley's log follows the first one's.
         let previous = std::fs::read_to_string(&log).unwrap_or_default();

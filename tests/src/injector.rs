@@ -18,6 +18,7 @@ pub struct Certs {
     pub ca_pem: String,
     pub cert_pem: String,
     pub key_pem: String,
+    ca_key_pem: String,
 }
 
 impl Certs {
@@ -41,7 +42,22 @@ impl Certs {
             ca_pem: ca_cert.pem(),
             cert_pem: cert.pem(),
             key_pem: key.serialize_pem(),
+            ca_key_pem: issuer.key().serialize_pem(),
         }
+    }
+
+    /// A client certificate of the same CA for a SPIFFE identity, as
+    /// Citadel issues workloads: (certificate, key) in PEM.
+    pub fn client_cert(&self, spiffe: &str) -> (String, String) {
+        let ca_key = rcgen::KeyPair::from_pem(&self.ca_key_pem).expect("CA key");
+        let issuer = rcgen::Issuer::from_ca_cert_pem(&self.ca_pem, ca_key).expect("issuer");
+        let key = rcgen::KeyPair::generate().expect("key");
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+        params.subject_alt_names.push(rcgen::SanType::URI(
+            rcgen::string::Ia5String::try_from(spiffe).expect("URI"),
+        ));
+        let cert = params.signed_by(&key, &issuer).expect("client cert");
+        (cert.pem(), key.serialize_pem())
     }
 
     /// Writes the chart's file names into `dir`, the key last and each file

@@ -52,10 +52,9 @@ impl Source {
     }
 
     pub fn into_server(self) -> ResourceSourceServer<Source> {
-        // Ten thousand resources in one message are a few megabytes.
-        ResourceSourceServer::new(self)
-            .max_decoding_message_size(64 << 20)
-            .max_encoding_message_size(1 << 30)
+        // Ten thousand resources in one push are a few megabytes; a sink's
+        // requests stay within the default 4 MiB.
+        ResourceSourceServer::new(self).max_encoding_message_size(1 << 30)
     }
 }
 
@@ -164,7 +163,10 @@ impl Source {
                     };
                     let sink = request.sink_node.as_ref().map(|n| n.id.clone()).unwrap_or_default();
                     let collection = request.collection.clone();
-                    let snapshot = snapshots.borrow_and_update().clone();
+                    // Not marked seen: a change this request's push does not
+                    // carry still wakes the other branch for the collections
+                    // it touched.
+                    let snapshot = snapshots.borrow().clone();
                     match stream.on_request(request, &snapshot) {
                         Ok((answer, push)) => {
                             self.count(&answer, &collection, &sink);
@@ -196,13 +198,18 @@ impl Source {
         }
     }
 
+    /// False when the sink is gone, or Galley is stopping while the sink
+    /// does not read (graceful shutdown must not wait on it).
     async fn send(&self, out: &Out, push: Resources) -> bool {
         self.metrics
             .pushes
             .get_or_create(&labels(&[("collection", &push.collection)]))
             .inc();
         tracing::debug!(collection = %push.collection, nonce = %push.nonce, resources = push.resources.len(), "push");
-        out.send(Ok(push)).await.is_ok()
+        tokio::select! {
+            sent = out.send(Ok(push)) => sent.is_ok(),
+            _ = self.shutdown.cancelled() => false,
+        }
     }
 
     fn count(&self, answer: &Answer, collection: &str, sink: &str) {

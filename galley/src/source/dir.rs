@@ -142,35 +142,17 @@ impl DirSource {
             })
             .await;
             let Ok((source, next)) = loaded else {
+                // Read afresh next time: the last snapshot stays meanwhile.
                 tracing::error!("reading the config directory panicked; the last snapshot stays");
+                *this.lock().unwrap_or_else(|p| p.into_inner()) = Some(DirSource::new(&dir));
                 return;
             };
             *this.lock().unwrap_or_else(|p| p.into_inner()) = Some(source);
-            publish(out, next);
+            super::publish(out, next);
             synced.send_if_modified(|s| !std::mem::replace(s, true));
         };
         mesh::dir::on_changes(&dir, shutdown, reload)
             .await
             .map_err(|e| anyhow::anyhow!("cannot watch {} (--configPath): {e}", dir.display()))
     }
-}
-
-/// Swaps in `next` when it differs, and says what changed.
-pub fn publish(out: &watch::Sender<Arc<Snapshot>>, next: Snapshot) {
-    for e in &next.errors {
-        tracing::warn!(object = %e.object, field = %e.field, "config rejected: {}", e.message);
-    }
-    out.send_if_modified(|current| {
-        if **current == next {
-            return false;
-        }
-        tracing::info!(
-            resources = next.len(),
-            rejected = next.errors.len(),
-            warnings = next.warnings.len(),
-            "config snapshot updated"
-        );
-        *current = Arc::new(next);
-        true
-    });
 }

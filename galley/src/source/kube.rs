@@ -45,8 +45,12 @@ enum Change {
     ListDone(usize),
     Applied(usize, DynamicObject),
     Deleted(usize, DynamicObject),
-    /// The kind cannot be listed (no such CRD, no permission).
-    Unavailable(usize, String),
+    /// Listing or watching failed; `missing` when the CRD is not installed.
+    Failed {
+        kind: usize,
+        missing: bool,
+        why: String,
+    },
 }
 
 #[derive(Default)]
@@ -83,6 +87,9 @@ impl KubeSource {
                         _ = shutdown.cancelled() => return,
                         e = events.next() => e,
                     };
+                    if matches!(event, Some(Ok(_))) {
+                        reported = false;
+                    }
                     let change = match event {
                         None => return,
                         Some(Ok(watcher::Event::Init)) => Change::Listing(i),
@@ -91,12 +98,17 @@ impl KubeSource {
                         Some(Ok(watcher::Event::Apply(o))) => Change::Applied(i, o),
                         Some(Ok(watcher::Event::Delete(o))) => Change::Deleted(i, o),
                         Some(Err(e)) => {
-                            // The watcher retries on its own; say it once.
+                            // The watcher retries on its own; say it once
+                            // per failure.
                             if reported {
                                 continue;
                             }
                             reported = true;
-                            Change::Unavailable(i, e.to_string())
+                            Change::Failed {
+                                kind: i,
+                                missing: is_missing(&e),
+                                why: e.to_string(),
+                            }
                         }
                     };
                     if tx.send(change).is_err() {
@@ -130,11 +142,15 @@ impl KubeSource {
                     .flat_map(|k| k.objects.values().cloned())
                     .collect();
                 let next = tokio::task::spawn_blocking(move || build(objects, &previous)).await?;
-                super::dir::publish(&out, next);
+                super::publish(&out, next);
                 synced.send_if_modified(|s| !std::mem::replace(s, true));
             }
         }
     }
+}
+
+fn is_missing(e: &watcher::Error) -> bool {
+    matches!(e, watcher::Error::InitialListFailed(kube::Error::Api(s)) if s.code == 404)
 }
 
 fn key(o: &DynamicObject) -> String {
@@ -175,18 +191,25 @@ fn apply(kinds: &mut [Kind], change: Change) {
         Change::Deleted(i, o) => {
             kinds[i].objects.remove(&key(&o));
         }
-        Change::Unavailable(i, why) => {
+        Change::Failed {
+            kind: i,
+            missing,
+            why,
+        } => {
             let k = &mut kinds[i];
-            if !k.synced {
+            // A kind whose CRD is not installed has no objects: the others
+            // need not wait for it. Any other failure is waited out (with
+            // backoff), so a flaky API server never yields an empty config.
+            if missing && !k.synced {
                 tracing::warn!(
                     collection = COLLECTIONS[i].name,
-                    "cannot list; served empty until it can: {why}"
+                    "CRD not installed; served empty until it is: {why}"
                 );
                 k.synced = true;
             } else {
                 tracing::warn!(
                     collection = COLLECTIONS[i].name,
-                    "watch failed; retrying: {why}"
+                    "list or watch failed; retrying: {why}"
                 );
             }
         }

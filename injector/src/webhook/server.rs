@@ -70,6 +70,9 @@ impl ServerArgs {
     }
 }
 
+/// Said once, not at every certificate reload.
+static CA_WARNING: std::sync::Once = std::sync::Once::new();
+
 struct State {
     config: RwLock<Arc<Config>>,
     metrics: Metrics,
@@ -128,7 +131,7 @@ pub async fn run(
         move || {
             loaded_metrics.certificate_loaded.set(1);
             if let Err(e) = std::fs::read(&ca) {
-                tracing::warn!(ca = %ca.display(), "--caCertFile cannot be read ({e}); the webhook configuration's caBundle must be set another way");
+                CA_WARNING.call_once(|| tracing::warn!(ca = %ca.display(), "--caCertFile cannot be read ({e}); the webhook configuration's caBundle must be set another way"));
             }
         },
         shutdown.clone(),

@@ -74,7 +74,8 @@ impl ConfigSource for McpSource {
                     .map(|s| s.borrow_and_update().clone())
                     .collect();
                 if let Some(all) = current {
-                    let snapshot = snapshot(&all);
+                    // Parsing every object again is blocking work.
+                    let snapshot = tokio::task::spawn_blocking(move || snapshot(&all)).await?;
                     out.send_if_modified(|published| {
                         let changed = published.as_deref() != Some(&snapshot);
                         if changed {
