@@ -42,3 +42,7 @@ cargo bench -p injector --bench inject 2>/dev/null | grep -v '^$'
 # The injector on one core, then sharing both with the load tool.
 "${pin_tool[@]}" "$bin/inject-load" "${pin_server[@]}"
 "$bin/inject-load" --documents 10
+echo "== Galley: validations (criterion), the webhook over HTTPS, MCP to 10 sinks, edit -> Envoy through Galley"
+cargo bench -p galley --bench validate 2>/dev/null | grep -v '^$'
+"$bin/galley-load"
+"$bin/convergence" --galley --change vs --edits 100

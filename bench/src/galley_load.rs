@@ -201,7 +201,8 @@ async fn webhook(args: &Args) -> anyhow::Result<()> {
     let galley = Galley::start(ip, &config, dir.path(), Some(&certs)).await;
     pin(&galley, &args.server_cpus)?;
     let client = certs.client();
-    let valid: serde_json::Value = serde_yaml::from_str(&virtual_service(1, "v2"))?;
+    let valid: serde_json::Value =
+        serde_yaml::from_str(virtual_service(1, "v2").trim_end_matches("---\n"))?;
     let mut invalid = valid.clone();
     invalid["spec"]["http"][1]["route"][0]["weight"] = json!(80);
     let rule = json!({

@@ -551,3 +551,47 @@ async fn mcp_over_mutual_tls_admits_only_the_access_list() {
 fn anyhow_status(s: &tonic::Status) -> Box<dyn std::error::Error + Send + Sync> {
     format!("{:?}: {}", s.code(), s.message()).into()
 }
+
+#[test]
+fn meshctl_and_galley_validate_list_every_error_and_set_the_exit_status() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let good = dir.path().join("good.yaml");
+    std::fs::write(&good, format!("{}---\n{DENY_BLOCKED_USER}", route_to("v1"))).expect("good");
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(
+        &bad,
+        route_to("v1").replace("subset: v1}", "subset: v1}\n      weight: 50")
+            + "---\napiVersion: config.istio.io/v1alpha2\nkind: rule\nmetadata: {name: typo, namespace: istio-system}\nspec: {match: 'request.size = 3'}\n",
+    )
+    .expect("bad");
+    for (binary, command) in [("meshctl", vec!["validate"]), ("galley", vec!["validate"])] {
+        let run = |file: &std::path::Path| {
+            std::process::Command::new(trireme_tests::bin(binary))
+                .args(&command)
+                .arg("-f")
+                .arg(file)
+                .output()
+                .expect("runs")
+        };
+        let ok = run(&good);
+        assert_eq!(ok.status.code(), Some(0), "{binary}: {ok:?}");
+        assert_eq!(String::from_utf8_lossy(&ok.stdout), "4 objects valid\n");
+        let failed = run(&bad);
+        assert_eq!(failed.status.code(), Some(1), "{binary}: {failed:?}");
+        let stderr = String::from_utf8_lossy(&failed.stderr);
+        let errors: Vec<&str> = stderr
+            .lines()
+            .filter(|l| l.starts_with("error: "))
+            .collect();
+        assert_eq!(
+            errors,
+            [
+                "error: VirtualService default/reviews: spec.http[0].route: weights add up to 50, not 100",
+                "error: rule istio-system/typo: spec.match: `=` is not an operator; compare with `==` (at offset 13 of \"request.size = 3\")",
+            ],
+            "{binary}: {stderr}"
+        );
+        let missing = run(&dir.path().join("nowhere.yaml"));
+        assert_eq!(missing.status.code(), Some(2), "{binary}: {missing:?}");
+    }
+}
