@@ -70,6 +70,9 @@ pub enum Checked {
         /// Every error found, at least one.
         errors: Vec<ConfigError>,
     },
+    /// A Pod beside the config (local mode's directory): its labels, which
+    /// Gateway selectors are checked against.
+    Workload(BTreeMap<String, String>),
     /// Not an Istio config kind (a Kubernetes object in the same file).
     Other,
 }
@@ -192,6 +195,15 @@ fn not_served(value: serde_yaml::Value, label: &str, api_version: &str, kind: &s
                 field,
                 format!("{field} is required and must be a string"),
             );
+        }
+        if api_version == "v1" && kind == "Pod" {
+            let labels = value
+                .get("metadata")
+                .and_then(|m| m.get("labels"))
+                .cloned()
+                .and_then(|l| serde_yaml::from_value(l).ok())
+                .unwrap_or_default();
+            return Checked::Workload(labels);
         }
         return Checked::Other;
     }

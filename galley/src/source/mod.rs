@@ -32,6 +32,7 @@ pub fn assemble(checked: Vec<Checked>, previous: &Snapshot) -> Snapshot {
     let mut resources: BTreeMap<Key, Resource> = BTreeMap::new();
     // Refused objects, by key: the index of their first error.
     let mut refused: BTreeMap<Key, usize> = BTreeMap::new();
+    let mut workloads = Vec::new();
     for c in checked {
         match c {
             Checked::Valid(r) => {
@@ -52,6 +53,7 @@ pub fn assemble(checked: Vec<Checked>, previous: &Snapshot) -> Snapshot {
                 }
                 errors.extend(found);
             }
+            Checked::Workload(labels) => workloads.push(labels),
             Checked::Other => {}
         }
     }
@@ -113,7 +115,9 @@ pub fn assemble(checked: Vec<Checked>, previous: &Snapshot) -> Snapshot {
         .values()
         .filter_map(|r| r.typed.as_deref())
         .collect();
-    let warnings = api::analysis::analyze(&typed, None);
+    // Gateway selectors are judged only where the source knows the Pods.
+    let known = (!workloads.is_empty()).then_some(workloads.as_slice());
+    let warnings = api::analysis::analyze(&typed, known);
     Snapshot::build(
         resources.into_values().collect(),
         errors,
@@ -140,4 +144,82 @@ pub fn publish(out: &watch::Sender<Arc<Snapshot>>, next: Snapshot) {
         *current = Arc::new(next);
         true
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::validate::check_text;
+
+    fn assemble_text(text: &str, previous: &Snapshot) -> Snapshot {
+        assemble(check_text("t.yaml", text), previous)
+    }
+
+    const GATEWAY: &str = "apiVersion: networking.istio.io/v1alpha3\nkind: Gateway\nmetadata: {name: web, namespace: default}\nspec:\n  selector: {istio: ingressgateway}\n  servers:\n  - port: {number: 80, name: http, protocol: HTTP}\n    hosts: [\"*\"]\n---\n";
+
+    fn pod(labels: &str) -> String {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: p, namespace: istio-system, labels: {labels}}}\nspec: {{}}\n---\n"
+        )
+    }
+
+    #[test]
+    fn gateway_selectors_are_checked_against_the_pods_beside_them() {
+        let unknown = assemble_text(GATEWAY, &Snapshot::default());
+        assert!(unknown.warnings.is_empty(), "no Pods known: no verdict");
+        let none = assemble_text(
+            &format!("{GATEWAY}{}", pod("{app: x}")),
+            &Snapshot::default(),
+        );
+        assert_eq!(none.warnings.len(), 1, "{:?}", none.warnings);
+        assert!(
+            none.warnings[0]
+                .to_string()
+                .starts_with("Gateway default/web: spec.selector"),
+            "{}",
+            none.warnings[0]
+        );
+        let found = assemble_text(
+            &format!("{GATEWAY}{}", pod("{istio: ingressgateway}")),
+            &Snapshot::default(),
+        );
+        assert!(found.warnings.is_empty(), "{:?}", found.warnings);
+    }
+
+    const HANDLER: &str = "apiVersion: config.istio.io/v1alpha2\nkind: handler\nmetadata: {name: denyall, namespace: istio-system}\nspec: {compiledAdapter: denier}\n---\napiVersion: config.istio.io/v1alpha2\nkind: instance\nmetadata: {name: nothing, namespace: istio-system}\nspec: {compiledTemplate: checknothing}\n---\n";
+    const RULE: &str = "apiVersion: config.istio.io/v1alpha2\nkind: rule\nmetadata: {name: deny, namespace: istio-system}\nspec:\n  match: request.headers[\"x-user\"] == \"mallory\"\n  actions: [{handler: denyall, instances: [nothing]}]\n---\n";
+    const RULES: &str = "istio/policy/v1beta1/rules";
+
+    #[test]
+    fn a_bad_edit_keeps_the_last_good_rule_until_it_no_longer_compiles() {
+        let good = assemble_text(&format!("{HANDLER}{RULE}"), &Snapshot::default());
+        assert!(good.errors.is_empty(), "{:?}", good.errors);
+        // A typo in the rule: the deny stays in force, the error says so.
+        let typo = assemble_text(&format!("{HANDLER}{}", RULE.replace("==", "=")), &good);
+        let deny = typo
+            .get(RULES, "istio-system/deny")
+            .expect("last good rule");
+        assert_eq!(
+            deny.resource.spec["match"],
+            "request.headers[\"x-user\"] == \"mallory\""
+        );
+        assert!(
+            typo.errors[0]
+                .message
+                .ends_with("the last good version stays in force"),
+            "{:?}",
+            typo.errors
+        );
+        // The handler it names is gone too: the last good rule no longer
+        // compiles and is refused as well, never served broken.
+        let gone = assemble_text(&RULE.replace("==", "="), &typo);
+        assert!(gone.get(RULES, "istio-system/deny").is_none());
+        assert!(
+            gone.errors
+                .iter()
+                .any(|e| e.message.ends_with("its last good version is refused too")),
+            "{:?}",
+            gone.errors
+        );
+    }
 }
