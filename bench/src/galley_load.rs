@@ -50,6 +50,7 @@ fn virtual_service(i: usize, subset: &str) -> String {
 async fn sink(
     address: String,
     resources: usize,
+    incremental: bool,
     opened: Instant,
 ) -> anyhow::Result<(Duration, Duration)> {
     let mut client = ResourceSourceClient::connect(format!("http://{address}"))
@@ -58,6 +59,7 @@ async fn sink(
     let (tx, rx) = mpsc::channel(4);
     tx.send(RequestResources {
         collection: COLLECTION.into(),
+        incremental,
         ..Default::default()
     })
     .await?;
@@ -79,6 +81,12 @@ async fn sink(
     tx.send(ack(&first)).await?;
     let all = opened.elapsed();
     let second = inbound.message().await?.context("stream ended")?;
+    let expected = if incremental { 1 } else { resources };
+    ensure!(
+        second.resources.len() == expected,
+        "{} resources re-pushed",
+        second.resources.len()
+    );
     tx.send(ack(&second)).await?;
     Ok((all, opened.elapsed()))
 }
@@ -121,7 +129,7 @@ fn pin(galley: &Galley, cpus: &Option<String>) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn distribution(args: &Args) -> anyhow::Result<()> {
+async fn distribution(args: &Args, incremental: bool) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let config = dir.path().join("config");
     std::fs::create_dir_all(&config)?;
@@ -133,7 +141,12 @@ async fn distribution(args: &Args) -> anyhow::Result<()> {
         std::fs::write(config.join(format!("vs-{f:04}.yaml")), text)?;
     }
     let started = Instant::now();
-    let galley = Galley::start("127.62.0.1", &config, dir.path(), None).await;
+    let ip = if incremental {
+        "127.62.0.3"
+    } else {
+        "127.62.0.1"
+    };
+    let galley = Galley::start(ip, &config, dir.path(), None).await;
     println!(
         "{} VirtualServices read, validated and encoded: ready in {:.0} ms, {:.0} MiB resident",
         args.resources,
@@ -144,7 +157,7 @@ async fn distribution(args: &Args) -> anyhow::Result<()> {
 
     let opened = Instant::now();
     let streams: Vec<_> = (0..args.sinks)
-        .map(|_| tokio::spawn(sink(galley.address(), args.resources, opened)))
+        .map(|_| tokio::spawn(sink(galley.address(), args.resources, incremental, opened)))
         .collect();
     // The edit, once every sink holds the whole collection.
     let mut first = Vec::new();
@@ -173,8 +186,9 @@ async fn distribution(args: &Args) -> anyhow::Result<()> {
     }
     first.sort();
     pushed.sort();
+    let mode = if incremental { "incremental" } else { "full" };
     println!(
-        "MCP: {} resources to {} sinks, all ACKed in {:.0} ms (first sink {:.0} ms); Galley {:.0} MiB resident while serving",
+        "MCP ({mode} sinks): {} resources to {} sinks, all ACKed in {:.0} ms (first sink {:.0} ms); Galley {:.0} MiB resident while serving",
         args.resources,
         args.sinks,
         first.last().unwrap().as_secs_f64() * 1000.0,
@@ -182,7 +196,7 @@ async fn distribution(args: &Args) -> anyhow::Result<()> {
         rss
     );
     println!(
-        "MCP: one object edited, the collection pushed again to every sink in {:.0} ms (file write to last sink ACK, includes the 100 ms debounce)",
+        "MCP ({mode} sinks): one object edited, pushed to every sink in {:.0} ms (file write to last sink ACK, includes the 100 ms debounce)",
         pushed.last().unwrap().as_secs_f64() * 1000.0
     );
     Ok(())
@@ -273,6 +287,7 @@ async fn webhook(args: &Args) -> anyhow::Result<()> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    distribution(&args).await?;
+    distribution(&args, false).await?;
+    distribution(&args, true).await?;
     webhook(&args).await
 }

@@ -92,11 +92,14 @@ impl Sink {
             id: self.node_id.clone(),
             annotations: Default::default(),
         };
+        // Incremental: after the first push of each collection (all of it,
+        // as this stream starts from nothing), only what changed.
         for c in &self.collections {
             let _ = tx
                 .send(RequestResources {
                     sink_node: Some(node.clone()),
                     collection: c.name.to_string(),
+                    incremental: true,
                     ..Default::default()
                 })
                 .await;
