@@ -55,6 +55,25 @@ pub struct MeshConfig {
 pub struct ConfigSourceAddress {
     /// `istio-galley.istio-system.svc:9901`.
     pub address: String,
+    /// `mode: ISTIO_MUTUAL` dials it over mutual TLS with Pilot's own
+    /// certificates (`--certDir`); plaintext when absent or `DISABLE`.
+    #[serde(default)]
+    pub tls_settings: Option<ConfigSourceTls>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ConfigSourceTls {
+    #[serde(default)]
+    pub mode: String,
+}
+
+impl ConfigSourceAddress {
+    pub fn mutual_tls(&self) -> bool {
+        self.tls_settings
+            .as_ref()
+            .is_some_and(|t| t.mode == "ISTIO_MUTUAL")
+    }
 }
 
 impl Default for MeshConfig {
@@ -122,6 +141,17 @@ impl MeshConfig {
         let mesh: MeshConfig =
             serde_path_to_error::deserialize(serde_yaml::Deserializer::from_str(text))
                 .map_err(|e| format!("{}: {}", e.path(), e.inner()))?;
+        for (i, source) in mesh.config_sources.iter().enumerate() {
+            if source.address.is_empty() {
+                return Err(format!("configSources[{i}].address: required (host:port)"));
+            }
+            let mode = source.tls_settings.as_ref().map_or("", |t| t.mode.as_str());
+            if !matches!(mode, "" | "DISABLE" | "ISTIO_MUTUAL") {
+                return Err(format!(
+                    "configSources[{i}].tlsSettings.mode: {mode:?} is not supported (DISABLE or ISTIO_MUTUAL)"
+                ));
+            }
+        }
         if mesh.proxy_http_port > 65535 {
             return Err(format!(
                 "proxyHttpPort: {} is not a port (0 to turn it off, else 1..65535)",
@@ -129,5 +159,29 @@ impl MeshConfig {
             ));
         }
         Ok(mesh)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_sources_and_their_tls() {
+        let mesh = MeshConfig::parse(
+            "configSources:\n- address: istio-galley.istio-system.svc:9901\n  tlsSettings: {mode: ISTIO_MUTUAL}\n- address: other:9901\n",
+        )
+        .unwrap();
+        assert!(mesh.config_sources[0].mutual_tls());
+        assert!(!mesh.config_sources[1].mutual_tls());
+        let e =
+            MeshConfig::parse("configSources:\n- address: g:9901\n  tlsSettings: {mode: MUTUAL}\n")
+                .unwrap_err();
+        assert_eq!(
+            e,
+            "configSources[0].tlsSettings.mode: \"MUTUAL\" is not supported (DISABLE or ISTIO_MUTUAL)"
+        );
+        let e = MeshConfig::parse("configSources:\n- address: \"\"\n").unwrap_err();
+        assert!(e.starts_with("configSources[0].address"), "{e}");
     }
 }

@@ -40,6 +40,10 @@ pub struct Sink {
     /// Who this sink is (`SinkNode.id`), for Galley's logs.
     pub node_id: String,
     pub collections: Vec<&'static Collection>,
+    /// Mutual TLS with these certificates (Istio's `mcps://` and
+    /// `ISTIO_MUTUAL`); read again at every connection, so rotated ones
+    /// are used. The source's name is checked against the address's host.
+    pub tls: Option<crate::tls::MountedCerts>,
 }
 
 impl Sink {
@@ -68,18 +72,35 @@ impl Sink {
         }
     }
 
-    fn endpoint(&self) -> String {
-        let host = self
-            .address
-            .strip_prefix("mcp://")
-            .or_else(|| self.address.strip_prefix("tcp://"))
+    fn endpoint(&self) -> Result<tonic::transport::Endpoint, String> {
+        let host = ["mcps://", "mcp://", "tcp://"]
+            .iter()
+            .find_map(|scheme| self.address.strip_prefix(scheme))
             .unwrap_or(&self.address);
-        format!("http://{host}")
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let endpoint = tonic::transport::Endpoint::from_shared(format!("{scheme}://{host}"))
+            .map_err(|e| format!("{}: {e}", self.address))?;
+        let Some(certs) = &self.tls else {
+            return Ok(endpoint);
+        };
+        let read =
+            |p: &std::path::Path| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()));
+        let name = host.rsplit_once(':').map_or(host, |(h, _)| h);
+        let tls = tonic::transport::ClientTlsConfig::new()
+            .ca_certificate(tonic::transport::Certificate::from_pem(read(&certs.ca)?))
+            .identity(tonic::transport::Identity::from_pem(
+                read(&certs.cert)?,
+                read(&certs.key)?,
+            ))
+            .domain_name(name.trim_start_matches('[').trim_end_matches(']'));
+        endpoint
+            .tls_config(tls)
+            .map_err(|e| format!("{}: {e}", self.address))
     }
 
     async fn stream(&self, out: &watch::Sender<Option<Arc<State>>>) -> Result<(), String> {
-        let channel = tonic::transport::Endpoint::from_shared(self.endpoint())
-            .map_err(|e| format!("{}: {e}", self.address))?
+        let channel = self
+            .endpoint()?
             .connect_timeout(Duration::from_secs(5))
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(30))

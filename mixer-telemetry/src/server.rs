@@ -246,6 +246,7 @@ mod tests {
                 port: 9091,
                 address: None,
                 monitoring_port: 15014,
+                cert_dir: "/etc/certs".into(),
                 adapter_deadline: Duration::from_secs(1),
             },
             prometheus_port: 42422,

@@ -31,6 +31,10 @@ pub struct MixsArgs {
     pub address: Option<String>,
     #[arg(long = "monitoringPort", default_value_t = 15014)]
     pub monitoring_port: u16,
+    /// Where `mcps://` finds Mixer's own certificates: its `istio.<sa>`
+    /// Secret as mounted (`cert-chain.pem`, `key.pem`, `root-cert.pem`).
+    #[arg(long = "certDir", default_value = "/etc/certs")]
+    pub cert_dir: PathBuf,
     /// Longest an adapter may take to answer.
     #[arg(long = "adapterDeadline", default_value = "1s", value_parser = parse_deadline)]
     pub adapter_deadline: Duration,
@@ -91,7 +95,7 @@ impl Validated {
     pub fn config_dir(&self) -> Option<PathBuf> {
         match &self.store {
             store::Url::Dir(dir) => Some(dir.clone()),
-            store::Url::Mcp(_) => None,
+            store::Url::Mcp { .. } => None,
         }
     }
 }
@@ -146,8 +150,8 @@ pub fn start_config(
                 synced: watch::channel(true).1,
             }
         }
-        store::Url::Mcp(address) => {
-            tracing::info!(%address, namespace = %ns, "reading config from MCP");
+        store::Url::Mcp { address, tls } => {
+            tracing::info!(%address, mutual_tls = tls, namespace = %ns, "reading config from MCP");
             let empty = Snapshot::empty(&ns);
             let (objects, errors) = base.under((Vec::new(), Vec::new()));
             let first = Snapshot::build(&objects, errors, &empty, &adapters);
@@ -156,6 +160,7 @@ pub fn start_config(
             let (synced_tx, synced) = watch::channel(false);
             let task = tokio::spawn(crate::config::mcp::follow(
                 address.clone(),
+                tls.then(|| mesh::tls::MountedCerts::in_dir(&args.cert_dir)),
                 base,
                 adapters,
                 current.clone(),

@@ -156,14 +156,13 @@ pub async fn run(
     if let Some(dir) = &args.config_dir {
         tasks.spawn(DirLoader::new(dir).watch(dir_tx, shutdown.clone()));
     }
-    let config_sources: Vec<String> = valid
-        .mesh
-        .config_sources
-        .iter()
-        .map(|s| s.address.clone())
-        .collect();
+    let config_sources = valid.mesh.config_sources.clone();
     let source: Box<dyn ConfigSource> = if !config_sources.is_empty() {
-        Box::new(McpSource::new(config_sources, "pilot-discovery".into()))
+        Box::new(McpSource::new(
+            config_sources,
+            args.cert_dir.clone(),
+            "pilot-discovery".into(),
+        ))
     } else if args.config_dir.is_some() {
         Box::new(DirSource::new(dir_rx.clone()))
     } else {

@@ -34,6 +34,7 @@ pub fn objects(state: &State) -> Vec<Object> {
 #[allow(clippy::too_many_arguments)]
 pub async fn follow(
     address: String,
+    tls: Option<mesh::tls::MountedCerts>,
     base: Base,
     adapters: Registry,
     current: Current,
@@ -46,6 +47,7 @@ pub async fn follow(
         address: address.clone(),
         node_id: "mixer".into(),
         collections: api::mcp::mixer_collections().collect(),
+        tls,
     };
     tokio::spawn(sink.run(tx, shutdown.clone()));
     loop {

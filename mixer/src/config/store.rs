@@ -15,27 +15,36 @@ use crate::adapter::Registry;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Url {
     Dir(PathBuf),
-    /// `host:port` of an MCP source.
-    Mcp(String),
+    /// `host:port` of an MCP source; `tls` for `mcps://`.
+    Mcp {
+        address: String,
+        tls: bool,
+    },
 }
 
-/// `--configStoreURL`: `fs:///dir` or `mcp://host:port`.
+/// `--configStoreURL`: `fs:///dir`, `mcp://host:port` or `mcps://host:port`.
 pub fn parse_url(url: &str) -> Result<Url, String> {
-    if let Some(address) = url.strip_prefix("mcp://") {
+    let mcp = [("mcp://", false), ("mcps://", true)]
+        .into_iter()
+        .find_map(|(scheme, tls)| url.strip_prefix(scheme).map(|a| (a, tls)));
+    if let Some((address, tls)) = mcp {
         let address = address.trim_end_matches('/');
         if address
             .rsplit_once(':')
             .is_none_or(|(host, port)| host.is_empty() || port.parse::<u16>().is_err())
         {
             return Err(format!(
-                "{url:?}: an mcp:// URL needs host:port (mcp://istio-galley:9901)"
+                "{url:?}: an MCP URL needs host:port (mcp://istio-galley:9901)"
             ));
         }
-        return Ok(Url::Mcp(address.to_string()));
+        return Ok(Url::Mcp {
+            address: address.to_string(),
+            tls,
+        });
     }
-    if url.starts_with("mcps://") || url.starts_with("k8s://") {
+    if url.starts_with("k8s://") {
         return Err(format!(
-            "{url:?}: not supported yet; use mcp://host:port or fs:///dir"
+            "{url:?}: not supported; use mcp://host:port (Galley) or fs:///dir"
         ));
     }
     match url.strip_prefix("fs://") {
@@ -43,7 +52,9 @@ pub fn parse_url(url: &str) -> Result<Url, String> {
         Some(_) => Err(format!(
             "{url:?}: an fs:// URL needs an absolute path (fs:///dir)"
         )),
-        None => Err(format!("{url:?}: expected fs:///dir or mcp://host:port")),
+        None => Err(format!(
+            "{url:?}: expected fs:///dir, mcp://host:port or mcps://host:port"
+        )),
     }
 }
 
@@ -197,4 +208,40 @@ pub async fn watch(
         }
     })
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_store_urls() {
+        assert_eq!(
+            parse_url("fs:///etc/istio/config"),
+            Ok(Url::Dir("/etc/istio/config".into()))
+        );
+        assert_eq!(
+            parse_url("mcp://istio-galley.istio-system.svc:9901"),
+            Ok(Url::Mcp {
+                address: "istio-galley.istio-system.svc:9901".into(),
+                tls: false
+            })
+        );
+        assert_eq!(
+            parse_url("mcps://istio-galley.istio-system.svc:9901/"),
+            Ok(Url::Mcp {
+                address: "istio-galley.istio-system.svc:9901".into(),
+                tls: true
+            })
+        );
+        for bad in [
+            "mcp://istio-galley",
+            "mcps://:9901",
+            "fs://relative",
+            "k8s://",
+            "http://x:1",
+        ] {
+            assert!(parse_url(bad).is_err(), "{bad}");
+        }
+    }
 }

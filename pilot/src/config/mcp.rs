@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use api::config::{Document, Kind, OtherDocument};
 use api::mcp::Collection;
+use api::mesh::ConfigSourceAddress;
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use mesh::mcp::{Sink, State};
@@ -20,13 +21,23 @@ use super::policy::MixerObjects;
 use super::{ConfigSnapshot, ConfigSource};
 
 pub struct McpSource {
-    addresses: Vec<String>,
+    sources: Vec<ConfigSourceAddress>,
+    /// Pilot's own certificates, for sources with `ISTIO_MUTUAL`.
+    cert_dir: std::path::PathBuf,
     node_id: String,
 }
 
 impl McpSource {
-    pub fn new(addresses: Vec<String>, node_id: String) -> McpSource {
-        McpSource { addresses, node_id }
+    pub fn new(
+        sources: Vec<ConfigSourceAddress>,
+        cert_dir: std::path::PathBuf,
+        node_id: String,
+    ) -> McpSource {
+        McpSource {
+            sources,
+            cert_dir,
+            node_id,
+        }
     }
 }
 
@@ -57,14 +68,16 @@ impl ConfigSource for McpSource {
     ) -> BoxFuture<'static, anyhow::Result<()>> {
         async move {
             let mut states = Vec::new();
-            for address in &self.addresses {
+            for source in &self.sources {
                 let (tx, rx) = watch::channel(None);
+                let tls = source.mutual_tls();
                 let sink = Sink {
-                    address: address.clone(),
+                    address: source.address.clone(),
                     node_id: self.node_id.clone(),
                     collections: collections(),
+                    tls: tls.then(|| mesh::tls::MountedCerts::in_dir(&self.cert_dir)),
                 };
-                tracing::info!(%address, "reading config from MCP");
+                tracing::info!(address = %source.address, mutual_tls = tls, "reading config from MCP");
                 tokio::spawn(sink.run(tx, shutdown.clone()));
                 states.push(rx);
             }

@@ -546,6 +546,32 @@ async fn mcp_over_mutual_tls_admits_only_the_access_list() {
     );
     // No client certificate: the handshake itself fails.
     assert!(open(None).await.is_err());
+
+    // Trireme's own sink (Pilot's ISTIO_MUTUAL source, Mixer's mcps://),
+    // with an istio.<sa> Secret as mounted.
+    let secret = dir.path().join("pilot-certs");
+    std::fs::create_dir_all(&secret).expect("secret dir");
+    let (cert, key) = certs.client_cert(pilot);
+    std::fs::write(secret.join("cert-chain.pem"), cert).expect("cert");
+    std::fs::write(secret.join("key.pem"), key).expect("key");
+    std::fs::write(secret.join("root-cert.pem"), &certs.ca_pem).expect("root");
+    let sink = mesh::mcp::Sink {
+        address: format!("mcps://{}", galley.address()),
+        node_id: "test".into(),
+        collections: vec![api::mcp::collection(VIRTUAL_SERVICES).unwrap()],
+        tls: Some(mesh::tls::MountedCerts::in_dir(&secret)),
+    };
+    let (tx, mut state) = tokio::sync::watch::channel(None);
+    let stop = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(sink.run(tx, stop.clone()));
+    let synced = tokio::time::timeout(Duration::from_secs(10), state.wait_for(Option::is_some))
+        .await
+        .expect("the sink syncs over mutual TLS")
+        .expect("running")
+        .clone()
+        .unwrap();
+    assert!(synced[VIRTUAL_SERVICES].contains_key("default/reviews"));
+    stop.cancel();
 }
 
 fn anyhow_status(s: &tonic::Status) -> Box<dyn std::error::Error + Send + Sync> {
