@@ -16,6 +16,7 @@ use clap::Parser;
 use serde_json::json;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
+use trireme_bench::latency::quantiles;
 use trireme_tests::galley::{Galley, admission_review};
 use trireme_tests::injector::Certs;
 
@@ -99,20 +100,6 @@ fn rss_mib(pid: u32) -> f64 {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
         .unwrap_or(0.0)
         / 1024.0
-}
-
-fn quantiles(mut nanos: Vec<u64>) -> String {
-    nanos.sort_unstable();
-    let at = |q: f64| {
-        nanos[((nanos.len() as f64 * q).ceil() as usize).clamp(1, nanos.len()) - 1] as f64 / 1e6
-    };
-    format!(
-        "p50 {:.3} ms, p90 {:.3} ms, p99 {:.3} ms, max {:.3} ms",
-        at(0.5),
-        at(0.9),
-        at(0.99),
-        at(1.0)
-    )
 }
 
 fn pin(galley: &Galley, cpus: &Option<String>) -> anyhow::Result<()> {

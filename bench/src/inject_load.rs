@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, ensure};
 use clap::Parser;
 use serde_json::json;
+use trireme_bench::latency::quantiles;
 use trireme_tests::bin;
 use trireme_tests::injector::{Certs, Injector};
 
@@ -80,21 +81,6 @@ async fn one(client: &reqwest::Client, url: &str, body: &[u8]) -> anyhow::Result
         "no patch in the answer"
     );
     Ok(())
-}
-
-fn quantiles(mut nanos: Vec<u64>) -> String {
-    nanos.sort_unstable();
-    let at = |q: f64| {
-        nanos[((nanos.len() as f64 * q).ceil() as usize).clamp(1, nanos.len()) - 1] as f64 / 1e6
-    };
-    format!(
-        "p50 {:.3} ms, p90 {:.3} ms, p99 {:.3} ms, p99.9 {:.3} ms, max {:.3} ms",
-        at(0.5),
-        at(0.9),
-        at(0.99),
-        at(0.999),
-        at(1.0)
-    )
 }
 
 fn kube_inject_file(n: usize) -> String {

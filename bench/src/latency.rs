@@ -177,3 +177,19 @@ pub fn report<C: std::fmt::Debug + PartialEq>(
         );
     }
 }
+
+/// p50, p90, p99, p99.9 and max of latencies in nanoseconds, in milliseconds.
+pub fn quantiles(mut nanos: Vec<u64>) -> String {
+    nanos.sort_unstable();
+    let at = |q: f64| {
+        nanos[((nanos.len() as f64 * q).ceil() as usize).clamp(1, nanos.len()) - 1] as f64 / 1e6
+    };
+    format!(
+        "p50 {:.3} ms, p90 {:.3} ms, p99 {:.3} ms, p99.9 {:.3} ms, max {:.3} ms",
+        at(0.5),
+        at(0.9),
+        at(0.99),
+        at(0.999),
+        at(1.0)
+    )
+}
