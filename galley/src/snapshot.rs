@@ -14,7 +14,7 @@ use crate::validate::Resource;
 /// One resource, ready to send.
 #[derive(Debug, PartialEq)]
 pub struct Entry {
-    pub resource: Resource,
+    pub resource: Arc<Resource>,
     /// A digest of body and metadata: unchanged objects keep their version
     /// across reloads and Galley restarts.
     pub version: String,
@@ -41,7 +41,7 @@ impl Snapshot {
     /// Encodes `resources` (valid, one per collection and key), reusing
     /// `previous`'s entries for objects that did not change.
     pub fn build(
-        resources: Vec<Resource>,
+        resources: Vec<Arc<Resource>>,
         mut errors: Vec<ConfigError>,
         warnings: Vec<ConfigError>,
         previous: &Snapshot,
@@ -56,7 +56,8 @@ impl Snapshot {
                 .collections
                 .get(resource.collection.name)
                 .and_then(|c| c.entries.get(&key))
-                .filter(|e| e.resource == resource)
+                // The source's own Arc when the file did not change.
+                .filter(|e| Arc::ptr_eq(&e.resource, &resource) || e.resource == resource)
                 .cloned();
             let entry = match reused {
                 Some(e) => e,
@@ -87,6 +88,20 @@ impl Snapshot {
         }
     }
 
+    /// Whether `other` serves the same: collection versions digest every
+    /// entry's name and version, so this is cheap where `==` would compare
+    /// every object.
+    pub fn serves_the_same(&self, other: &Snapshot) -> bool {
+        self.errors == other.errors
+            && self.warnings == other.warnings
+            && self.collections.len() == other.collections.len()
+            && self
+                .collections
+                .iter()
+                .zip(&other.collections)
+                .all(|((a, x), (b, y))| a == b && x.version == y.version)
+    }
+
     pub fn len(&self) -> usize {
         self.collections.values().map(|c| c.entries.len()).sum()
     }
@@ -103,11 +118,11 @@ impl Snapshot {
     pub fn resources(&self) -> impl Iterator<Item = &Resource> {
         self.collections
             .values()
-            .flat_map(|c| c.entries.values().map(|e| &e.resource))
+            .flat_map(|c| c.entries.values().map(|e| e.resource.as_ref()))
     }
 }
 
-fn encode(resource: Resource) -> Result<Entry, ConfigError> {
+fn encode(resource: Arc<Resource>) -> Result<Entry, ConfigError> {
     let body =
         api::mcp::encode(resource.collection, &resource.spec).map_err(|message| ConfigError {
             object: resource.label(),

@@ -62,7 +62,7 @@ impl Resource {
 pub enum Checked {
     /// Valid on its own; a Mixer object is valid once checked with the
     /// others ([`check_mixer`]).
-    Valid(Box<Resource>),
+    Valid(Arc<Resource>),
     Invalid {
         /// `(collection, key)` when the object could be named, so the last
         /// good version of it can stay in force.
@@ -110,7 +110,7 @@ pub fn check_value(value: serde_yaml::Value, label: &str) -> Checked {
         return check_mixer_document(collection, value, label, spec, meta);
     }
     match api::config::parse_value_all(value, label) {
-        Ok(Document::Config(object)) => Checked::Valid(Box::new(Resource {
+        Ok(Document::Config(object)) => Checked::Valid(Arc::new(Resource {
             collection,
             namespace: object.meta.namespace.clone(),
             name: object.meta.name.clone(),
@@ -147,7 +147,7 @@ fn check_mixer_document(
     meta: Meta,
 ) -> Checked {
     match mixer::config::parse_value(value, label, label, MIXER_NAMESPACE) {
-        Some(Ok(object)) => Checked::Valid(Box::new(Resource {
+        Some(Ok(object)) => Checked::Valid(Arc::new(Resource {
             collection,
             namespace: object.namespace,
             name: object.name,

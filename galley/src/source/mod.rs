@@ -29,7 +29,7 @@ const LAST_GOOD: &str = "; the last good version stays in force";
 /// served compiles as a whole.
 pub fn assemble(checked: Vec<Checked>, previous: &Snapshot) -> Snapshot {
     let mut errors = Vec::new();
-    let mut resources: BTreeMap<Key, Resource> = BTreeMap::new();
+    let mut resources: BTreeMap<Key, Arc<Resource>> = BTreeMap::new();
     // Refused objects, by key: the index of their first error.
     let mut refused: BTreeMap<Key, usize> = BTreeMap::new();
     let mut workloads = Vec::new();
@@ -45,7 +45,7 @@ pub fn assemble(checked: Vec<Checked>, previous: &Snapshot) -> Snapshot {
                     });
                     continue;
                 }
-                resources.insert(key, *r);
+                resources.insert(key, r);
             }
             Checked::Invalid { key, errors: found } => {
                 if let Some(key) = key {
@@ -61,7 +61,7 @@ pub fn assemble(checked: Vec<Checked>, previous: &Snapshot) -> Snapshot {
     let mut restored: BTreeMap<Key, usize> = BTreeMap::new();
     let restore = |key: Key,
                    at: usize,
-                   resources: &mut BTreeMap<Key, Resource>,
+                   resources: &mut BTreeMap<Key, Arc<Resource>>,
                    errors: &mut Vec<ConfigError>,
                    restored: &mut BTreeMap<Key, usize>| {
         if let Some(last) = previous.get(key.0, &key.1) {
@@ -76,7 +76,8 @@ pub fn assemble(checked: Vec<Checked>, previous: &Snapshot) -> Snapshot {
         }
     }
     loop {
-        let mixer_errors = validate::check_mixer(&resources.values().collect::<Vec<_>>());
+        let mixer_errors =
+            validate::check_mixer(&resources.values().map(Arc::as_ref).collect::<Vec<_>>());
         let bad: HashSet<&str> = mixer_errors.iter().map(|e| e.object.as_str()).collect();
         let failed: Vec<Key> = resources
             .iter()
@@ -132,7 +133,7 @@ pub fn publish(out: &watch::Sender<Arc<Snapshot>>, next: Snapshot) {
         tracing::warn!(object = %e.object, field = %e.field, "config rejected: {}", e.message);
     }
     out.send_if_modified(|current| {
-        if **current == next {
+        if current.serves_the_same(&next) {
             return false;
         }
         tracing::info!(
