@@ -232,12 +232,21 @@ async fn access_logs_reach_postgresql_and_survive_its_outage() {
         trireme_tests::telemetry::series_value(text, name, &[("table", "access_log")])
             .unwrap_or(0.0)
     };
+    // What was seen last is printed when it changes, so a timeout shows it.
+    let seen = std::sync::Mutex::new((0.0, 0.0, 0.0));
     eventually("the overflow counted", Duration::from_secs(20), || async {
         let own = mesh.telemetry_metrics().await;
-        (metric(&own, "mixer_sql_rows_dropped_total") == 4.0
-            && metric(&own, "mixer_sql_buffered_rows") == 6.0
-            && metric(&own, "mixer_sql_write_errors_total") >= 1.0)
-            .then_some(())
+        let now = (
+            metric(&own, "mixer_sql_rows_dropped_total"),
+            metric(&own, "mixer_sql_buffered_rows"),
+            metric(&own, "mixer_sql_write_errors_total"),
+        );
+        let mut last = seen.lock().unwrap();
+        if *last != now {
+            eprintln!("dropped, buffered, write errors: {now:?}");
+            *last = now;
+        }
+        (now.0 == 4.0 && now.1 == 6.0 && now.2 >= 1.0).then_some(())
     })
     .await;
     let ready = format!("http://{}:15014/ready", mesh.topology.telemetry_ip());
