@@ -43,7 +43,7 @@ pub async fn run(
 
     let registry = mesh::metrics::Metrics::default();
     let metrics = PolicyMetrics::new(&registry);
-    let (kubernetesenv, pods) = KubernetesEnv::from_dir(valid.config_dir(), shutdown.clone());
+    let (kubernetesenv, pods) = KubernetesEnv::start(valid.config_dir(), shutdown.clone()).await;
     let store = {
         let m = metrics.clone();
         mixer::server::start_config(

@@ -98,7 +98,7 @@ pub async fn run(
     let metrics = TelemetryMetrics::new(&registry);
     let mesh_metrics = MeshMetrics::default();
     let background = Background::new(&registry);
-    let (kubernetesenv, pods) = KubernetesEnv::from_dir(addrs.config_dir(), shutdown.clone());
+    let (kubernetesenv, pods) = KubernetesEnv::start(addrs.config_dir(), shutdown.clone()).await;
     let store = {
         let m = metrics.clone();
         mixer::server::start_config(

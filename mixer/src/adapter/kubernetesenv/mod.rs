@@ -3,9 +3,11 @@
 //! follows from them (labels, workload, owner, service account), which the
 //! instance's `attributeBindings` turn into `source.workload.name` and the
 //! like. The Pods come from a [`PodIndex`] that a source keeps current: the
-//! File-registry directory locally ([`dir`]), the API server on Kubernetes.
+//! File-registry directory locally ([`dir`]), the API server on Kubernetes
+//! ([`kube`]).
 
 pub mod dir;
+pub mod kube;
 mod pods;
 
 use std::path::PathBuf;
@@ -32,17 +34,32 @@ impl KubernetesEnv {
         KubernetesEnv { pods }
     }
 
-    /// The adapter with the Pods under `dir` (local mode's File registry,
-    /// which is also the `fs://` config store), kept current until
-    /// `shutdown`. With no directory (an `mcp://` store) there are no Pods
-    /// to read, and the adapter answers as for unknown Pods.
-    pub fn from_dir(
+    /// The adapter with the Pods of the binary's cluster, kept current
+    /// until `shutdown`: those under `dir` (local mode's File registry,
+    /// which is also the `fs://` config store), or with no directory (an
+    /// `mcp://` store) the API server's, found as kubectl finds it
+    /// (`KUBECONFIG`, `~/.kube/config`, else the Pod's service account).
+    /// Without either the adapter answers as for unknown Pods.
+    pub async fn start(
         dir: Option<PathBuf>,
         shutdown: CancellationToken,
     ) -> (KubernetesEnv, JoinHandle<()>) {
         let pods = PodIndex::default();
         let Some(dir) = dir else {
-            return (KubernetesEnv::new(pods), tokio::spawn(async {}));
+            let task = match ::kube::Client::try_default().await {
+                Ok(client) => {
+                    tracing::info!("kubernetesenv: watching the API server's Pods");
+                    tokio::spawn(kube::watch(client, pods.clone(), shutdown))
+                }
+                Err(e) => {
+                    tracing::warn!(
+                        "kubernetesenv: no Pod directory and no Kubernetes configuration \
+                         ({e}); source and destination workloads will be unknown"
+                    );
+                    tokio::spawn(async {})
+                }
+            };
+            return (KubernetesEnv::new(pods), task);
         };
         let (first, errors) = dir::load(&dir);
         for e in &errors {

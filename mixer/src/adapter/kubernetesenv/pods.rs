@@ -119,9 +119,13 @@ pub struct Pods {
 
 impl Pods {
     pub fn new(pods: impl IntoIterator<Item = PodEntry>) -> Pods {
+        Pods::shared(pods.into_iter().map(Arc::new))
+    }
+
+    /// An index of entries another index (or a watcher) also holds.
+    pub fn shared(pods: impl IntoIterator<Item = Arc<PodEntry>>) -> Pods {
         let mut out = Pods::default();
         for p in pods {
-            let p = Arc::new(p);
             if let Some(Value::IpAddress(ip)) = &p.ip {
                 out.by_ip.insert(*ip, p.clone());
             }
