@@ -31,6 +31,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let descriptors = protox::compile(SERVICES, ["proto"])?;
     tonic_prost_build::configure()
         .bytes(".envoy.service.discovery.v3.Any.value")
+        // A report carries a few dozen small maps per attribute set: a B-tree
+        // builds them without hashing each key (prost's HashMap uses SipHash).
+        .btree_map(".istio.mixer.v1.CompressedAttributes")
+        .btree_map(".istio.mixer.v1.StringMap")
         .compile_fds(descriptors)?;
     let config = protox::compile(CONFIG, ["proto"])?;
     let out = std::path::PathBuf::from(std::env::var("OUT_DIR")?);

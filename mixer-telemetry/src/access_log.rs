@@ -73,7 +73,7 @@ pub fn http(entry: &HttpAccessLogEntry, reporter: &Reporter) -> Bag {
         _ => "http",
     };
     common_attributes(common, reporter, protocol, &mut bag);
-    let text = |bag: &mut Bag, name: &str, v: &str| {
+    let text = |bag: &mut Bag, name: &'static str, v: &str| {
         if !v.is_empty() {
             bag.set(name, Value::string(v));
         }
@@ -96,7 +96,7 @@ pub fn http(entry: &HttpAccessLogEntry, reporter: &Reporter) -> Bag {
     text(&mut bag, "request.id", &request.request_id);
     sizes(
         &mut bag,
-        "request",
+        Side::Request,
         request.request_headers_bytes,
         request.request_body_bytes,
     );
@@ -107,7 +107,7 @@ pub fn http(entry: &HttpAccessLogEntry, reporter: &Reporter) -> Bag {
         }
         sizes(
             &mut bag,
-            "response",
+            Side::Response,
             response.response_headers_bytes,
             response.response_body_bytes,
         );
@@ -117,15 +117,21 @@ pub fn http(entry: &HttpAccessLogEntry, reporter: &Reporter) -> Bag {
 }
 
 /// `<side>.size` (the body) and `<side>.total_size` (headers too).
-fn sizes(bag: &mut Bag, side: &str, header_bytes: u64, body_bytes: u64) {
-    bag.set(format!("{side}.size"), Value::Int64(body_bytes as i64));
-    bag.set(
-        format!("{side}.total_size"),
-        Value::Int64((header_bytes + body_bytes) as i64),
-    );
+fn sizes(bag: &mut Bag, side: Side, header_bytes: u64, body_bytes: u64) {
+    let (size, total) = match side {
+        Side::Request => ("request.size", "request.total_size"),
+        Side::Response => ("response.size", "response.total_size"),
+    };
+    bag.set(size, Value::Int64(body_bytes as i64));
+    bag.set(total, Value::Int64((header_bytes + body_bytes) as i64));
 }
 
-fn headers(bag: &mut Bag, name: &str, logged: &std::collections::HashMap<String, String>) {
+enum Side {
+    Request,
+    Response,
+}
+
+fn headers(bag: &mut Bag, name: &'static str, logged: &std::collections::HashMap<String, String>) {
     if !logged.is_empty() {
         let map = logged.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         bag.set(name, Value::StringMap(Arc::new(map)));
@@ -182,23 +188,23 @@ fn common_attributes(c: &AccessLogCommon, reporter: &Reporter, protocol: &str, b
     match direction {
         Some(Direction::Inbound) => {
             bag.set("context.reporter.kind", Value::string("inbound"));
-            set_peer(bag, "source", remote);
-            set_peer(bag, "destination", local.or(reporter.ip.map(|ip| (ip, 0))));
+            set_peer(bag, SOURCE, remote);
+            set_peer(bag, DESTINATION, local.or(reporter.ip.map(|ip| (ip, 0))));
             if let Some(uid) = reporter_uid {
                 bag.set("destination.uid", uid);
             }
         }
         Some(Direction::Outbound) => {
             bag.set("context.reporter.kind", Value::string("outbound"));
-            set_peer(bag, "source", reporter.ip.map(|ip| (ip, 0)));
-            set_peer(bag, "destination", upstream);
+            set_peer(bag, SOURCE, reporter.ip.map(|ip| (ip, 0)));
+            set_peer(bag, DESTINATION, upstream);
             if let Some(uid) = reporter_uid {
                 bag.set("source.uid", uid);
             }
         }
         None => {
-            set_peer(bag, "source", remote);
-            set_peer(bag, "destination", upstream.or(local));
+            set_peer(bag, SOURCE, remote);
+            set_peer(bag, DESTINATION, upstream.or(local));
         }
     }
     let host = cluster
@@ -267,14 +273,18 @@ fn common_attributes(c: &AccessLogCommon, reporter: &Reporter, protocol: &str, b
     }
 }
 
-fn set_peer(bag: &mut Bag, side: &str, peer: Option<(IpAddr, u32)>) {
+/// `source.ip`/`source.port` or the destination's.
+fn set_peer(bag: &mut Bag, [ip_name, port_name]: [&'static str; 2], peer: Option<(IpAddr, u32)>) {
     if let Some((ip, port)) = peer {
-        bag.set(format!("{side}.ip"), Value::IpAddress(ip));
+        bag.set(ip_name, Value::IpAddress(ip));
         if port != 0 {
-            bag.set(format!("{side}.port"), Value::Int64(i64::from(port)));
+            bag.set(port_name, Value::Int64(i64::from(port)));
         }
     }
 }
+
+const SOURCE: [&str; 2] = ["source.ip", "source.port"];
+const DESTINATION: [&str; 2] = ["destination.ip", "destination.port"];
 
 fn socket(a: &Address) -> Option<(IpAddr, u32)> {
     let Some(address::Address::SocketAddress(s)) = &a.address else {

@@ -247,7 +247,7 @@ fn hash_value(v: &Value, h: &mut Xxh3) {
 mod tests {
     use super::*;
 
-    fn read(name: &str) -> Read {
+    fn read(name: &'static str) -> Read {
         Read {
             name: name.into(),
             key: None,

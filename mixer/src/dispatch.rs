@@ -16,7 +16,7 @@ use crate::config::kinds::HeaderOperation;
 use crate::config::store::Current;
 use crate::config::{HandlerEntry, HeaderOp, Rule, Snapshot};
 use crate::referenced::{Read, Tracker};
-use crate::template::{Instance, Variety, short_name};
+use crate::template::{Evaluated, Instance, Variety, short_name};
 
 /// One header operation a check answer asks the proxy to apply.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,7 +31,7 @@ pub struct HeaderChange {
 pub struct CheckOutcome {
     pub result: CheckResult,
     /// What the answer depended on.
-    pub referenced: Vec<Read>,
+    pub referenced: Arc<[Read]>,
     pub request_headers: Vec<HeaderChange>,
     pub response_headers: Vec<HeaderChange>,
     pub cache_hit: bool,
@@ -41,7 +41,7 @@ pub struct CheckOutcome {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QuotaOutcome {
     pub result: QuotaResult,
-    pub referenced: Vec<Read>,
+    pub referenced: Arc<[Read]>,
 }
 
 pub struct Dispatcher {
@@ -255,7 +255,7 @@ impl Dispatcher {
             }
         }
         for (name, value) in produced {
-            bag.set(name.as_ref(), value);
+            bag.set(name, value);
         }
     }
 
@@ -265,13 +265,14 @@ impl Dispatcher {
         let mut outcome = ReportOutcome::default();
         let mut batches: Vec<(&HandlerEntry, Vec<Instance>)> = Vec::new();
         for bag in bags {
+            let mut evaluated = Evaluated::default();
             for rule in matching(snapshot, bag, Variety::Report) {
                 for action in &rule.actions {
                     for builder in &action.instances {
                         if builder.template.variety() != Variety::Report {
                             continue;
                         }
-                        let instance = match builder.build(bag) {
+                        let instance = match builder.build_sharing(bag, &mut evaluated) {
                             Ok(i) => i,
                             Err(e) => {
                                 outcome.build_errors += 1;
@@ -514,7 +515,7 @@ mod tests {
         )
     }
 
-    fn bag(pairs: &[(&str, &str)]) -> Bag {
+    fn bag(pairs: &[(&'static str, &str)]) -> Bag {
         let mut bag = Bag::new();
         for (k, v) in pairs {
             bag.set(*k, Value::string(v));
@@ -538,7 +539,7 @@ mod tests {
             .await;
         assert_eq!(ok.result, CheckResult::ok_default());
         assert_eq!(
-            ok.referenced,
+            *ok.referenced,
             [Read {
                 name: "source.name".into(),
                 key: None

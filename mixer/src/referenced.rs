@@ -3,13 +3,14 @@
 //! every request that agrees on them; our own check cache keys on them too.
 
 use std::cell::RefCell;
+use std::sync::Arc;
 
-use crate::attribute::{Attributes, Bag, Value};
+use crate::attribute::{Attributes, Bag, Name, Value};
 
 /// One attribute read: the whole attribute, or one key of a string map.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Read {
-    pub name: String,
+    pub name: Name,
     pub key: Option<String>,
 }
 
@@ -42,20 +43,26 @@ impl<'a> Tracker<'a> {
         // A handful of reads per decision: a scan beats hashing.
         if !reads
             .iter()
-            .any(|r| r.name == name && r.key.as_deref() == key)
+            .any(|r| r.name.as_str() == name && r.key.as_deref() == key)
         {
+            // An attribute the request has lends its shared name.
+            let name = match self.bag.get_named(name) {
+                Some((shared, _)) => shared.clone(),
+                None => Name::from(name.to_string()),
+            };
             reads.push(Read {
-                name: name.to_string(),
+                name,
                 key: key.map(str::to_string),
             });
         }
     }
 
-    /// The reads, sorted, so equal sets compare equal.
-    pub fn into_reads(self) -> Vec<Read> {
+    /// The reads, sorted, so equal sets compare equal; shared, so a cached
+    /// answer hands them out without copying.
+    pub fn into_reads(self) -> Arc<[Read]> {
         let mut reads = self.reads.into_inner();
         reads.sort();
-        reads
+        reads.into()
     }
 }
 

@@ -164,17 +164,28 @@ pub fn bag(
     vocab: &Vocabulary,
 ) -> Result<(Bag, u64), String> {
     let mut bag = Bag::new();
-    for (prefix, peer) in [("source", &ctx.source), ("destination", &ctx.destination)] {
+    let peers = [
+        (
+            &ctx.source,
+            ["source.ip", "source.port", "source.principal"],
+        ),
+        (
+            &ctx.destination,
+            [
+                "destination.ip",
+                "destination.port",
+                "destination.principal",
+            ],
+        ),
+    ];
+    for (peer, [ip_name, port_name, principal_name]) in peers {
         let Some(peer) = peer else { continue };
         if let Some((ip, port)) = socket(peer.address.as_ref()) {
-            bag.set(format!("{prefix}.ip"), Value::IpAddress(ip));
-            bag.set(format!("{prefix}.port"), Value::Int64(i64::from(port)));
+            bag.set(ip_name, Value::IpAddress(ip));
+            bag.set(port_name, Value::Int64(i64::from(port)));
         }
         if !peer.principal.is_empty() {
-            bag.set(
-                format!("{prefix}.principal"),
-                Value::string(&peer.principal),
-            );
+            bag.set(principal_name, Value::string(&peer.principal));
         }
     }
     if let Some(request) = &ctx.request {
@@ -192,7 +203,7 @@ pub fn bag(
                 .iter()
                 .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
                 .collect();
-            let text = |name: &str, value: &str, bag: &mut Bag| {
+            let text = |name: &'static str, value: &str, bag: &mut Bag| {
                 if !value.is_empty() {
                     bag.set(name, Value::string(value));
                 }
@@ -223,13 +234,13 @@ pub fn bag(
     }
     let mut undeclared = 0;
     for (key, text) in &ctx.context_extensions {
-        let Some(ty) = vocab.type_of(key) else {
+        let Some((name, ty)) = vocab.entry(key) else {
             undeclared += 1;
             continue;
         };
         let value =
             Value::parse_as(ty, text).map_err(|e| format!("context_extensions[{key}]: {e}"))?;
-        bag.set(key.clone(), value);
+        bag.set(name, value);
     }
     Ok((bag, undeclared))
 }

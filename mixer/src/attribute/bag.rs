@@ -1,12 +1,104 @@
+use std::borrow::Borrow;
 use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
 
 use super::{Value, Vocabulary};
+
+/// An attribute's name as a bag keeps it: a literal of the code that set it,
+/// or shared with the vocabulary or a compiled config. Either way, setting
+/// an attribute allocates nothing for its name.
+#[derive(Debug, Clone)]
+pub enum Name {
+    Static(&'static str),
+    Shared(Arc<str>),
+}
+
+impl Name {
+    pub fn as_str(&self) -> &str {
+        match self {
+            Name::Static(s) => s,
+            Name::Shared(s) => s,
+        }
+    }
+}
+
+impl Borrow<str> for Name {
+    fn borrow(&self) -> &str {
+        self.as_str()
+    }
+}
+
+// Hashed and compared as the text, so a bag can be read with a `&str`.
+impl Hash for Name {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state)
+    }
+}
+
+impl PartialEq for Name {
+    fn eq(&self, other: &Name) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for Name {}
+
+impl PartialOrd for Name {
+    fn partial_cmp(&self, other: &Name) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Name {
+    fn cmp(&self, other: &Name) -> std::cmp::Ordering {
+        self.as_str().cmp(other.as_str())
+    }
+}
+
+impl std::ops::Deref for Name {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl std::fmt::Display for Name {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl From<&'static str> for Name {
+    fn from(s: &'static str) -> Name {
+        Name::Static(s)
+    }
+}
+
+impl From<Arc<str>> for Name {
+    fn from(s: Arc<str>) -> Name {
+        Name::Shared(s)
+    }
+}
+
+impl From<&Arc<str>> for Name {
+    fn from(s: &Arc<str>) -> Name {
+        Name::Shared(s.clone())
+    }
+}
+
+impl From<String> for Name {
+    fn from(s: String) -> Name {
+        Name::Shared(s.into())
+    }
+}
 
 /// A request's attributes by name. Hashed with foldhash: every rule match
 /// looks names up, and SipHash's flood resistance buys nothing for names the
 /// vocabulary already bounds.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Bag(HashMap<String, Value, foldhash::fast::RandomState>);
+pub struct Bag(HashMap<Name, Value, foldhash::fast::RandomState>);
 
 impl Bag {
     pub fn new() -> Bag {
@@ -23,7 +115,12 @@ impl Bag {
         self.0.get(name)
     }
 
-    pub fn set(&mut self, name: impl Into<String>, value: Value) {
+    /// The attribute with the name the bag keeps for it.
+    pub fn get_named(&self, name: &str) -> Option<(&Name, &Value)> {
+        self.0.get_key_value(name)
+    }
+
+    pub fn set(&mut self, name: impl Into<Name>, value: Value) {
         self.0.insert(name.into(), value);
     }
 
@@ -66,9 +163,9 @@ impl Bag {
     }
 }
 
-impl FromIterator<(String, Value)> for Bag {
-    fn from_iter<I: IntoIterator<Item = (String, Value)>>(iter: I) -> Self {
-        Bag(iter.into_iter().collect())
+impl<K: Into<Name>> FromIterator<(K, Value)> for Bag {
+    fn from_iter<I: IntoIterator<Item = (K, Value)>>(iter: I) -> Self {
+        Bag(iter.into_iter().map(|(k, v)| (k.into(), v)).collect())
     }
 }
 

@@ -80,8 +80,8 @@ pub fn decode(
 ) -> Result<DecodeStats, DecodeError> {
     let mut stats = DecodeStats::default();
     let mut put = |index: i32, sent_as: &str, make: &dyn Fn(ValueType) -> Result<Value, String>| {
-        let name = words.get(index)?;
-        let Some(ty) = vocab.type_of(name) else {
+        let text = words.get(index)?;
+        let Some((name, ty)) = vocab.entry(text) else {
             stats.undeclared += 1;
             return Ok(());
         };
@@ -90,7 +90,7 @@ pub fn decode(
                 "attribute `{name}` is declared {ty} but {why} (sent as {sent_as})"
             ))
         })?;
-        bag.set(name, value);
+        bag.set(name.clone(), value);
         Ok::<(), DecodeError>(())
     };
     for (&k, &v) in &attrs.strings {

@@ -7,6 +7,6 @@ pub mod dictionary;
 mod value;
 mod vocabulary;
 
-pub use bag::{Attributes, Bag};
+pub use bag::{Attributes, Bag, Name};
 pub use value::{StringMap, Value, ValueType};
 pub use vocabulary::Vocabulary;

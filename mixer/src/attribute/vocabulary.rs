@@ -6,9 +6,10 @@ use super::ValueType;
 /// Which attributes exist and their types: Istio's standard manifests
 /// (`istioproxy` and `kubernetes`) plus whatever `attributemanifest` objects
 /// declare. Expressions are type-checked against it and decoded attributes
-/// are validated by it.
+/// are validated by it. Names are kept shared: a decoded bag keys its
+/// values with the vocabulary's own names instead of a copy per attribute.
 #[derive(Debug, Clone)]
-pub struct Vocabulary(Arc<HashMap<String, ValueType>>);
+pub struct Vocabulary(Arc<HashMap<Arc<str>, ValueType, foldhash::fast::RandomState>>);
 
 impl Vocabulary {
     /// Istio 1.4's standard attributes, which every proxy may send.
@@ -18,19 +19,26 @@ impl Vocabulary {
     }
 
     pub fn from_pairs(pairs: impl IntoIterator<Item = (String, ValueType)>) -> Vocabulary {
-        Vocabulary(Arc::new(pairs.into_iter().collect()))
+        Vocabulary(Arc::new(
+            pairs.into_iter().map(|(n, t)| (Arc::from(n), t)).collect(),
+        ))
     }
 
     /// This vocabulary with `more` declared as well; a later declaration of
     /// a name replaces the earlier one, as Istio's manifests merged.
     pub fn with(&self, more: impl IntoIterator<Item = (String, ValueType)>) -> Vocabulary {
         let mut map = (*self.0).clone();
-        map.extend(more);
+        map.extend(more.into_iter().map(|(n, t)| (Arc::from(n), t)));
         Vocabulary(Arc::new(map))
     }
 
     pub fn type_of(&self, name: &str) -> Option<ValueType> {
         self.0.get(name).copied()
+    }
+
+    /// The declared name, shared, with its type.
+    pub fn entry(&self, name: &str) -> Option<(&Arc<str>, ValueType)> {
+        self.0.get_key_value(name).map(|(n, t)| (n, *t))
     }
 
     pub fn len(&self) -> usize {

@@ -16,9 +16,16 @@ pub enum FieldValue {
 
 /// A map field of a built instance (dimensions, variables, tags): names to
 /// values in the order the instance's config gave them. The names are shared
-/// with the compiled instance, so building one allocates no strings.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct ValueMap(Vec<(Arc<str>, Value)>);
+/// with the compiled instance, so building one allocates no strings, and
+/// instances of one request with the same map share one (see [`Evaluated`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ValueMap(Arc<[(Arc<str>, Value)]>);
+
+impl Default for ValueMap {
+    fn default() -> ValueMap {
+        ValueMap(Arc::new([]))
+    }
+}
 
 impl ValueMap {
     pub fn get(&self, key: &str) -> Option<&Value> {
@@ -107,7 +114,50 @@ pub fn short_name(full: &str) -> &str {
 #[derive(Debug)]
 enum Compiled {
     Expr(Expression),
-    Map(Vec<(Arc<str>, Expression)>),
+    Map(MapExprs),
+}
+
+/// A map field's expressions, with a digest of their names and texts so that
+/// equal maps of different instances are recognised cheaply.
+#[derive(Debug)]
+struct MapExprs {
+    digest: u64,
+    entries: Vec<(Arc<str>, Expression)>,
+}
+
+impl MapExprs {
+    fn new(entries: Vec<(Arc<str>, Expression)>) -> MapExprs {
+        let mut h = xxhash_rust::xxh3::Xxh3::new();
+        for (k, e) in &entries {
+            h.update(k.as_bytes());
+            h.update(&[0]);
+            h.update(e.text().as_bytes());
+            h.update(&[0]);
+        }
+        MapExprs {
+            digest: h.digest(),
+            entries,
+        }
+    }
+
+    fn same_as(&self, other: &MapExprs) -> bool {
+        std::ptr::eq(self, other)
+            || (self.digest == other.digest
+                && self.entries.len() == other.entries.len()
+                && self
+                    .entries
+                    .iter()
+                    .zip(&other.entries)
+                    .all(|((k1, e1), (k2, e2))| k1 == k2 && e1.text() == e2.text()))
+    }
+}
+
+/// The map fields already evaluated for one request. Istio's standard
+/// metric instances share the same 17 dimensions: built with one of these,
+/// the four of a request evaluate them once, not four times.
+#[derive(Default)]
+pub struct Evaluated<'a> {
+    maps: Vec<(&'a MapExprs, ValueMap)>,
 }
 
 /// An instance's params, compiled: evaluates to an [`Instance`] per request.
@@ -176,7 +226,7 @@ impl InstanceBuilder {
                         let expr = expression(e, vocab).map_err(|m| (at(&format!(".{key}")), m))?;
                         out.push((Arc::from(key.as_str()), expr));
                     }
-                    Compiled::Map(out)
+                    Compiled::Map(MapExprs::new(out))
                 }
                 FieldKind::Any => Compiled::Expr(expression(json, vocab).map_err(|m| (at(""), m))?),
                 FieldKind::Typed(want) => {
@@ -255,6 +305,16 @@ impl InstanceBuilder {
     /// Evaluates every field. A missing attribute without a `|` default
     /// fails the instance, naming the field.
     pub fn build(&self, attrs: &dyn Attributes) -> Result<Instance, String> {
+        self.build_sharing(attrs, &mut Evaluated::default())
+    }
+
+    /// [`build`](Self::build), reusing the map fields other instances of the
+    /// same request (the same `attrs`) evaluated into `evaluated`.
+    pub fn build_sharing<'a>(
+        &'a self,
+        attrs: &dyn Attributes,
+        evaluated: &mut Evaluated<'a>,
+    ) -> Result<Instance, String> {
         let mut fields = Vec::with_capacity(self.fields.len());
         for (path, compiled) in &self.fields {
             let value = match compiled {
@@ -262,15 +322,21 @@ impl InstanceBuilder {
                     e.eval(attrs)
                         .map_err(|err| format!("instance {}: {path}: {err}", self.name))?,
                 ),
-                Compiled::Map(entries) => {
-                    let mut map = Vec::with_capacity(entries.len());
-                    for (key, e) in entries {
-                        let v = e.eval(attrs).map_err(|err| {
-                            format!("instance {}: {path}.{key}: {err}", self.name)
-                        })?;
-                        map.push((key.clone(), v));
+                Compiled::Map(exprs) => {
+                    if let Some((_, done)) = evaluated.maps.iter().find(|(m, _)| m.same_as(exprs)) {
+                        FieldValue::Map(done.clone())
+                    } else {
+                        let mut map = Vec::with_capacity(exprs.entries.len());
+                        for (key, e) in &exprs.entries {
+                            let v = e.eval(attrs).map_err(|err| {
+                                format!("instance {}: {path}.{key}: {err}", self.name)
+                            })?;
+                            map.push((key.clone(), v));
+                        }
+                        let map = ValueMap(map.into());
+                        evaluated.maps.push((exprs, map.clone()));
+                        FieldValue::Map(map)
                     }
-                    FieldValue::Map(ValueMap(map))
                 }
             };
             fields.push((*path, value));
@@ -344,4 +410,56 @@ fn camel(key: &str) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::attribute::Bag;
+
+    fn metric(name: &str, dimensions: Json) -> InstanceBuilder {
+        let params = serde_json::json!({"value": "1", "dimensions": dimensions});
+        InstanceBuilder::compile(
+            name.into(),
+            Template::Metric,
+            &params,
+            &Vocabulary::standard(),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn instances_with_the_same_map_share_its_values() {
+        let dims = serde_json::json!({
+            "source_workload": "source.workload.name | \"unknown\"",
+            "response_code": "response.code | 200",
+        });
+        let count = metric("requestcount.instance.istio-system", dims.clone());
+        let size = metric("requestsize.instance.istio-system", dims);
+        let other = metric(
+            "other.instance.istio-system",
+            serde_json::json!({
+                "source_workload": "source.workload.name | \"unknown\"",
+                "response_code": "response.code | 500",
+            }),
+        );
+        let bag: Bag = [("response.code", Value::Int64(404))].into_iter().collect();
+        let mut evaluated = Evaluated::default();
+        let a = count.build_sharing(&bag, &mut evaluated).unwrap();
+        let b = size.build_sharing(&bag, &mut evaluated).unwrap();
+        let c = other.build_sharing(&bag, &mut evaluated).unwrap();
+        let map = |i: &Instance| i.map("dimensions").unwrap().clone();
+        assert!(
+            Arc::ptr_eq(&map(&a).0, &map(&b).0),
+            "one evaluation, shared"
+        );
+        assert_eq!(map(&b).get("response_code"), Some(&Value::Int64(404)));
+        assert!(!Arc::ptr_eq(&map(&a).0, &map(&c).0), "a different map");
+        assert_eq!(
+            map(&c).get("source_workload"),
+            Some(&Value::string("unknown"))
+        );
+        // Built alone, each evaluates for itself and gives the same values.
+        assert_eq!(size.build(&bag).unwrap(), b);
+    }
 }

@@ -4,7 +4,7 @@
 
 mod instance;
 
-pub use instance::{FieldValue, Instance, InstanceBuilder, ValueMap, short_name};
+pub use instance::{Evaluated, FieldValue, Instance, InstanceBuilder, ValueMap, short_name};
 
 use crate::attribute::ValueType;
 
