@@ -96,7 +96,7 @@ pub fn http(entry: &HttpAccessLogEntry, reporter: &Reporter) -> Bag {
     text(&mut bag, "request.id", &request.request_id);
     sizes(
         &mut bag,
-        Side::Request,
+        ["request.size", "request.total_size"],
         request.request_headers_bytes,
         request.request_body_bytes,
     );
@@ -107,7 +107,7 @@ pub fn http(entry: &HttpAccessLogEntry, reporter: &Reporter) -> Bag {
         }
         sizes(
             &mut bag,
-            Side::Response,
+            ["response.size", "response.total_size"],
             response.response_headers_bytes,
             response.response_body_bytes,
         );
@@ -117,18 +117,9 @@ pub fn http(entry: &HttpAccessLogEntry, reporter: &Reporter) -> Bag {
 }
 
 /// `<side>.size` (the body) and `<side>.total_size` (headers too).
-fn sizes(bag: &mut Bag, side: Side, header_bytes: u64, body_bytes: u64) {
-    let (size, total) = match side {
-        Side::Request => ("request.size", "request.total_size"),
-        Side::Response => ("response.size", "response.total_size"),
-    };
+fn sizes(bag: &mut Bag, [size, total]: [&'static str; 2], header_bytes: u64, body_bytes: u64) {
     bag.set(size, Value::Int64(body_bytes as i64));
     bag.set(total, Value::Int64((header_bytes + body_bytes) as i64));
-}
-
-enum Side {
-    Request,
-    Response,
 }
 
 fn headers(bag: &mut Bag, name: &'static str, logged: &std::collections::HashMap<String, String>) {

@@ -139,7 +139,7 @@ async fn pods_are_listed_then_followed_across_every_namespace() {
 }
 
 #[tokio::test]
-async fn a_failing_api_server_is_retried_and_nothing_is_published_before_a_listing() {
+async fn a_failing_listing_is_retried() {
     let lists = Arc::new(AtomicUsize::new(0));
     let counted = lists.clone();
     let (client, _api) = FakeApi::start(move |seen| {

@@ -1,23 +1,28 @@
 //! On Kubernetes, the Pods come from the API server: one kube-rs watcher over
 //! every namespace's Pods, as Istio's adapter kept a Pod cache. The index is
 //! replaced only once the first listing is complete, so a half-read cluster
-//! never passes for the truth; after that, each burst of events is applied
-//! and published as one new index.
+//! never passes for the truth; after that, changes are published at most
+//! every [`PUBLISH_EVERY`], so a rollout's stream of Pod updates rebuilds the
+//! index a few times, not once per event.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, ResourceExt};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::{PodEntry, PodIndex, Pods};
 
-/// Events taken together before the index is published again: a rollout's
-/// hundreds of Pod updates make a few new indexes, not hundreds.
+/// Events already waiting are taken together.
 const BURST: usize = 512;
+
+/// The index is rebuilt from every Pod, so not more often than this.
+const PUBLISH_EVERY: Duration = Duration::from_millis(100);
 
 /// Keeps `index` to the cluster's Pods until `shutdown`. Listing and
 /// watching failures are retried with kube-rs's backoff; until the first
@@ -28,24 +33,35 @@ pub async fn watch(client: kube::Client, index: PodIndex, shutdown: Cancellation
         .default_backoff()
         .ready_chunks(BURST)
         .boxed();
-    let mut known: HashMap<String, Arc<PodEntry>> = HashMap::new();
-    let mut listing: Option<HashMap<String, Arc<PodEntry>>> = None;
+    // Ordered by namespace/name, so Pods sharing an address resolve the same
+    // way at every publish.
+    let mut known: BTreeMap<String, Arc<PodEntry>> = BTreeMap::new();
+    let mut listing: Option<BTreeMap<String, Arc<PodEntry>>> = None;
     let mut synced = false;
     let mut failing = false;
+    let mut pending = false;
+    let mut published = Instant::now();
     loop {
+        let due = published + PUBLISH_EVERY;
         let burst = tokio::select! {
             _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep_until(due), if pending => {
+                index.set(Pods::shared(known.values().cloned()));
+                tracing::debug!(pods = known.len(), "kubernetesenv: Pods updated");
+                (pending, published) = (false, Instant::now());
+                continue;
+            }
             burst = events.next() => match burst {
                 Some(burst) => burst,
                 None => return,
             },
         };
-        let mut changed = false;
         for event in burst {
             let event = match event {
                 Ok(event) => event,
                 Err(e) => {
-                    // Backoff retries; say so once per outage, not per try.
+                    // Each retry restarts with `Init`: say so once per
+                    // outage, not per try.
                     if !failing {
                         tracing::warn!("kubernetesenv: watching Pods failed, retrying: {e}");
                     }
@@ -53,12 +69,8 @@ pub async fn watch(client: kube::Client, index: PodIndex, shutdown: Cancellation
                     continue;
                 }
             };
-            if failing {
-                tracing::info!("kubernetesenv: watching Pods again");
-                failing = false;
-            }
             match event {
-                watcher::Event::Init => listing = Some(HashMap::new()),
+                watcher::Event::Init => listing = Some(BTreeMap::new()),
                 watcher::Event::InitApply(pod) => {
                     if let (Some(listing), Some((key, entry))) = (listing.as_mut(), entry(&pod)) {
                         listing.insert(key, entry);
@@ -67,30 +79,32 @@ pub async fn watch(client: kube::Client, index: PodIndex, shutdown: Cancellation
                 watcher::Event::InitDone => {
                     if let Some(listed) = listing.take() {
                         known = listed;
-                        changed = true;
+                        pending = true;
                         if !synced {
                             tracing::info!(pods = known.len(), "kubernetesenv: Pods listed");
+                            // The first listing is published at once.
+                            published = Instant::now() - PUBLISH_EVERY;
                             synced = true;
                         }
                     }
                 }
                 watcher::Event::Apply(pod) => {
-                    if let Some((key, entry)) = entry(&pod) {
-                        known.insert(key, entry);
-                    } else {
-                        known.remove(&key_of(&pod));
-                    }
-                    changed = true;
+                    match entry(&pod) {
+                        Some((key, entry)) => known.insert(key, entry),
+                        None => known.remove(&key_of(&pod)),
+                    };
+                    pending = true;
                 }
                 watcher::Event::Delete(pod) => {
-                    changed |= known.remove(&key_of(&pod)).is_some();
+                    pending |= known.remove(&key_of(&pod)).is_some();
                 }
             }
+            if failing && listing.is_none() {
+                tracing::info!("kubernetesenv: watching Pods again");
+                failing = false;
+            }
         }
-        if changed && synced {
-            index.set(Pods::shared(known.values().cloned()));
-            tracing::debug!(pods = known.len(), "kubernetesenv: Pods updated");
-        }
+        pending &= synced;
     }
 }
 

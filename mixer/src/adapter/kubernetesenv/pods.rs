@@ -25,6 +25,9 @@ pub struct PodEntry {
     pub workload_name: Value,
     pub workload_namespace: Value,
     pub owner: Value,
+    /// Whether the Pod's IP is its own: not the node's (hostNetwork), and not
+    /// a finished Pod's, whose address a new Pod may already have.
+    pub owns_ip: bool,
 }
 
 impl PodEntry {
@@ -41,6 +44,10 @@ impl PodEntry {
         let status = pod.status.as_ref();
         let spec = pod.spec.as_ref();
         let (owner, workload) = owner_and_workload(pod, name, namespace, &labels);
+        let finished = status
+            .and_then(|s| s.phase.as_deref())
+            .is_some_and(|p| p == "Succeeded" || p == "Failed");
+        let host_network = spec.and_then(|s| s.host_network).unwrap_or(false);
         Some(PodEntry {
             uid: Value::string(&format!("kubernetes://{name}.{namespace}")),
             ip: ip(status.and_then(|s| s.pod_ip.as_ref())),
@@ -59,6 +66,7 @@ impl PodEntry {
             workload_name: Value::string(&workload),
             workload_namespace: Value::string(namespace),
             owner: Value::string(&owner),
+            owns_ip: !finished && !host_network,
         })
     }
 }
@@ -122,11 +130,13 @@ impl Pods {
         Pods::shared(pods.into_iter().map(Arc::new))
     }
 
-    /// An index of entries another index (or a watcher) also holds.
+    /// An index of entries another index (or a watcher) also holds. Of Pods
+    /// sharing an address the last given wins, and only a Pod that owns its
+    /// address is found by it.
     pub fn shared(pods: impl IntoIterator<Item = Arc<PodEntry>>) -> Pods {
         let mut out = Pods::default();
         for p in pods {
-            if let Some(Value::IpAddress(ip)) = &p.ip {
+            if let (Some(Value::IpAddress(ip)), true) = (&p.ip, p.owns_ip) {
                 out.by_ip.insert(*ip, p.clone());
             }
             if let Some(uid) = p.uid.as_str() {
@@ -236,5 +246,30 @@ mod tests {
         );
         assert_eq!(name(pods.find(None, ip("10.0.0.3"))), None);
         assert_eq!(name(pods.find(Some(""), None)), None);
+    }
+
+    #[test]
+    fn only_a_pod_that_owns_its_address_is_found_by_it() {
+        let pods = Pods::new([
+            pod("metadata: {name: web}\nstatus: {podIP: 10.0.0.7, phase: Running}\n"),
+            pod("metadata: {name: job-done}\nstatus: {podIP: 10.0.0.7, phase: Succeeded}\n"),
+            pod(
+                "metadata: {name: node-agent}\nspec: {hostNetwork: true, containers: []}\nstatus: {podIP: 192.168.0.2}\n",
+            ),
+        ]);
+        let at = |addr: &str| pods.find(None, Some(addr.parse().unwrap()));
+        assert_eq!(
+            at("10.0.0.7").map(|p| p.name.to_string()),
+            Some("web".into())
+        );
+        assert!(
+            at("192.168.0.2").is_none(),
+            "the node's address is not the Pod's"
+        );
+        assert!(
+            pods.find(Some("kubernetes://node-agent.default"), None)
+                .is_some(),
+            "still found by uid"
+        );
     }
 }
