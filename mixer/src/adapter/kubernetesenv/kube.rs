@@ -46,8 +46,7 @@ pub async fn watch(client: kube::Client, index: PodIndex, shutdown: Cancellation
         let burst = tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep_until(due), if pending => {
-                index.set(Pods::shared(known.values().cloned()));
-                tracing::debug!(pods = known.len(), "kubernetesenv: Pods updated");
+                publish(&index, &known);
                 (pending, published) = (false, Instant::now());
                 continue;
             }
@@ -79,12 +78,12 @@ pub async fn watch(client: kube::Client, index: PodIndex, shutdown: Cancellation
                 watcher::Event::InitDone => {
                     if let Some(listed) = listing.take() {
                         known = listed;
-                        pending = true;
-                        if !synced {
+                        if synced {
+                            pending = true;
+                        } else {
                             tracing::info!(pods = known.len(), "kubernetesenv: Pods listed");
-                            // The first listing is published at once.
-                            published = Instant::now() - PUBLISH_EVERY;
-                            synced = true;
+                            publish(&index, &known);
+                            (synced, published) = (true, Instant::now());
                         }
                     }
                 }
@@ -106,6 +105,11 @@ pub async fn watch(client: kube::Client, index: PodIndex, shutdown: Cancellation
         }
         pending &= synced;
     }
+}
+
+fn publish(index: &PodIndex, known: &BTreeMap<String, Arc<PodEntry>>) {
+    index.set(Pods::shared(known.values().cloned()));
+    tracing::debug!(pods = known.len(), "kubernetesenv: Pods published");
 }
 
 fn key_of(pod: &Pod) -> String {
