@@ -16,7 +16,7 @@ use clap::Parser;
 use serde_json::json;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use trireme_bench::latency::quantiles;
+use trireme_bench::latency::{gather, quantiles};
 use trireme_tests::galley::{Galley, admission_review};
 use trireme_tests::injector::Certs;
 
@@ -254,14 +254,7 @@ async fn webhook(args: &Args) -> anyhow::Result<()> {
             request.await.map(|()| sent.elapsed().as_nanos() as u64)
         }));
     }
-    let mut nanos = Vec::with_capacity(total);
-    let mut errors = 0;
-    for t in tasks {
-        match t.await? {
-            Ok(n) => nanos.push(n),
-            Err(_) => errors += 1,
-        }
-    }
+    let (nanos, errors) = gather(tasks).await?;
     println!(
         "webhook, {} admissions/s for {} s over HTTPS (valid and invalid VirtualServices, a Mixer rule checked with the served config): {} ({errors} errors)",
         args.rate,

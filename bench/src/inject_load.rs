@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, ensure};
 use clap::Parser;
 use serde_json::json;
-use trireme_bench::latency::quantiles;
+use trireme_bench::latency::{gather, quantiles};
 use trireme_tests::bin;
 use trireme_tests::injector::{Certs, Injector};
 
@@ -149,14 +149,7 @@ async fn main() -> anyhow::Result<()> {
                     .map(|()| sent.elapsed().as_nanos() as u64)
             }));
         }
-        let mut nanos = Vec::with_capacity(total);
-        let mut errors = 0;
-        for t in tasks {
-            match t.await? {
-                Ok(n) => nanos.push(n),
-                Err(_) => errors += 1,
-            }
-        }
+        let (nanos, errors) = gather(tasks).await?;
         let elapsed = start.elapsed();
         println!(
             "open loop, {} admissions/s for {} s over HTTPS, {}: {} ({:.0} done/s, {errors} errors; sends late by {})",

@@ -178,6 +178,22 @@ pub fn report<C: std::fmt::Debug + PartialEq>(
     }
 }
 
+/// The latencies (nanoseconds) of an open loop's requests, each a task, and
+/// how many of them failed.
+pub async fn gather<E>(
+    tasks: Vec<tokio::task::JoinHandle<Result<u64, E>>>,
+) -> anyhow::Result<(Vec<u64>, usize)> {
+    let mut nanos = Vec::with_capacity(tasks.len());
+    let mut errors = 0;
+    for t in tasks {
+        match t.await? {
+            Ok(n) => nanos.push(n),
+            Err(_) => errors += 1,
+        }
+    }
+    Ok((nanos, errors))
+}
+
 /// p50, p90, p99, p99.9 and max of latencies in nanoseconds, in milliseconds.
 pub fn quantiles(mut nanos: Vec<u64>) -> String {
     nanos.sort_unstable();
