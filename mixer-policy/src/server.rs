@@ -2,7 +2,6 @@
 
 use std::sync::Arc;
 
-use anyhow::Context;
 use api::mixer::mixer_server::MixerServer;
 use axum::routing::get;
 use clap::Args;
@@ -87,15 +86,23 @@ pub async fn run(
         shutdown.clone(),
     ));
 
-    tracing::info!("serving istio.mixer.v1.Mixer and envoy.service.auth.v3.Authorization");
-    let serve = tonic::transport::Server::builder()
-        .add_service(MixerServer::new(policy.clone()))
-        .add_service(AuthorizationServer::new(policy))
-        .serve_with_incoming_shutdown(
-            mesh::server::incoming_nodelay(grpc_listener),
-            shutdown.clone().cancelled_owned(),
-        );
-    serve.await.context("gRPC server")?;
+    let threads = mesh::grpc::default_threads();
+    tracing::info!(
+        threads,
+        "serving istio.mixer.v1.Mixer and envoy.service.auth.v3.Authorization"
+    );
+    mesh::grpc::serve_per_thread(
+        "check",
+        grpc_listener,
+        threads,
+        shutdown.clone(),
+        move || {
+            tonic::transport::Server::builder()
+                .add_service(MixerServer::new(policy.clone()))
+                .add_service(AuthorizationServer::new(policy.clone()))
+        },
+    )
+    .await?;
     tracing::info!("gRPC server stopped; draining");
     shutdown.cancel();
     let _ = watcher.await;
