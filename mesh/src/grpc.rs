@@ -1,6 +1,6 @@
 //! gRPC served by threads that each run a current-thread runtime of their
-//! own, for the services whose every request is small and frequent (Mixer's
-//! Check and Report, Envoy's ext_authz and access logs).
+//! own, for services whose every request is a small unary call answered at
+//! once (mixer-policy's Check and Envoy's ext_authz).
 //!
 //! Why not tokio's multi-thread scheduler, as everywhere else: there, a
 //! finished stream wakes its connection's task into the worker's LIFO slot,
@@ -65,11 +65,8 @@ where
             _ = shutdown.cancelled() => break,
             accepted = listener.accept() => accepted,
         };
-        let stream = match accepted.and_then(|(s, _)| {
-            s.set_nodelay(true)?;
-            s.into_std()
-        }) {
-            Ok(s) => s,
+        let stream = match accepted {
+            Ok((s, _)) => s,
             Err(e) => {
                 // Out of file descriptors, say: accepting again at once
                 // would spin on the same error.
@@ -78,6 +75,14 @@ where
                     _ = shutdown.cancelled() => break,
                     _ = tokio::time::sleep(Duration::from_millis(50)) => continue,
                 }
+            }
+        };
+        // A peer gone already: its connection alone is dropped.
+        let stream = match stream.set_nodelay(true).and_then(|()| stream.into_std()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::debug!("{name}: dropping a new connection: {e}");
+                continue;
             }
         };
         // A thread stops before the senders are dropped only when its
