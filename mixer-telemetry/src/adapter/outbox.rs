@@ -161,13 +161,15 @@ impl<T: Clone + Send + 'static> Outbox<T> {
     pub fn push(&self, items: impl ExactSizeIterator<Item = T>) -> Result<(), String> {
         let offered = items.len();
         let cap = self.limits.capacity;
+        // The gauge is set under the lock: set after it, two pushes at once
+        // could leave the smaller, older length showing.
         let (dropped, len) = {
             let mut q = self.lock();
             let room = cap.saturating_sub(q.len());
             q.extend(items.take(room));
+            self.buffered.set(q.len() as i64);
             (offered.saturating_sub(room), q.len())
         };
-        self.buffered.set(len as i64);
         if len >= self.limits.batch {
             self.wake.notify_one();
         }
@@ -216,13 +218,12 @@ pub async fn run<T: Clone + Send + 'static>(
             }
             match sink.send(&batch).await {
                 Ok(()) => {
-                    let left = {
+                    {
                         let mut q = outbox.lock();
                         q.drain(..batch.len());
-                        q.len()
-                    };
+                        outbox.buffered.set(q.len() as i64);
+                    }
                     sent.inc_by(batch.len() as u64);
-                    outbox.buffered.set(left as i64);
                 }
                 Err(e) => {
                     errors.inc();
