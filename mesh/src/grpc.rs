@@ -20,12 +20,6 @@ use tokio_stream::StreamExt;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use tokio_util::sync::CancellationToken;
 
-/// The threads [`serve_per_thread`] starts when asked for none: one per core
-/// this process may run on.
-pub fn default_threads() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
-}
-
 /// Accepts on `listener` and hands the connections in turn to `threads`
 /// threads, each serving the router `router` builds for it, until `shutdown`
 /// is cancelled; then lets every thread finish its in-flight requests.

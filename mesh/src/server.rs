@@ -33,6 +33,12 @@ pub async fn bind(addr: &str, flag: &'static str) -> Result<TcpListener, BindErr
     })
 }
 
+/// The cores this process may run on: its CPU affinity and cgroup quota
+/// (a Pod with `limits.cpu: 2` gets two), at least one.
+pub fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
 /// Accepted connections with Nagle's algorithm off, for a gRPC server fed its
 /// own listener (tonic sets it only on listeners it binds itself): a reply
 /// written in two pieces must not wait for the peer's delayed ACK (~40 ms).

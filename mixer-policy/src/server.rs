@@ -86,7 +86,7 @@ pub async fn run(
         shutdown.clone(),
     ));
 
-    let threads = mesh::grpc::default_threads();
+    let threads = mesh::server::cores();
     tracing::info!(
         threads,
         "serving istio.mixer.v1.Mixer and envoy.service.auth.v3.Authorization"

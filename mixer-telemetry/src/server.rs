@@ -121,7 +121,7 @@ pub async fn run(
         0,
     ));
     let workers = match args.report_workers {
-        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        0 => mesh::server::cores(),
         n => n,
     };
     let (ingest, work) = Ingest::start(
