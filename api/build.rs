@@ -36,8 +36,37 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .btree_map(".istio.mixer.v1.CompressedAttributes")
         .btree_map(".istio.mixer.v1.StringMap")
         .compile_fds(descriptors)?;
+    mixer_in_place();
     let config = protox::compile(CONFIG, ["proto"])?;
     let out = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
     std::fs::write(out.join("istio_descriptors.bin"), config.encode_to_vec())?;
     Ok(())
+}
+
+/// The server side of `istio.mixer.v1.Mixer` over `mixer_wire`'s requests,
+/// whose attribute sets stay bytes for mixer's in-place decoder. Same
+/// routes, same wire; clients keep the generated message types.
+fn mixer_in_place() {
+    use tonic_prost_build::manual::{Builder, Method, Service};
+    let method = |name: &str, route: &str, input: &str, output: &str| {
+        Method::builder()
+            .name(name)
+            .route_name(route)
+            .input_type(format!("crate::mixer_wire::{input}"))
+            .output_type(format!("crate::mixer::{output}"))
+            .codec_path("tonic_prost::ProstCodec")
+            .build()
+    };
+    let service = Service::builder()
+        .name("Mixer")
+        .package("istio.mixer.v1")
+        .method(method("check", "Check", "CheckRequest", "CheckResponse"))
+        .method(method(
+            "report",
+            "Report",
+            "ReportRequest",
+            "ReportResponse",
+        ))
+        .build();
+    Builder::new().build_client(false).compile(&[service]);
 }

@@ -4,6 +4,7 @@
 //!   lives here and not in `envoy-types`).
 //! - [`ca`]: Citadel's `IstioCertificateService`.
 //! - [`mixer`]: Mixer's v1 API (`istio.mixer.v1`), with [`google::rpc`]'s status;
+//!   [`mixer_wire`]: its requests as the servers read them, attributes in place;
 //!   [`listentry`] and [`istio`]'s adapter types: the out-of-process adapter protocol.
 //! - [`config`]: Istio's configuration objects as operators write them in YAML,
 //!   parsed strictly and validated with errors that name the object and field:
@@ -21,6 +22,7 @@ pub mod config;
 pub mod duration;
 pub mod mcp;
 pub mod mesh;
+pub mod mixer_wire;
 pub mod networking;
 pub mod re2;
 pub mod security;

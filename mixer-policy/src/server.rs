@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use api::mixer::mixer_server::MixerServer;
+use api::mixer_wire::mixer_server::MixerServer;
 use axum::routing::get;
 use clap::Args;
 use envoy_types::ext_authz::v3::pb::AuthorizationServer;

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use api::mixer::mixer_server::MixerServer;
+use api::mixer_wire::mixer_server::MixerServer;
 use axum::routing::get;
 use clap::Args;
 use envoy_types::pb::envoy::service::accesslog::v3::access_log_service_server::AccessLogServiceServer;

@@ -23,7 +23,7 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use mixer::adapter::{Adapter, CheckResult, Handler, ParamsError, Registry, Status};
-use mixer::attribute::compressed::{Words, decode, encode};
+use mixer::attribute::compressed::{Raw, Words, decode, encode};
 use mixer::attribute::{Bag, Value, Vocabulary, dictionary};
 use mixer::config::store::Current;
 use mixer::config::{Snapshot, parse_file};
@@ -249,10 +249,12 @@ fn decoding(c: &mut Criterion) {
         quotas: Default::default(),
     };
     let wire = request.encode_to_vec();
-    let decode_bag = |attrs: &api::mixer::CompressedAttributes| {
-        let mut out = Bag::new();
-        let words = Words::new(global, &attrs.words).expect("words");
-        decode(attrs, &words, &vocab, &mut out).expect("decode");
+    let attrs = attrs.encode_to_vec();
+    let decode_bag = |attrs: &[u8]| {
+        let raw = Raw::parse(attrs).expect("framing");
+        let words = Words::new(global, raw.words()).expect("words");
+        let mut out = Bag::with_capacity(raw.entries());
+        decode(&raw, &words, &vocab, &mut out).expect("decode");
         out
     };
     assert_eq!(decode_bag(&attrs).len(), bag.len());
@@ -262,9 +264,9 @@ fn decoding(c: &mut Criterion) {
     });
     group.bench_function("check_request_wire_and_compressed", |b| {
         b.iter(|| {
-            let req = api::mixer::CheckRequest::decode(std::hint::black_box(wire.as_slice()))
+            let req = api::mixer_wire::CheckRequest::decode(std::hint::black_box(wire.as_slice()))
                 .expect("protobuf");
-            decode_bag(req.attributes.as_ref().expect("attributes"))
+            decode_bag(&req.attributes)
         })
     });
     group.finish();

@@ -4,12 +4,11 @@
 //! duration or use count runs out or the config changes.
 
 use std::collections::HashMap;
-use std::hash::Hasher;
+use std::hash::{BuildHasher, Hasher};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use tokio::time::Instant;
-use xxhash_rust::xxh3::Xxh3;
 
 use crate::attribute::{Attributes, Bag, Value};
 use crate::referenced::Read;
@@ -18,8 +17,8 @@ use crate::referenced::Read;
 /// and a decision whose shape does not fit is simply not cached.
 const MAX_SHAPES: usize = 256;
 
-/// One referenced value as a request has it, compared exactly on a hit (the
-/// hash only finds candidates).
+/// One referenced value as the cache keeps it, compared exactly on a hit
+/// (the hash only finds candidates).
 #[derive(Debug, Clone, PartialEq)]
 enum Part {
     Absent,
@@ -27,18 +26,41 @@ enum Part {
     Text(String),
 }
 
-fn parts(reads: &[Read], bag: &Bag) -> Vec<Part> {
-    reads
-        .iter()
-        .map(|r| match &r.key {
-            Some(k) => bag
-                .get_key(&r.name, k)
-                .map_or(Part::Absent, |v| Part::Text(v.to_string())),
-            None => bag
-                .get(&r.name)
-                .map_or(Part::Absent, |v| Part::Value(v.clone())),
-        })
-        .collect()
+/// One referenced value as a request has it, borrowed: a lookup hashes and
+/// compares these, and allocates nothing.
+#[derive(Clone, Copy)]
+enum Seen<'a> {
+    Absent,
+    Value(&'a Value),
+    Text(&'a str),
+}
+
+impl<'a> Seen<'a> {
+    fn of(read: &Read, bag: &'a Bag) -> Seen<'a> {
+        match &read.key {
+            Some(k) => bag.get_key(&read.name, k).map_or(Seen::Absent, Seen::Text),
+            None => bag.get(&read.name).map_or(Seen::Absent, Seen::Value),
+        }
+    }
+}
+
+impl Part {
+    fn kept(seen: Seen) -> Part {
+        match seen {
+            Seen::Absent => Part::Absent,
+            Seen::Value(v) => Part::Value(v.clone()),
+            Seen::Text(t) => Part::Text(t.to_string()),
+        }
+    }
+
+    fn is(&self, seen: Seen) -> bool {
+        match (self, seen) {
+            (Part::Absent, Seen::Absent) => true,
+            (Part::Value(a), Seen::Value(b)) => a == b,
+            (Part::Text(a), Seen::Text(b)) => a == b,
+            _ => false,
+        }
+    }
 }
 
 /// A cached answer and how much of its validity is left.
@@ -55,9 +77,13 @@ type Shapes = (u64, Arc<Vec<Arc<[Read]>>>);
 pub struct CheckCache<T> {
     /// The shapes of the current generation, read without the entry lock.
     shapes: RwLock<Shapes>,
-    entries: Mutex<HashMap<(usize, u64), Entry<T>>>,
+    /// Keyed by shape and the hash of its values. Two value sets that
+    /// collide share one slot, the later replacing the earlier: a collision
+    /// costs a miss, never a chain, so neither hash needs flood resistance.
+    entries: Mutex<HashMap<(usize, u64), Entry<T>, foldhash::fast::RandomState>>,
     capacity: usize,
-    seed: u64,
+    /// Seeded per process.
+    hasher: foldhash::fast::RandomState,
 }
 
 struct Entry<T> {
@@ -69,13 +95,11 @@ struct Entry<T> {
 
 impl<T: Clone> CheckCache<T> {
     pub fn new(capacity: usize) -> CheckCache<T> {
-        use std::hash::BuildHasher;
         CheckCache {
             shapes: RwLock::new((0, Arc::new(Vec::new()))),
-            entries: Mutex::new(HashMap::new()),
+            entries: Mutex::new(HashMap::default()),
             capacity,
-            // Seeded per process: request values cannot be chosen to collide.
-            seed: std::collections::hash_map::RandomState::new().hash_one(0u8),
+            hasher: Default::default(),
         }
     }
 
@@ -90,13 +114,18 @@ impl<T: Clone> CheckCache<T> {
         };
         let now = Instant::now();
         for (i, shape) in shapes.iter().enumerate() {
-            let parts = parts(shape, bag);
-            let key = (i, self.hash(&parts));
+            let key = (i, self.hash(shape, bag));
             let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
             let Some(entry) = entries.get_mut(&key) else {
                 continue;
             };
-            if entry.parts != parts {
+            let same = entry.parts.len() == shape.len()
+                && entry
+                    .parts
+                    .iter()
+                    .zip(shape.iter())
+                    .all(|(p, r)| p.is(Seen::of(r, bag)));
+            if !same {
                 continue;
             }
             if entry.expires <= now || entry.uses_left <= 0 {
@@ -131,31 +160,13 @@ impl<T: Clone> CheckCache<T> {
         let Some(expires) = now.checked_add(valid_for) else {
             return;
         };
-        let shape = {
-            let mut current = self.shapes.write().unwrap_or_else(|p| p.into_inner());
-            if generation < current.0 {
-                return;
-            }
-            if generation > current.0 {
-                *current = (generation, Arc::new(Vec::new()));
-                self.entries
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .clear();
-            }
-            match current.1.iter().position(|s| **s == *reads) {
-                Some(i) => i,
-                None if current.1.len() < MAX_SHAPES => {
-                    let mut shapes = (*current.1).clone();
-                    shapes.push(reads.into());
-                    current.1 = Arc::new(shapes);
-                    current.1.len() - 1
-                }
-                None => return,
-            }
+        let Some(shape) =
+            (self.known_shape(generation, reads)).or_else(|| self.add_shape(generation, reads))
+        else {
+            return;
         };
-        let parts = parts(reads, bag);
-        let key = (shape, self.hash(&parts));
+        let key = (shape, self.hash(reads, bag));
+        let parts = reads.iter().map(|r| Part::kept(Seen::of(r, bag))).collect();
         let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         if entries.len() >= self.capacity {
             // Expired entries go first; if live ones still fill it, about a
@@ -180,6 +191,43 @@ impl<T: Clone> CheckCache<T> {
         );
     }
 
+    /// The index of `reads` among the shapes of `generation`, found under
+    /// the read lock: after the first few requests, every store finds it.
+    fn known_shape(&self, generation: u64, reads: &[Read]) -> Option<usize> {
+        let current = self.shapes.read().unwrap_or_else(|p| p.into_inner());
+        if current.0 != generation {
+            return None;
+        }
+        current.1.iter().position(|s| **s == *reads)
+    }
+
+    /// Adds `reads` as a shape of `generation` (starting afresh for a newer
+    /// generation), unless the generation is older or there are too many.
+    fn add_shape(&self, generation: u64, reads: &[Read]) -> Option<usize> {
+        let mut current = self.shapes.write().unwrap_or_else(|p| p.into_inner());
+        if generation < current.0 {
+            return None;
+        }
+        if generation > current.0 {
+            *current = (generation, Arc::new(Vec::new()));
+            self.entries
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clear();
+        }
+        // Another store may have added it since the read lock was let go.
+        if let Some(i) = current.1.iter().position(|s| **s == *reads) {
+            return Some(i);
+        }
+        if current.1.len() >= MAX_SHAPES {
+            return None;
+        }
+        let mut shapes = (*current.1).clone();
+        shapes.push(reads.into());
+        current.1 = Arc::new(shapes);
+        Some(current.1.len() - 1)
+    }
+
     pub fn len(&self) -> usize {
         self.entries.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
@@ -188,17 +236,17 @@ impl<T: Clone> CheckCache<T> {
         self.len() == 0
     }
 
-    fn hash(&self, parts: &[Part]) -> u64 {
-        let mut h = Xxh3::with_seed(self.seed);
-        for p in parts {
-            match p {
-                Part::Absent => h.write_u8(0),
-                Part::Text(t) => {
+    fn hash(&self, reads: &[Read], bag: &Bag) -> u64 {
+        let mut h = self.hasher.build_hasher();
+        for r in reads {
+            match Seen::of(r, bag) {
+                Seen::Absent => h.write_u8(0),
+                Seen::Text(t) => {
                     h.write_u8(1);
                     h.write(t.as_bytes());
                     h.write_u8(0xff);
                 }
-                Part::Value(v) => {
+                Seen::Value(v) => {
                     h.write_u8(2);
                     hash_value(v, &mut h);
                 }
@@ -208,7 +256,7 @@ impl<T: Clone> CheckCache<T> {
     }
 }
 
-fn hash_value(v: &Value, h: &mut Xxh3) {
+fn hash_value(v: &Value, h: &mut impl Hasher) {
     h.write_u8(v.value_type() as u8);
     match v {
         Value::String(s) | Value::DnsName(s) | Value::EmailAddress(s) | Value::Uri(s) => {

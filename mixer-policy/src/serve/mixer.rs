@@ -7,11 +7,12 @@ use api::google::rpc::Status as RpcStatus;
 use api::mixer::check_response::{PreconditionResult, QuotaResult as WireQuota};
 use api::mixer::referenced_attributes::{AttributeMatch, Condition};
 use api::mixer::{
-    CheckRequest, CheckResponse, CompressedAttributes, HeaderOperation, ReferencedAttributes,
-    ReportRequest, ReportResponse, RouteDirective, header_operation, mixer_server,
+    CheckResponse, HeaderOperation, ReferencedAttributes, ReportResponse, RouteDirective,
+    header_operation,
 };
+use api::mixer_wire::{CheckRequest, ReportRequest, mixer_server};
 use mixer::adapter::{QuotaArgs, Status};
-use mixer::attribute::compressed::{self, Words};
+use mixer::attribute::compressed::{self, Raw, Words};
 use mixer::attribute::{Bag, dictionary};
 use mixer::config::Snapshot;
 use mixer::config::kinds::HeaderOperation as Op;
@@ -111,13 +112,14 @@ impl mixer_server::Mixer for Policy {
 
 impl Policy {
     fn decode(&self, req: &CheckRequest, snapshot: &Snapshot) -> Result<Bag, tonic::Status> {
-        let empty = CompressedAttributes::default();
-        let attrs = req.attributes.as_ref().unwrap_or(&empty);
-        let mut bag = Bag::new();
-        let decoded = Words::new(req.global_word_count, &attrs.words)
-            .and_then(|words| compressed::decode(attrs, &words, &snapshot.vocabulary, &mut bag));
+        let decoded = Raw::parse(&req.attributes).and_then(|raw| {
+            let words = Words::new(req.global_word_count, raw.words())?;
+            // What the proxy sent, plus what kubernetesenv adds.
+            let mut bag = Bag::with_capacity(raw.entries() + 24);
+            compressed::decode(&raw, &words, &snapshot.vocabulary, &mut bag).map(|s| (bag, s))
+        });
         match decoded {
-            Ok(stats) => {
+            Ok((bag, stats)) => {
                 self.metrics
                     .undeclared_attributes
                     .inc_by(u64::from(stats.undeclared));

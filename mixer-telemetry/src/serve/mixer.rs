@@ -6,8 +6,9 @@
 //! queued for the adapters. Check is mixer-policy's.
 
 use api::mixer::report_request::RepeatedAttributesSemantics;
-use api::mixer::{CheckRequest, CheckResponse, ReportRequest, ReportResponse, mixer_server};
-use mixer::attribute::compressed::{self, Words};
+use api::mixer::{CheckResponse, ReportResponse};
+use api::mixer_wire::{CheckRequest, ReportRequest, mixer_server};
+use mixer::attribute::compressed::{self, Raw, Words};
 use mixer::attribute::{Bag, Vocabulary};
 use tonic::{Request, Response, Status};
 
@@ -70,38 +71,29 @@ pub fn decode(req: &ReportRequest, vocab: &Vocabulary) -> Result<(Vec<Bag>, u64)
             ));
         }
     };
+    let default_words: Vec<&str> = req.default_words.iter().map(String::as_str).collect();
     let mut bags: Vec<Bag> = Vec::with_capacity(req.attributes.len());
     let mut undeclared = 0;
     for (i, set) in req.attributes.iter().enumerate() {
-        let local = if set.words.is_empty() {
-            &req.default_words
-        } else {
-            &set.words
-        };
-        let words = Words::new(req.global_word_count, local)
-            .map_err(|e| format!("attributes[{i}]: {e}"))?;
-        let mut bag = match bags.last() {
-            Some(previous) if delta => previous.clone(),
-            // What a proxy sends, plus what kubernetesenv adds.
-            _ => Bag::with_capacity(attribute_count(set) + 24),
-        };
-        let stats = compressed::decode(set, &words, vocab, &mut bag)
-            .map_err(|e| format!("attributes[{i}]: {e}"))?;
+        let decoded = Raw::parse(set).and_then(|raw| {
+            let local = if raw.words().is_empty() {
+                &default_words
+            } else {
+                raw.words()
+            };
+            let words = Words::new(req.global_word_count, local)?;
+            let mut bag = match bags.last() {
+                Some(previous) if delta => previous.clone(),
+                // What a proxy sends, plus what kubernetesenv adds.
+                _ => Bag::with_capacity(raw.entries() + 24),
+            };
+            compressed::decode(&raw, &words, vocab, &mut bag).map(|stats| (bag, stats))
+        });
+        let (bag, stats) = decoded.map_err(|e| format!("attributes[{i}]: {e}"))?;
         undeclared += u64::from(stats.undeclared);
         bags.push(bag);
     }
     Ok((bags, undeclared))
-}
-
-fn attribute_count(set: &api::mixer::CompressedAttributes) -> usize {
-    set.strings.len()
-        + set.int64s.len()
-        + set.doubles.len()
-        + set.bools.len()
-        + set.timestamps.len()
-        + set.durations.len()
-        + set.bytes.len()
-        + set.string_maps.len()
 }
 
 #[cfg(test)]
@@ -109,6 +101,7 @@ mod tests {
     use api::mixer::CompressedAttributes;
     use mixer::attribute::Value;
     use mixer::attribute::dictionary::index_of;
+    use prost::Message;
 
     use super::*;
 
@@ -121,13 +114,18 @@ mod tests {
         }
     }
 
+    /// The request as mixer-telemetry reads it off the wire.
+    fn wire(req: api::mixer::ReportRequest) -> ReportRequest {
+        ReportRequest::decode(req.encode_to_vec().as_slice()).unwrap()
+    }
+
     fn g(word: &str) -> i32 {
         index_of(word).unwrap()
     }
 
     #[test]
     fn independent_sets_use_the_default_words_when_they_bring_none() {
-        let req = ReportRequest {
+        let req = wire(api::mixer::ReportRequest {
             attributes: vec![
                 set(
                     &[(g("destination.service.host"), -1)],
@@ -143,7 +141,7 @@ mod tests {
             default_words: vec!["reviews.default.svc.cluster.local".into()],
             global_word_count: 0,
             repeated_attributes_semantics: RepeatedAttributesSemantics::IndependentEncoding as i32,
-        };
+        });
         let (bags, _) = decode(&req, &Vocabulary::standard()).unwrap();
         let host = |b: &Bag| b.get("destination.service.host").unwrap().to_string();
         assert_eq!(host(&bags[0]), "reviews.default.svc.cluster.local");
@@ -157,7 +155,7 @@ mod tests {
 
     #[test]
     fn delta_sets_change_the_one_before() {
-        let req = ReportRequest {
+        let req = wire(api::mixer::ReportRequest {
             attributes: vec![
                 set(
                     &[(g("request.path"), -1)],
@@ -168,7 +166,7 @@ mod tests {
             ],
             repeated_attributes_semantics: RepeatedAttributesSemantics::DeltaEncoding as i32,
             ..Default::default()
-        };
+        });
         let (bags, _) = decode(&req, &Vocabulary::standard()).unwrap();
         assert_eq!(bags[1].get("request.path"), Some(&Value::string("/a")));
         assert_eq!(bags[1].get("response.code"), Some(&Value::Int64(503)));
@@ -177,23 +175,33 @@ mod tests {
 
     #[test]
     fn a_bad_set_refuses_the_batch_naming_it() {
-        let req = ReportRequest {
+        let req = wire(api::mixer::ReportRequest {
             attributes: vec![
                 set(&[], &[(g("response.code"), 200)], &[]),
                 set(&[(g("request.path"), -3)], &[], &["/a"]),
             ],
             repeated_attributes_semantics: RepeatedAttributesSemantics::IndependentEncoding as i32,
             ..Default::default()
-        };
+        });
         let err = decode(&req, &Vocabulary::standard()).unwrap_err();
         assert_eq!(
             err,
-            "attributes[1]: word index -3 is out of range: the message has 1 words"
+            "attributes[1]: strings entry: value: word index -3 is out of range: the message has 1 words"
         );
+        // An empty set is fine; a set whose framing is broken is not.
         let req = ReportRequest {
-            repeated_attributes_semantics: 7,
+            attributes: vec![Default::default(), vec![0x12, 9, 1].into()],
+            repeated_attributes_semantics: RepeatedAttributesSemantics::IndependentEncoding as i32,
             ..Default::default()
         };
+        assert_eq!(
+            decode(&req, &Vocabulary::standard()).unwrap_err(),
+            "attributes[1]: the attributes are not valid protobuf: field 2: 9 bytes announced, 1 left in the message"
+        );
+        let req = wire(api::mixer::ReportRequest {
+            repeated_attributes_semantics: 7,
+            ..Default::default()
+        });
         assert!(
             decode(&req, &Vocabulary::standard())
                 .unwrap_err()

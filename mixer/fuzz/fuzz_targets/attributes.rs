@@ -1,6 +1,6 @@
 //! Any bytes as a Mixer `CheckRequest`: its compressed attributes decoded
-//! against the standard vocabulary without a panic, whatever the indexes,
-//! words and values. A bag that decodes is encoded again, carried through
+//! in place against the standard vocabulary without a panic, whatever the
+//! framing, indexes, words and values. A bag that decodes is encoded again, carried through
 //! protobuf once more, and must decode to the same bag.
 
 #![no_main]
@@ -9,7 +9,7 @@ use std::sync::LazyLock;
 
 use api::mixer::CheckRequest;
 use libfuzzer_sys::fuzz_target;
-use mixer::attribute::compressed::{self, Words};
+use mixer::attribute::compressed::{self, Raw, Words};
 use mixer::attribute::{Bag, Value, Vocabulary};
 use prost::Message;
 
@@ -22,15 +22,17 @@ fn comparable(value: &Value) -> bool {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(request) = CheckRequest::decode(data) else {
+    let Ok(request) = api::mixer_wire::CheckRequest::decode(data) else {
         return;
     };
-    let attrs = request.attributes.unwrap_or_default();
-    let Ok(words) = Words::new(request.global_word_count, &attrs.words) else {
+    let Ok(raw) = Raw::parse(&request.attributes) else {
+        return;
+    };
+    let Ok(words) = Words::new(request.global_word_count, raw.words()) else {
         return;
     };
     let mut bag = Bag::new();
-    if compressed::decode(&attrs, &words, &VOCAB, &mut bag).is_err() {
+    if compressed::decode(&raw, &words, &VOCAB, &mut bag).is_err() {
         return;
     }
 
@@ -40,12 +42,14 @@ fuzz_target!(|data: &[u8]| {
         ..Default::default()
     }
     .encode_to_vec();
-    let resent = CheckRequest::decode(resent.as_slice()).expect("an encoded request decodes");
-    let wire = resent.attributes.unwrap_or_default();
-    let words = Words::new(resent.global_word_count, &wire.words)
+    let resent = api::mixer_wire::CheckRequest::decode(resent.as_slice())
+        .expect("an encoded request decodes");
+    let raw = Raw::parse(&resent.attributes)
+        .unwrap_or_else(|e| panic!("the framing of an encoded bag: {e}"));
+    let words = Words::new(resent.global_word_count, raw.words())
         .unwrap_or_else(|e| panic!("the words of an encoded bag: {e}"));
     let mut back = Bag::new();
-    let stats = compressed::decode(&wire, &words, &VOCAB, &mut back)
+    let stats = compressed::decode(&raw, &words, &VOCAB, &mut back)
         .unwrap_or_else(|e| panic!("an encoded bag does not decode: {e}\nbag: {bag:?}"));
     assert_eq!(
         stats.undeclared, 0,

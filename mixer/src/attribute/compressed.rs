@@ -10,7 +10,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use api::mixer::{CompressedAttributes, StringMap as WireMap};
 
-use super::{Bag, Value, ValueType, Vocabulary, dictionary};
+use super::wire::{self, Field, Fields, WireError};
+
+use super::{Bag, StringMap, Value, ValueType, Vocabulary, dictionary};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
@@ -18,14 +20,14 @@ pub struct DecodeError(pub String);
 
 /// Resolves word indexes for one message.
 pub struct Words<'a> {
-    global: &'a [&'static str],
-    local: &'a [String],
+    global: &'static [&'static str],
+    local: &'a [&'a str],
 }
 
 impl<'a> Words<'a> {
     /// The request's `global_word_count` may be smaller than ours (an older
     /// proxy), never larger: we cannot know words we do not have.
-    pub fn new(global_word_count: u32, local: &'a [String]) -> Result<Words<'a>, DecodeError> {
+    pub fn new(global_word_count: u32, local: &'a [&'a str]) -> Result<Words<'a>, DecodeError> {
         let all = dictionary::words();
         let count = global_word_count as usize;
         if count > all.len() {
@@ -45,7 +47,7 @@ impl<'a> Words<'a> {
         } else {
             // -1 is words[0]; computed in i64 so i32::MIN cannot overflow.
             let i = (-(index as i64) - 1) as usize;
-            self.local.get(i).map(String::as_str)
+            self.local.get(i).copied()
         };
         found.ok_or_else(|| {
             if index >= 0 {
@@ -63,6 +65,67 @@ impl<'a> Words<'a> {
     }
 }
 
+/// One `CompressedAttributes` message as it arrived, read in place: its
+/// framing checked and its words found, its entries decoded by [`decode`].
+pub struct Raw<'a> {
+    message: &'a [u8],
+    words: Vec<&'a str>,
+    entries: usize,
+}
+
+/// The map fields of `CompressedAttributes` by field number (from 2), as
+/// errors name them: the field, and what its values are.
+const MAPS: [(&str, &str); 8] = [
+    ("strings", "a string"),
+    ("int64s", "an int64"),
+    ("doubles", "a double"),
+    ("bools", "a bool"),
+    ("timestamps", "a timestamp"),
+    ("durations", "a duration"),
+    ("bytes", "bytes"),
+    ("string_maps", "a string map"),
+];
+
+impl<'a> Raw<'a> {
+    pub fn parse(message: &'a [u8]) -> Result<Raw<'a>, DecodeError> {
+        let mut raw = Raw {
+            message,
+            words: Vec::new(),
+            entries: 0,
+        };
+        for field in Fields::new(message) {
+            match field.map_err(malformed)? {
+                (1, f) => {
+                    let i = raw.words.len();
+                    let text = f
+                        .bytes()
+                        .map_err(String::from)
+                        .and_then(|b| std::str::from_utf8(b).map_err(|_| "not UTF-8".into()))
+                        .map_err(|e| DecodeError(format!("words[{i}]: {e}")))?;
+                    raw.words.push(text);
+                }
+                (2..=9, _) => raw.entries += 1,
+                _ => {}
+            }
+        }
+        Ok(raw)
+    }
+
+    /// The message's own words, which negative indexes name.
+    pub fn words(&self) -> &[&'a str] {
+        &self.words
+    }
+
+    /// How many attributes it carries, to size a bag for them.
+    pub fn entries(&self) -> usize {
+        self.entries
+    }
+}
+
+fn malformed(why: WireError) -> DecodeError {
+    DecodeError(format!("the attributes are not valid protobuf: {why}"))
+}
+
 /// What decoding found besides the attributes.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct DecodeStats {
@@ -70,77 +133,129 @@ pub struct DecodeStats {
     pub undeclared: u32,
 }
 
-/// Decodes `attrs` into `bag`, replacing attributes it already holds (so a
-/// Report's delta encoding can decode each set over the previous one).
+/// Decodes `raw` into `bag`, replacing attributes it already holds (so a
+/// Report's delta encoding can decode each set over the previous one). A
+/// name repeated on the wire keeps its last value, as protobuf's maps do.
 pub fn decode(
-    attrs: &CompressedAttributes,
+    raw: &Raw,
     words: &Words,
     vocab: &Vocabulary,
     bag: &mut Bag,
 ) -> Result<DecodeStats, DecodeError> {
     let mut stats = DecodeStats::default();
-    let mut put = |index: i32, sent_as: &str, make: &dyn Fn(ValueType) -> Result<Value, String>| {
-        let text = words.get(index)?;
-        let Some((name, ty)) = vocab.entry(text) else {
-            stats.undeclared += 1;
-            return Ok(());
+    for field in Fields::new(raw.message) {
+        let (number, field) = field.map_err(malformed)?;
+        let Some(&(map, sent_as)) = (number as usize).checked_sub(2).and_then(|i| MAPS.get(i))
+        else {
+            continue;
         };
-        let value = make(ty).map_err(|why| {
+        let (key, value) = field
+            .bytes()
+            .and_then(wire::entry)
+            .map_err(|e| DecodeError(format!("{map} entry: {e}")))?;
+        let key = key.map_or(Ok(0), Field::sint32);
+        let key = key.map_err(|e| DecodeError(format!("{map} entry: key: {e}")))?;
+        let name = words.get(key)?;
+        // Read before the vocabulary is asked, so a malformed value fails
+        // alike whatever is declared (a string map's entries excepted).
+        let sent = Sent::read(number, value, words)
+            .map_err(|e| DecodeError(format!("{map} entry: value: {e}")))?;
+        let declared = match usize::try_from(key) {
+            Ok(global) => vocab.global_word(global),
+            Err(_) => vocab.entry(name),
+        };
+        let Some((name, ty)) = declared else {
+            stats.undeclared += 1;
+            continue;
+        };
+        let value = sent.into_value(ty, words).map_err(|why| {
             DecodeError(format!(
                 "attribute `{name}` is declared {ty} but {why} (sent as {sent_as})"
             ))
         })?;
-        bag.set(name.clone(), value);
-        Ok::<(), DecodeError>(())
-    };
-    for (&k, &v) in &attrs.strings {
-        let text = words.get(v)?;
-        put(k, "a string", &|ty| text_value(ty, text))?;
-    }
-    for (&k, &v) in &attrs.int64s {
-        put(k, "an int64", &|ty| match ty {
-            ValueType::Int64 => Ok(Value::Int64(v)),
-            _ => Err(format!("got the integer {v}")),
-        })?;
-    }
-    for (&k, &v) in &attrs.doubles {
-        put(k, "a double", &|ty| match ty {
-            ValueType::Double => Ok(Value::Double(v)),
-            _ => Err(format!("got the double {v}")),
-        })?;
-    }
-    for (&k, &v) in &attrs.bools {
-        put(k, "a bool", &|ty| match ty {
-            ValueType::Bool => Ok(Value::Bool(v)),
-            _ => Err(format!("got the bool {v}")),
-        })?;
-    }
-    for (&k, v) in &attrs.timestamps {
-        put(k, "a timestamp", &|ty| match ty {
-            ValueType::Timestamp => timestamp(v).map(Value::Timestamp),
-            _ => Err("got a timestamp".into()),
-        })?;
-    }
-    for (&k, v) in &attrs.durations {
-        put(k, "a duration", &|ty| match ty {
-            ValueType::Duration => duration(v).map(Value::Duration),
-            _ => Err("got a duration".into()),
-        })?;
-    }
-    for (&k, v) in &attrs.bytes {
-        put(k, "bytes", &|ty| match ty {
-            ValueType::IpAddress => ip_bytes(v).map(Value::IpAddress),
-            _ => Err(format!("got {} bytes", v.len())),
-        })?;
-    }
-    for (&k, v) in &attrs.string_maps {
-        let map = string_map(v, words)?;
-        put(k, "a string map", &|ty| match ty {
-            ValueType::StringMap => Ok(Value::StringMap(map.clone())),
-            _ => Err("got a string map".into()),
-        })?;
+        bag.set(name, value);
     }
     Ok(stats)
+}
+
+/// An entry's value as the wire framed it, before it meets its type.
+enum Sent<'a> {
+    Text(&'a str),
+    Int64(i64),
+    Double(f64),
+    Bool(bool),
+    /// A `google.protobuf.Timestamp`'s or `Duration`'s seconds and nanos.
+    Time(i64, i32),
+    Duration(i64, i32),
+    Bytes(&'a [u8]),
+    /// A `StringMap` message, read once the type says it is wanted.
+    Map(&'a [u8]),
+}
+
+impl<'a> Sent<'a> {
+    /// The value of an entry of the map numbered `number`; an absent value
+    /// is protobuf's default.
+    fn read(number: u32, value: Option<Field<'a>>, words: &Words<'a>) -> Result<Sent<'a>, String> {
+        let varint = || value.map_or(Ok(0), Field::varint);
+        let message = || value.map_or(Ok(&[][..]), Field::bytes);
+        Ok(match number {
+            2 => Sent::Text(
+                words
+                    .get(value.map_or(Ok(0), Field::sint32)?)
+                    .map_err(|e| e.0)?,
+            ),
+            3 => Sent::Int64(varint()? as i64),
+            4 => Sent::Double(f64::from_bits(value.map_or(Ok(0), Field::fixed64)?)),
+            5 => Sent::Bool(varint()? != 0),
+            6 => {
+                let (seconds, nanos) = seconds_and_nanos(message()?)?;
+                Sent::Time(seconds, nanos)
+            }
+            7 => {
+                let (seconds, nanos) = seconds_and_nanos(message()?)?;
+                Sent::Duration(seconds, nanos)
+            }
+            8 => Sent::Bytes(message()?),
+            _ => Sent::Map(message()?),
+        })
+    }
+
+    fn into_value(self, ty: ValueType, words: &Words) -> Result<Value, String> {
+        match (self, ty) {
+            (Sent::Text(text), ty) => text_value(ty, text),
+            (Sent::Int64(i), ValueType::Int64) => Ok(Value::Int64(i)),
+            (Sent::Int64(i), _) => Err(format!("got the integer {i}")),
+            (Sent::Double(d), ValueType::Double) => Ok(Value::Double(d)),
+            (Sent::Double(d), _) => Err(format!("got the double {d}")),
+            (Sent::Bool(b), ValueType::Bool) => Ok(Value::Bool(b)),
+            (Sent::Bool(b), _) => Err(format!("got the bool {b}")),
+            (Sent::Time(seconds, nanos), ValueType::Timestamp) => {
+                timestamp(&prost_types::Timestamp { seconds, nanos }).map(Value::Timestamp)
+            }
+            (Sent::Time(..), _) => Err("got a timestamp".into()),
+            (Sent::Duration(seconds, nanos), ValueType::Duration) => {
+                duration(&prost_types::Duration { seconds, nanos }).map(Value::Duration)
+            }
+            (Sent::Duration(..), _) => Err("got a duration".into()),
+            (Sent::Bytes(b), ValueType::IpAddress) => ip_bytes(b).map(Value::IpAddress),
+            (Sent::Bytes(b), _) => Err(format!("got {} bytes", b.len())),
+            (Sent::Map(m), ValueType::StringMap) => string_map(m, words).map(Value::StringMap),
+            (Sent::Map(_), _) => Err("got a string map".into()),
+        }
+    }
+}
+
+/// The fields `google.protobuf.Timestamp` and `Duration` share.
+fn seconds_and_nanos(message: &[u8]) -> Result<(i64, i32), String> {
+    let (mut seconds, mut nanos) = (0, 0);
+    for field in Fields::new(message) {
+        match field? {
+            (1, f) => seconds = f.varint()? as i64,
+            (2, f) => nanos = f.varint()? as i32,
+            _ => {}
+        }
+    }
+    Ok((seconds, nanos))
 }
 
 fn text_value(ty: ValueType, text: &str) -> Result<Value, String> {
@@ -158,10 +273,21 @@ fn text_value(ty: ValueType, text: &str) -> Result<Value, String> {
     }
 }
 
-fn string_map(map: &WireMap, words: &Words) -> Result<Arc<BTreeMap<String, String>>, DecodeError> {
+fn string_map(message: &[u8], words: &Words) -> Result<StringMap, String> {
     let mut out = BTreeMap::new();
-    for (&k, &v) in &map.entries {
-        out.insert(words.get(k)?.to_string(), words.get(v)?.to_string());
+    for field in Fields::new(message) {
+        let (number, field) = field?;
+        if number != 1 {
+            continue;
+        }
+        let (k, v) = wire::entry(field.bytes()?)?;
+        let k = words
+            .get(k.map_or(Ok(0), Field::sint32)?)
+            .map_err(|e| e.0)?;
+        let v = words
+            .get(v.map_or(Ok(0), Field::sint32)?)
+            .map_err(|e| e.0)?;
+        out.insert(k.to_string(), v.to_string());
     }
     Ok(Arc::new(out))
 }
@@ -299,10 +425,17 @@ pub fn encode(bag: &Bag) -> CompressedAttributes {
 mod tests {
     use super::*;
 
+    use prost::Message;
+
     fn decode_one(attrs: &CompressedAttributes) -> Result<(Bag, DecodeStats), DecodeError> {
-        let words = Words::new(0, &attrs.words)?;
+        decode_bytes(&attrs.encode_to_vec())
+    }
+
+    fn decode_bytes(message: &[u8]) -> Result<(Bag, DecodeStats), DecodeError> {
+        let raw = Raw::parse(message)?;
+        let words = Words::new(0, raw.words())?;
         let mut bag = Bag::new();
-        let stats = decode(attrs, &words, &Vocabulary::standard(), &mut bag)?;
+        let stats = decode(&raw, &words, &Vocabulary::standard(), &mut bag)?;
         Ok((bag, stats))
     }
 
@@ -355,6 +488,47 @@ mod tests {
         let mut wire = CompressedAttributes::default();
         wire.int64s.insert(i32::MIN, 1);
         assert!(decode_one(&wire).is_err());
+    }
+
+    #[test]
+    fn broken_protobuf_is_named() {
+        let wire = CompressedAttributes {
+            words: vec!["/reviews/1".into()],
+            ..Default::default()
+        }
+        .encode_to_vec();
+        let err = decode_bytes(&wire[..wire.len() - 1]).unwrap_err().0;
+        assert!(
+            err.contains("not valid protobuf: field 1: 10 bytes announced, 9 left"),
+            "{err}"
+        );
+        // words[0] is not UTF-8
+        let err = decode_bytes(&[0x0a, 1, 0xff]).unwrap_err().0;
+        assert!(err.contains("words[0]: not UTF-8"), "{err}");
+        // an int64s entry whose value is length-delimited
+        let err = decode_bytes(&[0x1a, 4, 0x08, 0, 0x12, 0]).unwrap_err().0;
+        assert!(
+            err.contains("int64s entry: value: expected a varint, found a length-delimited"),
+            "{err}"
+        );
+        // a strings entry that is a varint, not an entry
+        let err = decode_bytes(&[0x10, 1]).unwrap_err().0;
+        assert!(
+            err.contains("strings entry: expected a length-delimited value"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn repeated_names_keep_the_last_value_and_omitted_values_are_defaults() {
+        let size = dictionary::index_of("request.size").unwrap();
+        let key = ((size << 1) ^ (size >> 31)) as u8;
+        // int64s {size: 5}, int64s {size: 9}, int64s {size} with no value
+        let (bag, _) =
+            decode_bytes(&[0x1a, 4, 0x08, key, 0x10, 5, 0x1a, 4, 0x08, key, 0x10, 9]).unwrap();
+        assert_eq!(bag.get("request.size"), Some(&Value::Int64(9)));
+        let (bag, _) = decode_bytes(&[0x1a, 2, 0x08, key]).unwrap();
+        assert_eq!(bag.get("request.size"), Some(&Value::Int64(0)));
     }
 
     #[test]

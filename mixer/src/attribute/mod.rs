@@ -6,6 +6,7 @@ pub mod compressed;
 pub mod dictionary;
 mod value;
 mod vocabulary;
+mod wire;
 
 pub use bag::{Attributes, Bag, Name};
 pub use value::{StringMap, Value, ValueType};

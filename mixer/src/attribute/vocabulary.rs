@@ -1,7 +1,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock};
 
-use super::ValueType;
+use super::{ValueType, dictionary};
 
 /// Which attributes exist and their types: Istio's standard manifests
 /// (`istioproxy` and `kubernetes`) plus whatever `attributemanifest` objects
@@ -9,7 +9,28 @@ use super::ValueType;
 /// are validated by it. Names are kept shared: a decoded bag keys its
 /// values with the vocabulary's own names instead of a copy per attribute.
 #[derive(Debug, Clone)]
-pub struct Vocabulary(Arc<HashMap<Arc<str>, ValueType, foldhash::fast::RandomState>>);
+pub struct Vocabulary(Arc<Declared>);
+
+#[derive(Debug)]
+struct Declared {
+    by_name: HashMap<Arc<str>, ValueType, foldhash::fast::RandomState>,
+    /// The declaration of each word of the global dictionary, by index:
+    /// what a proxy names by index is found without hashing the name.
+    by_global_word: Vec<Option<(Arc<str>, ValueType)>>,
+}
+
+impl Declared {
+    fn new(by_name: HashMap<Arc<str>, ValueType, foldhash::fast::RandomState>) -> Declared {
+        let by_global_word = dictionary::words()
+            .iter()
+            .map(|w| by_name.get_key_value(*w).map(|(n, t)| (n.clone(), *t)))
+            .collect();
+        Declared {
+            by_name,
+            by_global_word,
+        }
+    }
+}
 
 impl Vocabulary {
     /// Istio 1.4's standard attributes, which every proxy may send.
@@ -19,34 +40,42 @@ impl Vocabulary {
     }
 
     pub fn from_pairs(pairs: impl IntoIterator<Item = (String, ValueType)>) -> Vocabulary {
-        Vocabulary(Arc::new(
+        Vocabulary(Arc::new(Declared::new(
             pairs.into_iter().map(|(n, t)| (Arc::from(n), t)).collect(),
-        ))
+        )))
     }
 
     /// This vocabulary with `more` declared as well; a later declaration of
     /// a name replaces the earlier one, as Istio's manifests merged.
     pub fn with(&self, more: impl IntoIterator<Item = (String, ValueType)>) -> Vocabulary {
-        let mut map = (*self.0).clone();
+        let mut map = self.0.by_name.clone();
         map.extend(more.into_iter().map(|(n, t)| (Arc::from(n), t)));
-        Vocabulary(Arc::new(map))
+        Vocabulary(Arc::new(Declared::new(map)))
     }
 
     pub fn type_of(&self, name: &str) -> Option<ValueType> {
-        self.0.get(name).copied()
+        self.0.by_name.get(name).copied()
     }
 
     /// The declared name, shared, with its type.
     pub fn entry(&self, name: &str) -> Option<(&Arc<str>, ValueType)> {
-        self.0.get_key_value(name).map(|(n, t)| (n, *t))
+        self.0.by_name.get_key_value(name).map(|(n, t)| (n, *t))
+    }
+
+    /// The declaration of word `index` of the global dictionary.
+    pub fn global_word(&self, index: usize) -> Option<(&Arc<str>, ValueType)> {
+        match self.0.by_global_word.get(index) {
+            Some(Some((n, t))) => Some((n, *t)),
+            _ => None,
+        }
     }
 
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.0.by_name.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.0.by_name.is_empty()
     }
 }
 
@@ -89,5 +118,14 @@ mod tests {
         let more = v.with([("my.attr".to_string(), ValueType::Bool)]);
         assert_eq!(more.type_of("my.attr"), Some(ValueType::Bool));
         assert_eq!(v.type_of("my.attr"), None);
+        let ip = dictionary::index_of("source.ip").unwrap() as usize;
+        assert_eq!(
+            v.global_word(ip).map(|(n, t)| (&**n, t)),
+            Some(("source.ip", ValueType::IpAddress))
+        );
+        // A global word that is not an attribute, and an index past them all.
+        let get = dictionary::index_of("GET").unwrap() as usize;
+        assert_eq!(v.global_word(get), None);
+        assert_eq!(v.global_word(100_000), None);
     }
 }

@@ -143,6 +143,27 @@ impl Policy {
             .map(|r| r.into_inner())
     }
 
+    /// Sends a request as bytes the typed client would never produce.
+    async fn check_raw(
+        &self,
+        request: api::mixer_wire::CheckRequest,
+    ) -> Result<CheckResponse, tonic::Status> {
+        let channel = tonic::transport::Channel::from_shared(format!("http://{}:9091", self.ip))
+            .expect("endpoint")
+            .connect()
+            .await
+            .expect("connect");
+        let mut grpc = tonic::client::Grpc::new(channel);
+        grpc.ready().await.expect("ready");
+        let codec =
+            tonic_prost::ProstCodec::<api::mixer_wire::CheckRequest, CheckResponse>::default();
+        let path =
+            tonic::codegen::http::uri::PathAndQuery::from_static("/istio.mixer.v1.Mixer/Check");
+        grpc.unary(tonic::Request::new(request), path, codec)
+            .await
+            .map(|r| r.into_inner())
+    }
+
     async fn metrics(&self) -> String {
         let url = format!("http://{}:15014/metrics", self.ip);
         match self.http.get(&url).send().await {
@@ -316,6 +337,26 @@ async fn malformed_attributes_are_invalid_arguments() {
         "{}",
         e.message()
     );
+
+    // Broken framing inside the attribute set: a word announced longer than
+    // what is left of the message.
+    let broken = api::mixer_wire::CheckRequest {
+        attributes: vec![0x0a, 5, b'a'].into(),
+        ..Default::default()
+    };
+    let e = policy.check_raw(broken).await.expect_err("broken framing");
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(
+        e.message()
+            .contains("not valid protobuf: field 1: 5 bytes announced, 1 left"),
+        "{}",
+        e.message()
+    );
+    // The server goes on answering.
+    policy
+        .check(request(&Bag::new()))
+        .await
+        .expect("check after a broken one");
 
     // An attribute no manifest declares is ignored, and counted.
     let mut attrs = CompressedAttributes {
