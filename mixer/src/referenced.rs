@@ -38,7 +38,8 @@ impl<'a> Tracker<'a> {
         }
     }
 
-    fn record(&self, name: &str, key: Option<&str>) {
+    /// Notes a read of `name` (and `key`), found in the bag as `found`.
+    fn record(&self, name: &str, key: Option<&str>, found: Option<&Name>) {
         let mut reads = self.reads.borrow_mut();
         // A handful of reads per decision: a scan beats hashing.
         if !reads
@@ -46,8 +47,8 @@ impl<'a> Tracker<'a> {
             .any(|r| r.name.as_str() == name && r.key.as_deref() == key)
         {
             // An attribute the request has lends its shared name.
-            let name = match self.bag.get_named(name) {
-                Some((shared, _)) => shared.clone(),
+            let name = match found {
+                Some(shared) => shared.clone(),
                 None => Name::from(name.to_string()),
             };
             reads.push(Read {
@@ -68,12 +69,17 @@ impl<'a> Tracker<'a> {
 
 impl Attributes for Tracker<'_> {
     fn get(&self, name: &str) -> Option<&Value> {
-        self.record(name, None);
-        self.bag.get(name)
+        let found = self.bag.get_named(name);
+        self.record(name, None, found.map(|(n, _)| n));
+        found.map(|(_, v)| v)
     }
 
     fn get_key(&self, name: &str, key: &str) -> Option<&str> {
-        self.record(name, Some(key));
-        self.bag.get_key(name, key)
+        let found = self.bag.get_named(name);
+        self.record(name, Some(key), found.map(|(n, _)| n));
+        match found?.1 {
+            Value::StringMap(m) => m.get(key).map(String::as_str),
+            _ => None,
+        }
     }
 }

@@ -11,7 +11,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use api::mixer::{CompressedAttributes, StringMap as WireMap};
 
 use super::wire::{self, Field, Fields, WireError};
-
 use super::{Bag, StringMap, Value, ValueType, Vocabulary, dictionary};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -274,7 +273,7 @@ fn text_value(ty: ValueType, text: &str) -> Result<Value, String> {
 }
 
 fn string_map(message: &[u8], words: &Words) -> Result<StringMap, String> {
-    let mut out = BTreeMap::new();
+    let mut entries = Vec::new();
     for field in Fields::new(message) {
         let (number, field) = field?;
         if number != 1 {
@@ -287,9 +286,16 @@ fn string_map(message: &[u8], words: &Words) -> Result<StringMap, String> {
         let v = words
             .get(v.map_or(Ok(0), Field::sint32)?)
             .map_err(|e| e.0)?;
-        out.insert(k.to_string(), v.to_string());
+        entries.push((k, v));
     }
-    Ok(Arc::new(out))
+    // Collected, a B-tree is built at once from its sorted entries rather
+    // than by one insert each; of a repeated key it keeps the last value,
+    // as protobuf's maps do.
+    let map: BTreeMap<String, String> = entries
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    Ok(Arc::new(map))
 }
 
 fn ip_bytes(b: &[u8]) -> Result<IpAddr, String> {
@@ -427,6 +433,8 @@ mod tests {
 
     use prost::Message;
 
+    use crate::attribute::Attributes;
+
     fn decode_one(attrs: &CompressedAttributes) -> Result<(Bag, DecodeStats), DecodeError> {
         decode_bytes(&attrs.encode_to_vec())
     }
@@ -529,6 +537,30 @@ mod tests {
         assert_eq!(bag.get("request.size"), Some(&Value::Int64(9)));
         let (bag, _) = decode_bytes(&[0x1a, 2, 0x08, key]).unwrap();
         assert_eq!(bag.get("request.size"), Some(&Value::Int64(0)));
+    }
+
+    #[test]
+    fn a_string_map_keeps_the_last_value_of_a_repeated_key() {
+        let varint = |mut v: u64, out: &mut Vec<u8>| {
+            while v >= 0x80 {
+                out.push(v as u8 | 0x80);
+                v >>= 7;
+            }
+            out.push(v as u8);
+        };
+        // words "a", "b", "c" are -1, -2, -3: zigzagged 1, 3, 5.
+        let mut message = vec![0x0a, 1, b'a', 0x0a, 1, b'b', 0x0a, 1, b'c'];
+        let map = [0x0a, 4, 0x08, 1, 0x10, 3, 0x0a, 4, 0x08, 1, 0x10, 5];
+        let headers = dictionary::index_of("request.headers").unwrap();
+        let mut entry = vec![0x08];
+        varint(u64::from((headers as u32) << 1), &mut entry);
+        entry.extend([0x12, map.len() as u8]);
+        entry.extend(map);
+        message.push(0x4a);
+        varint(entry.len() as u64, &mut message);
+        message.extend(entry);
+        let (bag, _) = decode_bytes(&message).unwrap();
+        assert_eq!(bag.get_key("request.headers", "a"), Some("c"));
     }
 
     #[test]
