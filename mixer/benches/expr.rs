@@ -253,7 +253,7 @@ fn decoding(c: &mut Criterion) {
     let decode_bag = |attrs: &[u8]| {
         let raw = Raw::parse(attrs).expect("framing");
         let words = Words::new(global, raw.words()).expect("words");
-        let mut out = Bag::with_capacity(raw.entries());
+        let mut out = raw.bag();
         decode(&raw, &words, &vocab, &mut out).expect("decode");
         out
     };

@@ -114,8 +114,7 @@ impl Policy {
     fn decode(&self, req: &CheckRequest, snapshot: &Snapshot) -> Result<Bag, tonic::Status> {
         let decoded = Raw::parse(&req.attributes).and_then(|raw| {
             let words = Words::new(req.global_word_count, raw.words())?;
-            // What the proxy sent, plus what kubernetesenv adds.
-            let mut bag = Bag::with_capacity(raw.entries() + 24);
+            let mut bag = raw.bag();
             compressed::decode(&raw, &words, &snapshot.vocabulary, &mut bag).map(|s| (bag, s))
         });
         match decoded {

@@ -84,8 +84,7 @@ pub fn decode(req: &ReportRequest, vocab: &Vocabulary) -> Result<(Vec<Bag>, u64)
             let words = Words::new(req.global_word_count, local)?;
             let mut bag = match bags.last() {
                 Some(previous) if delta => previous.clone(),
-                // What a proxy sends, plus what kubernetesenv adds.
-                _ => Bag::with_capacity(raw.entries() + 24),
+                _ => raw.bag(),
             };
             compressed::decode(&raw, &words, vocab, &mut bag).map(|stats| (bag, stats))
         });

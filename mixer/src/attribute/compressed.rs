@@ -115,9 +115,10 @@ impl<'a> Raw<'a> {
         &self.words
     }
 
-    /// How many attributes it carries, to size a bag for them.
-    pub fn entries(&self) -> usize {
-        self.entries
+    /// An empty bag with room for this set's attributes and for the two
+    /// dozen that attribute generation (kubernetesenv) adds.
+    pub fn bag(&self) -> Bag {
+        Bag::with_capacity(self.entries + 24)
     }
 }
 
