@@ -242,11 +242,9 @@ impl Dispatcher {
                     if builder.template.variety() != Variety::AttributeGeneration {
                         continue;
                     }
-                    let out = builder
-                        .build(bag)
-                        .and_then(|instance| action.handler.handler.generate(&instance));
-                    match out {
-                        Ok(out) => produced.extend(builder.bound(&out, bag)),
+                    let handler = &action.handler.handler;
+                    match builder.generate(bag, handler.generation(), |i| handler.generate(i)) {
+                        Ok(bound) => produced.push(bound),
                         Err(e) => {
                             tracing::debug!(handler = %action.handler.name, "no attributes generated: {e}")
                         }
@@ -254,8 +252,8 @@ impl Dispatcher {
                 }
             }
         }
-        for (name, value) in produced {
-            bag.set(name, value);
+        for (name, value) in produced.iter().flat_map(|bound| bound.iter()) {
+            bag.set(name, value.clone());
         }
     }
 
@@ -547,6 +545,27 @@ mod tests {
         );
     }
 
+    #[test]
+    fn decoding_keeps_only_what_the_config_reads() {
+        // `off` matches nothing: what only its instance reads is not kept.
+        let yaml = "apiVersion: config.istio.io/v1alpha2\nkind: handler\nmetadata: {name: h}\nspec: {compiledAdapter: fixed}\n---\napiVersion: config.istio.io/v1alpha2\nkind: instance\nmetadata: {name: list}\nspec: {compiledTemplate: listentry, params: {value: 'source.user | request.headers[\"x-user\"]'}}\n---\napiVersion: config.istio.io/v1alpha2\nkind: instance\nmetadata: {name: agent}\nspec: {compiledTemplate: listentry, params: {value: request.useragent}}\n---\napiVersion: config.istio.io/v1alpha2\nkind: rule\nmetadata: {name: on}\nspec:\n  match: request.path == \"/x\"\n  actions: [{handler: h, instances: [list]}]\n---\napiVersion: config.istio.io/v1alpha2\nkind: rule\nmetadata: {name: off}\nspec:\n  match: \"false\"\n  actions: [{handler: h, instances: [agent]}]\n";
+        let (d, shown) = dispatcher(yaml);
+        assert!(shown.errors.is_empty(), "{:?}", shown.errors);
+        let vocab = &d.snapshot().vocabulary;
+        let read = |name| vocab.declaration(name).map(|d| d.read);
+        for name in [
+            "request.path",
+            "source.user",
+            "request.headers",
+            "destination.service.namespace",
+        ] {
+            assert_eq!(read(name), Some(true), "{name}");
+        }
+        for name in ["request.useragent", "request.id", "source.ip"] {
+            assert_eq!(read(name), Some(false), "{name}");
+        }
+    }
+
     #[tokio::test]
     async fn shortest_validity_wins_and_slow_handlers_time_out() {
         let yaml = "apiVersion: config.istio.io/v1alpha2\nkind: handler\nmetadata: {name: a}\nspec: {compiledAdapter: fixed, params: {validSeconds: 30}}\n---\napiVersion: config.istio.io/v1alpha2\nkind: handler\nmetadata: {name: b}\nspec: {compiledAdapter: fixed, params: {validSeconds: 5}}\n---\napiVersion: config.istio.io/v1alpha2\nkind: handler\nmetadata: {name: slow}\nspec: {compiledAdapter: fixed, params: {delayMs: 5000}}\n---\napiVersion: config.istio.io/v1alpha2\nkind: instance\nmetadata: {name: i}\nspec: {compiledTemplate: checknothing}\n---\napiVersion: config.istio.io/v1alpha2\nkind: rule\nmetadata: {name: both}\nspec:\n  actions: [{handler: a, instances: [i]}, {handler: b, instances: [i]}]\n---\napiVersion: config.istio.io/v1alpha2\nkind: rule\nmetadata: {name: slow, namespace: shop}\nspec:\n  actions: [{handler: slow.handler.istio-system, instances: [i.instance.istio-system]}]\n";
@@ -791,6 +810,34 @@ metadata: {name: deny}
 spec:
   actions: [{handler: denyall, instances: [denyrequest]}]
 "#;
+
+    #[tokio::test]
+    async fn generated_attributes_follow_the_pods() {
+        use adapter::kubernetesenv::{KubernetesEnv, PodIndex, Pods, dir};
+        let pods = PodIndex::default();
+        pods.set(dir::tests_pods());
+        let registry = Registry::new(vec![
+            Arc::new(Collect::default()),
+            Arc::new(KubernetesEnv::new(pods.clone())),
+        ]);
+        let s = snapshot(TELEMETRY, &Snapshot::empty("istio-system"), &registry);
+        let d = Dispatcher::new(Current::new(s), Duration::from_millis(200), 0);
+        let snapshot = d.snapshot();
+        let workload = |source: &str| {
+            let mut bag = bag(&[("context.protocol", "http")]);
+            bag.set("source.ip", Value::IpAddress(source.parse().unwrap()));
+            d.generate(&snapshot, &mut bag);
+            bag.get("source.workload.name").map(Value::to_string)
+        };
+        // The second time from memory, and the same.
+        assert_eq!(workload("10.1.0.1").as_deref(), Some("productpage-v1"));
+        assert_eq!(workload("10.1.0.1").as_deref(), Some("productpage-v1"));
+        assert_eq!(workload("10.1.0.2").as_deref(), Some("reviews-v1"));
+        pods.set(Pods::new([]));
+        assert_eq!(workload("10.1.0.1").as_deref(), Some("unknown"));
+        pods.set(dir::tests_pods());
+        assert_eq!(workload("10.1.0.1").as_deref(), Some("productpage-v1"));
+    }
 
     #[tokio::test]
     async fn reports_carry_generated_workload_attributes_to_handlers() {

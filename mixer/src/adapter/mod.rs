@@ -131,6 +131,14 @@ pub trait Handler: Send + Sync {
             instance.template.name()
         ))
     }
+
+    /// For a handler whose `generate` answers the same for the same
+    /// instance until its own state changes: a number that changes when it
+    /// does, so the dispatcher may remember answers meanwhile. `None` (the
+    /// default): ask every time.
+    fn generation(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// A params error: the field under `params` and what is wrong.

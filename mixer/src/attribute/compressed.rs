@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use api::mixer::{CompressedAttributes, StringMap as WireMap};
 
 use super::wire::{self, Field, Fields, WireError};
-use super::{Bag, StringMap, Value, ValueType, Vocabulary, dictionary};
+use super::{Bag, Declaration, StringMap, Value, ValueType, Vocabulary, dictionary};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
@@ -143,6 +143,7 @@ pub fn decode(
     bag: &mut Bag,
 ) -> Result<DecodeStats, DecodeError> {
     let mut stats = DecodeStats::default();
+    let over_earlier = !bag.is_empty();
     for field in Fields::new(raw.message) {
         let (number, field) = field.map_err(malformed)?;
         let Some(&(map, sent_as)) = (number as usize).checked_sub(2).and_then(|i| MAPS.get(i))
@@ -162,18 +163,26 @@ pub fn decode(
             .map_err(|e| DecodeError(format!("{map} entry: value: {e}")))?;
         let declared = match usize::try_from(key) {
             Ok(global) => vocab.global_word(global),
-            Err(_) => vocab.entry(name),
+            Err(_) => vocab.declaration(name),
         };
-        let Some((name, ty)) = declared else {
+        let Some(Declaration { name, ty, read }) = declared else {
             stats.undeclared += 1;
             continue;
         };
-        let value = sent.into_value(ty, words).map_err(|why| {
+        let value = sent.into_value(ty, words, read).map_err(|why| {
             DecodeError(format!(
                 "attribute `{name}` is declared {ty} but {why} (sent as {sent_as})"
             ))
         })?;
-        bag.set(name, value);
+        match value {
+            Some(value) => bag.set(name, value),
+            // Unread: checked alike, but a value from an earlier set of a
+            // delta-encoded Report must not outlive its replacement.
+            None if over_earlier => {
+                bag.remove(name);
+            }
+            None => {}
+        }
     }
     Ok(stats)
 }
@@ -220,7 +229,19 @@ impl<'a> Sent<'a> {
         })
     }
 
-    fn into_value(self, ty: ValueType, words: &Words) -> Result<Value, String> {
+    /// The value as `ty`, or when it is not to be `kept` only whether it
+    /// is one: checked alike, without building strings and maps.
+    fn into_value(self, ty: ValueType, words: &Words, kept: bool) -> Result<Option<Value>, String> {
+        match (self, ty) {
+            (Sent::Text(_), ty) if !kept && ty.is_textual() => Ok(None),
+            (Sent::Map(m), ValueType::StringMap) if !kept => {
+                map_entries(m, words, |_, _| ()).map(|()| None)
+            }
+            (sent, ty) => sent.value(ty, words).map(|v| kept.then_some(v)),
+        }
+    }
+
+    fn value(self, ty: ValueType, words: &Words) -> Result<Value, String> {
         match (self, ty) {
             (Sent::Text(text), ty) => text_value(ty, text),
             (Sent::Int64(i), ValueType::Int64) => Ok(Value::Int64(i)),
@@ -275,6 +296,23 @@ fn text_value(ty: ValueType, text: &str) -> Result<Value, String> {
 
 fn string_map(message: &[u8], words: &Words) -> Result<StringMap, String> {
     let mut entries = Vec::new();
+    map_entries(message, words, |k, v| entries.push((k, v)))?;
+    // Collected, a B-tree is built at once from its sorted entries rather
+    // than by one insert each; of a repeated key it keeps the last value,
+    // as protobuf's maps do.
+    let map: BTreeMap<String, String> = entries
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    Ok(Arc::new(map))
+}
+
+/// Each entry of a `StringMap` message, its words resolved.
+fn map_entries<'a>(
+    message: &[u8],
+    words: &Words<'a>,
+    mut each: impl FnMut(&'a str, &'a str),
+) -> Result<(), String> {
     for field in Fields::new(message) {
         let (number, field) = field?;
         if number != 1 {
@@ -287,16 +325,9 @@ fn string_map(message: &[u8], words: &Words) -> Result<StringMap, String> {
         let v = words
             .get(v.map_or(Ok(0), Field::sint32)?)
             .map_err(|e| e.0)?;
-        entries.push((k, v));
+        each(k, v);
     }
-    // Collected, a B-tree is built at once from its sorted entries rather
-    // than by one insert each; of a repeated key it keeps the last value,
-    // as protobuf's maps do.
-    let map: BTreeMap<String, String> = entries
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    Ok(Arc::new(map))
+    Ok(())
 }
 
 fn ip_bytes(b: &[u8]) -> Result<IpAddr, String> {
@@ -592,6 +623,50 @@ mod tests {
             err.contains("`source.ip`") && err.contains("3 bytes"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn unread_attributes_are_checked_and_not_kept() {
+        let vocab = Vocabulary::standard().reading(["request.size"]);
+        let decode_with = |attrs: &CompressedAttributes, bag: &mut Bag| {
+            let message = attrs.encode_to_vec();
+            let raw = Raw::parse(&message)?;
+            let words = Words::new(0, raw.words())?;
+            decode(&raw, &words, &vocab, bag)
+        };
+        let bag = |pairs: Vec<(&'static str, Value)>| pairs.into_iter().collect::<Bag>();
+        let sent = bag(vec![
+            ("request.size", Value::Int64(7)),
+            ("request.path", Value::string("/a")),
+            ("response.code", Value::Int64(200)),
+            (
+                "request.headers",
+                Value::StringMap(Arc::new([("a".into(), "b".into())].into())),
+            ),
+        ]);
+        let mut decoded = Bag::new();
+        decode_with(&encode(&sent), &mut decoded).unwrap();
+        assert_eq!(decoded, bag(vec![("request.size", Value::Int64(7))]));
+
+        // Unread or not, a value of the wrong type or a broken map is refused.
+        let code = dictionary::index_of("response.code").unwrap();
+        let mut wire = CompressedAttributes::default();
+        wire.strings.insert(code, 0);
+        let err = decode_with(&wire, &mut Bag::new()).unwrap_err().0;
+        assert!(err.contains("`response.code` is declared INT64"), "{err}");
+        let headers = dictionary::index_of("request.headers").unwrap();
+        let mut wire = CompressedAttributes::default();
+        let mut map = WireMap::default();
+        map.entries.insert(-7, 0);
+        wire.string_maps.insert(headers, map);
+        let err = decode_with(&wire, &mut Bag::new()).unwrap_err().0;
+        assert!(err.contains("word index -7"), "{err}");
+
+        // Decoded over an earlier set (a delta-encoded Report), an unread
+        // attribute sent again leaves nothing of the earlier value.
+        let mut over = bag(vec![("response.code", Value::Int64(503))]);
+        decode_with(&encode(&sent), &mut over).unwrap();
+        assert_eq!(over.get("response.code"), None);
     }
 
     #[test]

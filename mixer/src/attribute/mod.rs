@@ -10,4 +10,4 @@ mod wire;
 
 pub use bag::{Attributes, Bag, Name};
 pub use value::{StringMap, Value, ValueType};
-pub use vocabulary::Vocabulary;
+pub use vocabulary::{Declaration, Vocabulary};

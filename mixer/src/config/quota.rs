@@ -160,6 +160,16 @@ impl QuotaBindings {
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
+
+    /// The attributes the specs' clauses read (besides the destination
+    /// service's, which [`charges`](Self::charges) reads for every binding).
+    pub fn attributes(&self) -> impl Iterator<Item = &str> {
+        self.0
+            .iter()
+            .flat_map(|b| b.specs.iter().flat_map(|s| s.iter()))
+            .flat_map(|r| r.matches.iter().flatten())
+            .map(|c| c.attribute.as_str())
+    }
 }
 
 fn clause_holds(c: &Clause, attrs: &dyn Attributes) -> bool {

@@ -116,6 +116,7 @@ impl Snapshot {
         let instances = b.instances(objects, &vocabulary);
         let rules = b.rules(objects, &vocabulary, &handlers, &instances);
         let quotas = QuotaBindings::compile(objects, &ns, b.errors);
+        let vocabulary = vocabulary.reading(read_by(&rules, &quotas));
         Snapshot {
             generation: previous.generation + 1,
             default_namespace: ns,
@@ -129,6 +130,41 @@ impl Snapshot {
             errors,
         }
     }
+}
+
+/// Attributes the dispatcher reads itself, whatever the config: a rule
+/// outside the default namespace applies by the destination's namespace,
+/// and QuotaSpecs bind to the destination service.
+const READ_BY_DISPATCH: [&str; 4] = [
+    "destination.service.namespace",
+    "destination.namespace",
+    "destination.service.host",
+    "destination.service.name",
+];
+
+/// Every attribute the config may read: those its rules' matches, header
+/// operations and instances mention (a rule that matches nothing reads
+/// nothing) and its QuotaSpecs' clauses.
+fn read_by<'a>(rules: &'a [Arc<Rule>], quotas: &'a QuotaBindings) -> Vec<&'a str> {
+    let mut names = READ_BY_DISPATCH.to_vec();
+    for rule in rules {
+        if rule.matcher.as_ref().is_some_and(Expression::is_never) {
+            continue;
+        }
+        let ops = rule
+            .request_header_ops
+            .iter()
+            .chain(&rule.response_header_ops);
+        let exprs = rule
+            .matcher
+            .iter()
+            .chain(ops.flat_map(|op| op.values.iter()));
+        names.extend(exprs.flat_map(Expression::attributes));
+        let instances = rule.actions.iter().flat_map(|a| a.instances.iter());
+        names.extend(instances.flat_map(|i| i.attributes()));
+    }
+    names.extend(quotas.attributes());
+    names
 }
 
 /// One object per full name: the last read wins, and each earlier one is

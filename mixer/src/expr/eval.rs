@@ -247,14 +247,16 @@ pub(crate) fn eval<'a>(node: &'a Node, attrs: &'a dyn Attributes) -> Out<'a, Val
             other => return mistyped("number", other),
         }),
         Node::Fallback(alternatives) => {
-            let mut last = Fail::Invalid("empty fallback".into());
+            // No message is made up front: most fallbacks end at a present
+            // operand, and a `String` each would be an allocation each.
+            let mut last = None;
             for alt in alternatives {
                 match eval(alt, attrs) {
-                    Err(missing @ (Fail::Attr(_) | Fail::Key(..))) => last = missing,
+                    Err(missing @ (Fail::Attr(_) | Fail::Key(..))) => last = Some(missing),
                     done => return done,
                 }
             }
-            return Err(last);
+            return Err(last.unwrap_or_else(|| Fail::Invalid("empty fallback".into())));
         }
         Node::Cond(c, a, b) => {
             return if eval_bool(c, attrs)? {

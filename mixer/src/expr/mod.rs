@@ -141,8 +141,13 @@ impl Expression {
         eval::eval_bool(&self.0.root, attrs).map_err(Fail::into_error)
     }
 
-    /// Attributes this expression may read (for diagnostics), in order of
-    /// first mention.
+    /// Whether this is the constant `false`: a rule written to match
+    /// nothing (how operators turned Istio's rules off).
+    pub fn is_never(&self) -> bool {
+        matches!(self.0.root, Node::Const(Value::Bool(false)))
+    }
+
+    /// Attributes this expression may read, in order of first mention.
     pub fn attributes(&self) -> Vec<&str> {
         self.0.attrs.iter().map(|a| a.as_ref()).collect()
     }

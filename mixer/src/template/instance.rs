@@ -3,6 +3,7 @@ use std::sync::Arc;
 
 use serde_json::Value as Json;
 
+use super::remembered::{self, Bound, Remembered};
 use super::{FieldKind, Template};
 use crate::attribute::{Attributes, Value, Vocabulary};
 use crate::expr::Expression;
@@ -44,6 +45,12 @@ impl ValueMap {
 
     pub fn len(&self) -> usize {
         self.0.len()
+    }
+
+    /// Where the entries are: maps shared by instances of one request (see
+    /// [`Evaluated`]) are the same entries.
+    pub fn as_ptr(&self) -> *const (Arc<str>, Value) {
+        self.0.as_ptr()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -169,6 +176,9 @@ pub struct InstanceBuilder {
     /// For attribute-generating templates: attribute name ← expression over
     /// the adapter's `$out` and the request's attributes.
     bindings: Vec<(Arc<str>, Expression)>,
+    /// Set when the bindings read only `$out`: then what they bind follows
+    /// from the instance alone, for as long as the handler's state holds.
+    remembered: Option<Remembered>,
 }
 
 /// What an attribute-generating adapter produced, with the request's
@@ -248,6 +258,7 @@ impl InstanceBuilder {
             template,
             fields,
             bindings: Vec::new(),
+            remembered: None,
         })
     }
 
@@ -285,12 +296,54 @@ impl InstanceBuilder {
             }
             self.bindings.push((Arc::from(attribute.as_str()), expr));
         }
+        let only_out = self
+            .bindings
+            .iter()
+            .all(|(_, e)| e.attributes().iter().all(|a| a.starts_with("$out.")));
+        self.remembered = only_out.then(Remembered::default);
         Ok(self)
+    }
+
+    /// Every attribute building this instance may read: its fields' and,
+    /// `$out` aside, its bindings'.
+    pub fn attributes(&self) -> impl Iterator<Item = &str> {
+        let fields = self.fields.iter().flat_map(|(_, c)| match c {
+            Compiled::Expr(e) => e.attributes(),
+            Compiled::Map(m) => m.entries.iter().flat_map(|(_, e)| e.attributes()).collect(),
+        });
+        let bindings = self.bindings.iter().flat_map(|(_, e)| e.attributes());
+        fields.chain(bindings).filter(|a| !a.starts_with("$out."))
+    }
+
+    /// The attributes this attribute-generating instance binds for
+    /// `attrs`, with `generate` as its handler's answer. When the bindings
+    /// read only `$out` and the handler has a `version` of its state, the
+    /// answer for an equal instance under the same version is reused.
+    pub fn generate(
+        &self,
+        attrs: &dyn Attributes,
+        version: Option<u64>,
+        generate: impl FnOnce(&Instance) -> Result<Vec<(&'static str, Value)>, String>,
+    ) -> Result<Bound, String> {
+        let instance = self.build(attrs)?;
+        let memo = self.remembered.as_ref().zip(version);
+        let mut key = Vec::new();
+        if let Some((memo, version)) = memo {
+            remembered::key(&instance, &mut key);
+            if let Some(bound) = memo.get(&key, version) {
+                return Ok(bound);
+            }
+        }
+        let bound: Bound = self.bound(&generate(&instance)?, attrs).into();
+        if let Some((memo, version)) = memo {
+            memo.put(&key, version, bound.clone());
+        }
+        Ok(bound)
     }
 
     /// The attributes `out` (an attribute-generating adapter's answer for
     /// this instance) binds. A binding that cannot be evaluated is skipped.
-    pub fn bound(
+    fn bound(
         &self,
         out: &[(&'static str, Value)],
         attrs: &dyn Attributes,

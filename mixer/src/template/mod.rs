@@ -3,8 +3,10 @@
 //! `params` give each field an expression, checked when config loads.
 
 mod instance;
+mod remembered;
 
 pub use instance::{Evaluated, FieldValue, Instance, InstanceBuilder, ValueMap, short_name};
+pub use remembered::Bound;
 
 use crate::attribute::ValueType;
 

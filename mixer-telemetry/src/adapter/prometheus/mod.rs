@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use mixer::adapter::{Adapter, Handler, ParamsError, params};
 use mixer::attribute::Value;
-use mixer::template::{Instance, Template, short_name};
+use mixer::template::{Instance, Template, ValueMap, short_name};
 use serde::Deserialize;
 use serde_json::Value as Json;
 
@@ -305,8 +305,9 @@ impl Adapter for Prometheus {
             .and_then(|e| e.metrics_expiry_duration)
             .map(|d| d.as_duration())
             .filter(|d| !d.is_zero());
-        let mut by_instance: HashMap<String, Vec<Arc<Family>>> = HashMap::new();
+        let mut by_instance = ByInstance::default();
         let mut names = Vec::new();
+        let mut shapes: Vec<Vec<String>> = Vec::new();
         for (i, m) in p.metrics.iter().enumerate() {
             let at = format!("metrics[{i}]");
             let def = definition(m, &at)?;
@@ -317,6 +318,13 @@ impl Adapter for Prometheus {
                 ));
             }
             names.push(def.name.clone());
+            let shape = match shapes.iter().position(|l| *l == def.labels) {
+                Some(s) => s,
+                None => {
+                    shapes.push(def.labels.clone());
+                    shapes.len() - 1
+                }
+            };
             // Istio 1.0 configs may leave instance_name out: the metric's
             // name is then the instance's short name.
             let instance = if m.instance_name.is_empty() {
@@ -327,19 +335,22 @@ impl Adapter for Prometheus {
             by_instance
                 .entry(instance)
                 .or_default()
-                .push(self.metrics.family(def, max_idle));
+                .push((self.metrics.family(def, max_idle), shape));
         }
         Ok(Arc::new(PromHandler { by_instance }))
     }
 }
 
+/// Full instance name (or a short one, from 1.0 configs) → its metrics,
+/// each with its label list's index among the handler's distinct lists.
+type ByInstance = HashMap<String, Vec<(Arc<Family>, usize)>, foldhash::fast::RandomState>;
+
 struct PromHandler {
-    /// Full instance name (or a short one, from 1.0 configs) → its metrics.
-    by_instance: HashMap<String, Vec<Arc<Family>>>,
+    by_instance: ByInstance,
 }
 
 impl PromHandler {
-    fn families(&self, instance: &str) -> Option<&Vec<Arc<Family>>> {
+    fn families(&self, instance: &str) -> Option<&Vec<(Arc<Family>, usize)>> {
         self.by_instance
             .get(instance)
             .or_else(|| self.by_instance.get(short_name(instance)))
@@ -367,6 +378,9 @@ impl Handler for PromHandler {
     async fn report(&self, instances: &[Instance]) -> Result<(), String> {
         let now = Instant::now();
         let mut key = String::new();
+        // The dimensions and label list `key` was built for: Istio's four
+        // metrics of a request share both, so their key is built once.
+        let mut keyed: Option<(Option<&ValueMap>, usize)> = None;
         let mut refused = 0;
         let mut first = None;
         for instance in instances {
@@ -375,8 +389,14 @@ impl Handler for PromHandler {
             };
             let result = number(instance.value("value")).and_then(|value| {
                 let dims = instance.map("dimensions");
-                families.iter().try_for_each(|f| {
-                    f.key(dims, &mut key);
+                families.iter().try_for_each(|(f, shape)| {
+                    let same = keyed.is_some_and(|(d, s)| {
+                        s == *shape && d.map(ValueMap::as_ptr) == dims.map(ValueMap::as_ptr)
+                    });
+                    if !same {
+                        f.key(dims, &mut key);
+                        keyed = Some((dims, *shape));
+                    }
                     f.record(&key, value, now)
                 })
             });
@@ -490,6 +510,45 @@ mod tests {
             .await
             .unwrap();
         assert!(metrics.render().contains("response_code=\"200\"} 3\n"));
+    }
+
+    #[tokio::test]
+    async fn a_shared_dimension_map_is_keyed_per_label_list() {
+        let metrics = MeshMetrics::default();
+        let params = r#"{"metrics": [
+            {"name": "a_total", "instance_name": "a.instance.istio-system", "kind": "COUNTER",
+             "label_names": ["reporter", "response_code"]},
+            {"name": "b_total", "instance_name": "b.instance.istio-system", "kind": "COUNTER",
+             "label_names": ["response_code", "reporter"]},
+            {"name": "c_total", "instance_name": "c.instance.istio-system", "kind": "COUNTER",
+             "label_names": ["reporter", "response_code"]}]}"#;
+        let h = Prometheus::new(metrics.clone())
+            .build(&serde_json::from_str(params).unwrap())
+            .unwrap();
+        // One map for all three, as the dispatcher shares a request's.
+        let dims: ValueMap = [
+            ("reporter", Value::string("destination")),
+            ("response_code", Value::Int64(200)),
+        ]
+        .into();
+        let of = |name: &str| Instance {
+            name: name.into(),
+            template: Template::Metric,
+            fields: vec![
+                ("value", FieldValue::Value(Value::Int64(1))),
+                ("dimensions", FieldValue::Map(dims.clone())),
+            ],
+        };
+        let names = ["a", "b", "c"].map(|n| format!("{n}.instance.istio-system"));
+        h.report(&names.each_ref().map(|n| of(n))).await.unwrap();
+        let text = metrics.render();
+        for series in [
+            "istio_a_total{reporter=\"destination\",response_code=\"200\"} 1\n",
+            "istio_b_total{response_code=\"200\",reporter=\"destination\"} 1\n",
+            "istio_c_total{reporter=\"destination\",response_code=\"200\"} 1\n",
+        ] {
+            assert!(text.contains(series), "{series} in {text}");
+        }
     }
 
     #[tokio::test]

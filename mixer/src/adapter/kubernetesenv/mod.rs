@@ -143,6 +143,11 @@ impl Handler for EnvHandler {
         }
         Ok(out)
     }
+
+    // The answer is the instance's Pods, and they change only by a swap.
+    fn generation(&self) -> Option<u64> {
+        Some(self.pods.version())
+    }
 }
 
 /// The `$out` names of one side of a request.

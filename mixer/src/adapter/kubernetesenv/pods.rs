@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use k8s_openapi::api::core::v1::Pod;
@@ -165,15 +166,35 @@ impl Pods {
 /// The Pods as one source last saw them, shared by every handler: a source
 /// swaps the whole index, readers take the current one.
 #[derive(Clone, Default)]
-pub struct PodIndex(Arc<RwLock<Arc<Pods>>>);
+pub struct PodIndex(Arc<Current>);
+
+#[derive(Default)]
+struct Current {
+    pods: RwLock<Arc<Pods>>,
+    /// Counts swaps, so that answers remembered for one set of Pods are
+    /// known to be stale once another replaces it.
+    version: AtomicU64,
+}
 
 impl PodIndex {
     pub fn get(&self) -> Arc<Pods> {
-        self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.0
+            .pods
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     pub fn set(&self, pods: Pods) {
-        *self.0.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(pods);
+        *self.0.pods.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(pods);
+        // After the swap: whoever reads the new version then reads Pods at
+        // least this new, so nothing older is remembered under it.
+        self.0.version.fetch_add(1, Ordering::Release);
+    }
+
+    /// Changes with every [`set`](Self::set). Read it before [`get`](Self::get).
+    pub fn version(&self) -> u64 {
+        self.0.version.load(Ordering::Acquire)
     }
 }
 

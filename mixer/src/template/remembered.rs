@@ -1,0 +1,198 @@
+//! Generated attributes remembered per instance. A kubernetesenv answer
+//! depends only on its instance (a request's source and destination uids
+//! and addresses) and on the Pods the handler knows, and Istio's bindings
+//! read only `$out`: so what one instance binds is worked out once per
+//! version of the Pods and reused by every request between the same Pods.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::UNIX_EPOCH;
+
+use super::{FieldValue, Instance};
+use crate::attribute::Value;
+
+/// The attributes one instance's bindings produced.
+pub type Bound = Arc<[(Arc<str>, Value)]>;
+
+/// Distinct instances kept for one version; a mesh has about one per pair
+/// of Pods that talk. Past this the whole table starts over.
+const CAPACITY: usize = 16_384;
+
+#[derive(Default)]
+pub struct Remembered(RwLock<Table>);
+
+#[derive(Default)]
+struct Table {
+    version: u64,
+    bound: HashMap<Box<[u8]>, Bound, foldhash::fast::RandomState>,
+}
+
+impl Remembered {
+    pub fn get(&self, key: &[u8], version: u64) -> Option<Bound> {
+        let table = self.0.read().unwrap_or_else(|p| p.into_inner());
+        if table.version != version {
+            return None;
+        }
+        table.bound.get(key).cloned()
+    }
+
+    pub fn put(&self, key: &[u8], version: u64, bound: Bound) {
+        let mut table = self.0.write().unwrap_or_else(|p| p.into_inner());
+        if table.version != version || table.bound.len() >= CAPACITY {
+            // A request that read an older version may still be storing;
+            // the newest version wins and older answers are never kept.
+            if table.version > version {
+                return;
+            }
+            table.bound.clear();
+            table.version = version;
+        }
+        table.bound.insert(key.into(), bound);
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.read().unwrap_or_else(|p| p.into_inner()).bound.len()
+    }
+}
+
+impl std::fmt::Debug for Remembered {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Remembered({} instances)", self.len())
+    }
+}
+
+/// Writes `instance`'s field values into `out` so that two instances of
+/// one builder have the same key exactly when their values are equal.
+pub fn key(instance: &Instance, out: &mut Vec<u8>) {
+    out.clear();
+    for (_, field) in &instance.fields {
+        match field {
+            FieldValue::Value(v) => value(v, out),
+            FieldValue::Map(m) => {
+                out.push(b'm');
+                out.extend_from_slice(&(m.len() as u32).to_le_bytes());
+                for (k, v) in m {
+                    text(k, out);
+                    value(v, out);
+                }
+            }
+        }
+    }
+}
+
+/// Each value tagged with its type and textual ones with their length, so
+/// that no two different sequences of values write the same bytes.
+fn value(v: &Value, out: &mut Vec<u8>) {
+    match v {
+        Value::String(s) | Value::DnsName(s) | Value::EmailAddress(s) | Value::Uri(s) => {
+            out.push(match v {
+                Value::DnsName(_) => b'n',
+                Value::EmailAddress(_) => b'e',
+                Value::Uri(_) => b'u',
+                _ => b's',
+            });
+            text(s, out);
+        }
+        Value::Int64(i) => {
+            out.push(b'i');
+            out.extend_from_slice(&i.to_le_bytes());
+        }
+        Value::Double(d) => {
+            out.push(b'd');
+            out.extend_from_slice(&d.to_bits().to_le_bytes());
+        }
+        Value::Bool(b) => out.extend_from_slice(&[b'b', *b as u8]),
+        Value::Timestamp(t) => {
+            out.push(b't');
+            let (sign, d) = match t.duration_since(UNIX_EPOCH) {
+                Ok(d) => (1, d),
+                Err(e) => (0, e.duration()),
+            };
+            out.push(sign);
+            out.extend_from_slice(&d.as_nanos().to_le_bytes());
+        }
+        Value::Duration(d) => {
+            out.push(b'D');
+            out.extend_from_slice(&d.as_nanos().to_le_bytes());
+        }
+        Value::IpAddress(std::net::IpAddr::V4(ip)) => {
+            out.push(b'4');
+            out.extend_from_slice(&ip.octets());
+        }
+        Value::IpAddress(std::net::IpAddr::V6(ip)) => {
+            out.push(b'6');
+            out.extend_from_slice(&ip.octets());
+        }
+        Value::StringMap(m) => {
+            out.push(b'M');
+            out.extend_from_slice(&(m.len() as u32).to_le_bytes());
+            for (k, v) in m.iter() {
+                text(k, out);
+                text(v, out);
+            }
+        }
+    }
+}
+
+fn text(s: &str, out: &mut Vec<u8>) {
+    out.extend_from_slice(&(s.len() as u32).to_le_bytes());
+    out.extend_from_slice(s.as_bytes());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::template::Template;
+
+    fn instance(values: &[Value]) -> Instance {
+        Instance {
+            name: "k.kubernetes.istio-system".into(),
+            template: Template::Kubernetes,
+            fields: values
+                .iter()
+                .map(|v| ("sourceUid", FieldValue::Value(v.clone())))
+                .collect(),
+        }
+    }
+
+    fn key_of(values: &[Value]) -> Vec<u8> {
+        let mut out = Vec::new();
+        key(&instance(values), &mut out);
+        out
+    }
+
+    #[test]
+    fn keys_differ_where_values_do() {
+        let s = Value::string;
+        // The same text split differently, or typed differently, is another key.
+        assert_ne!(key_of(&[s("ab"), s("c")]), key_of(&[s("a"), s("bc")]));
+        assert_ne!(key_of(&[s("a.b")]), key_of(&[Value::DnsName("a.b".into())]));
+        assert_ne!(
+            key_of(&[Value::IpAddress("10.0.0.1".parse().unwrap())]),
+            key_of(&[Value::IpAddress("10.0.0.2".parse().unwrap())])
+        );
+        assert_ne!(key_of(&[Value::Int64(1)]), key_of(&[Value::Double(1.0)]));
+        assert_eq!(
+            key_of(&[s("a"), Value::IpAddress("::1".parse().unwrap())]),
+            key_of(&[s("a"), Value::IpAddress("::1".parse().unwrap())])
+        );
+    }
+
+    #[test]
+    fn a_new_version_forgets_and_an_old_one_is_not_stored() {
+        let memo = Remembered::default();
+        let bound: Bound = Arc::new([("source.workload.name".into(), Value::string("a"))]);
+        memo.put(b"k", 1, bound.clone());
+        assert_eq!(memo.get(b"k", 1), Some(bound.clone()));
+        assert_eq!(memo.get(b"k", 2), None);
+        memo.put(b"j", 2, bound.clone());
+        assert_eq!(
+            memo.get(b"k", 2),
+            None,
+            "the old version's answers are gone"
+        );
+        memo.put(b"k", 1, bound.clone());
+        assert_eq!(memo.get(b"k", 1), None, "a late store of an old version");
+        assert_eq!(memo.len(), 1);
+    }
+}
