@@ -326,16 +326,21 @@ impl InstanceBuilder {
         generate: impl FnOnce(&Instance) -> Result<Vec<(&'static str, Value)>, String>,
     ) -> Result<Bound, String> {
         let instance = self.build(attrs)?;
-        let memo = self.remembered.as_ref().zip(version);
-        let mut key = Vec::new();
-        if let Some((memo, version)) = memo {
-            remembered::key(&instance, &mut key);
-            if let Some(bound) = memo.get(&key, version) {
-                return Ok(bound);
-            }
+        let memo = self
+            .remembered
+            .as_ref()
+            .zip(version)
+            .map(|(memo, version)| {
+                let key = remembered::key(&instance);
+                (memo, version, key)
+            });
+        if let Some((memo, version, key)) = &memo
+            && let Some(bound) = memo.get(key, *version)
+        {
+            return Ok(bound);
         }
         let bound: Bound = self.bound(&generate(&instance)?, attrs).into();
-        if let Some((memo, version)) = memo {
+        if let Some((memo, version, key)) = memo {
             memo.put(&key, version, bound.clone());
         }
         Ok(bound)

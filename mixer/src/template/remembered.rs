@@ -61,23 +61,25 @@ impl std::fmt::Debug for Remembered {
     }
 }
 
-/// Writes `instance`'s field values into `out` so that two instances of
-/// one builder have the same key exactly when their values are equal.
-pub fn key(instance: &Instance, out: &mut Vec<u8>) {
-    out.clear();
+/// `instance`'s field values as bytes: two instances of one builder have
+/// the same key exactly when their values are equal.
+pub fn key(instance: &Instance) -> Vec<u8> {
+    // Room for two uids and two addresses, so the key is not regrown.
+    let mut out = Vec::with_capacity(192);
     for (_, field) in &instance.fields {
         match field {
-            FieldValue::Value(v) => value(v, out),
+            FieldValue::Value(v) => value(v, &mut out),
             FieldValue::Map(m) => {
                 out.push(b'm');
                 out.extend_from_slice(&(m.len() as u32).to_le_bytes());
                 for (k, v) in m {
-                    text(k, out);
-                    value(v, out);
+                    text(k, &mut out);
+                    value(v, &mut out);
                 }
             }
         }
     }
+    out
 }
 
 /// Each value tagged with its type and textual ones with their length, so
@@ -156,9 +158,7 @@ mod tests {
     }
 
     fn key_of(values: &[Value]) -> Vec<u8> {
-        let mut out = Vec::new();
-        key(&instance(values), &mut out);
-        out
+        key(&instance(values))
     }
 
     #[test]
