@@ -114,7 +114,7 @@ impl<T: Clone> CheckCache<T> {
         };
         let now = Instant::now();
         for (i, shape) in shapes.iter().enumerate() {
-            let key = (i, self.hash(shape, bag));
+            let key = (i, self.hash(shape.iter().map(|r| Seen::of(r, bag))));
             let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
             let Some(entry) = entries.get_mut(&key) else {
                 continue;
@@ -165,8 +165,10 @@ impl<T: Clone> CheckCache<T> {
         else {
             return;
         };
-        let key = (shape, self.hash(reads, bag));
-        let parts = reads.iter().map(|r| Part::kept(Seen::of(r, bag))).collect();
+        // Each referenced value looked up once, for both the key and the entry.
+        let seen: Vec<Seen> = reads.iter().map(|r| Seen::of(r, bag)).collect();
+        let key = (shape, self.hash(seen.iter().copied()));
+        let parts = seen.into_iter().map(Part::kept).collect();
         let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         if entries.len() >= self.capacity {
             // Expired entries go first; if live ones still fill it, about a
@@ -236,10 +238,10 @@ impl<T: Clone> CheckCache<T> {
         self.len() == 0
     }
 
-    fn hash(&self, reads: &[Read], bag: &Bag) -> u64 {
+    fn hash<'a>(&self, values: impl Iterator<Item = Seen<'a>>) -> u64 {
         let mut h = self.hasher.build_hasher();
-        for r in reads {
-            match Seen::of(r, bag) {
+        for seen in values {
+            match seen {
                 Seen::Absent => h.write_u8(0),
                 Seen::Text(t) => {
                     h.write_u8(1);
