@@ -19,7 +19,7 @@ use envoy_types::pb::envoy::data::accesslog::v3::{
 };
 use envoy_types::pb::google::protobuf::Duration as PbDuration;
 use mixer::attribute::compressed::timestamp;
-use mixer::attribute::{Bag, Value};
+use mixer::attribute::{Bag, Value, Vocabulary};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Direction {
@@ -61,8 +61,10 @@ impl Reporter {
     }
 }
 
-/// An HTTP entry's attributes.
-pub fn http(entry: &HttpAccessLogEntry, reporter: &Reporter) -> Bag {
+/// An HTTP entry's attributes. The request's texts and header maps that
+/// `vocab`'s config never reads are left out: building them was a good part
+/// of an entry's cost, and no rule could see them.
+pub fn http(entry: &HttpAccessLogEntry, reporter: &Reporter, vocab: &Vocabulary) -> Bag {
     // What an entry gives, plus what kubernetesenv adds.
     let mut bag = Bag::with_capacity(56);
     let (no_common, no_request) = (AccessLogCommon::default(), HttpRequestProperties::default());
@@ -74,7 +76,7 @@ pub fn http(entry: &HttpAccessLogEntry, reporter: &Reporter) -> Bag {
     };
     common_attributes(common, reporter, protocol, &mut bag);
     let text = |bag: &mut Bag, name: &'static str, v: &str| {
-        if !v.is_empty() {
+        if !v.is_empty() && vocab.reads(name) {
             bag.set(name, Value::string(v));
         }
     };
@@ -100,7 +102,7 @@ pub fn http(entry: &HttpAccessLogEntry, reporter: &Reporter) -> Bag {
         request.request_headers_bytes,
         request.request_body_bytes,
     );
-    headers(&mut bag, "request.headers", &request.request_headers);
+    headers(&mut bag, "request.headers", &request.request_headers, vocab);
     if let Some(response) = &entry.response {
         if let Some(code) = response.response_code {
             bag.set("response.code", Value::Int64(i64::from(code.value)));
@@ -111,7 +113,12 @@ pub fn http(entry: &HttpAccessLogEntry, reporter: &Reporter) -> Bag {
             response.response_headers_bytes,
             response.response_body_bytes,
         );
-        headers(&mut bag, "response.headers", &response.response_headers);
+        headers(
+            &mut bag,
+            "response.headers",
+            &response.response_headers,
+            vocab,
+        );
     }
     bag
 }
@@ -122,8 +129,13 @@ fn sizes(bag: &mut Bag, [size, total]: [&'static str; 2], header_bytes: u64, bod
     bag.set(total, Value::Int64((header_bytes + body_bytes) as i64));
 }
 
-fn headers(bag: &mut Bag, name: &'static str, logged: &std::collections::HashMap<String, String>) {
-    if !logged.is_empty() {
+fn headers(
+    bag: &mut Bag,
+    name: &'static str,
+    logged: &std::collections::HashMap<String, String>,
+    vocab: &Vocabulary,
+) {
+    if !logged.is_empty() && vocab.reads(name) {
         let map = logged.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         bag.set(name, Value::StringMap(Arc::new(map)));
     }
@@ -458,7 +470,7 @@ mod tests {
             }),
             ..Default::default()
         };
-        let bag = http(&entry, &reporter);
+        let bag = http(&entry, &reporter, &Vocabulary::standard());
         for (name, want) in [
             ("context.reporter.kind", "inbound"),
             ("context.protocol", "http"),
@@ -491,6 +503,28 @@ mod tests {
             assert_eq!(get(&bag, name).as_deref(), Some(want), "{name}");
         }
         assert_eq!(get(&bag, "destination.service.subset"), None);
+
+        // A config that reads neither the path nor the headers: left out.
+        let mut with_headers = entry.clone();
+        if let Some(r) = with_headers.request.as_mut() {
+            r.request_headers.insert("x-user".into(), "u".into());
+        }
+        let full = http(&with_headers, &reporter, &Vocabulary::standard());
+        assert_eq!(
+            get(&full, "request.headers").as_deref(),
+            Some("{x-user: u}")
+        );
+        let vocab = Vocabulary::standard().reading(["request.host"]);
+        let bag = http(&with_headers, &reporter, &vocab);
+        assert_eq!(get(&bag, "request.host").as_deref(), Some("reviews:9080"));
+        for name in [
+            "request.path",
+            "request.url_path",
+            "request.id",
+            "request.headers",
+        ] {
+            assert_eq!(get(&bag, name), None, "{name}");
+        }
     }
 
     #[test]
@@ -514,7 +548,7 @@ mod tests {
             }),
             ..Default::default()
         };
-        let bag = http(&entry, &reporter);
+        let bag = http(&entry, &reporter, &Vocabulary::standard());
         assert_eq!(
             get(&bag, "context.reporter.kind").as_deref(),
             Some("outbound")

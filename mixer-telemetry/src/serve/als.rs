@@ -46,11 +46,13 @@ impl AccessLogService for Telemetry {
                     "the stream's first message must carry an identifier (node and log name)",
                 ));
             };
+            let snapshot = self.dispatcher.snapshot();
+            let vocab = &snapshot.vocabulary;
             let bags: Vec<_> = match &message.log_entries {
                 Some(LogEntries::HttpLogs(h)) => h
                     .log_entry
                     .iter()
-                    .map(|e| access_log::http(e, reporter))
+                    .map(|e| access_log::http(e, reporter, vocab))
                     .collect(),
                 Some(LogEntries::TcpLogs(t)) => t
                     .log_entry

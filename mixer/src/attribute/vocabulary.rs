@@ -109,15 +109,19 @@ impl Vocabulary {
         }
     }
 
+    /// Whether the config may read `name` (see [`reading`](Self::reading)).
+    pub fn reads(&self, name: &str) -> bool {
+        self.0.read.as_ref().is_none_or(|r| r.contains(name))
+    }
+
     /// The declaration of `name`, as [`global_word`](Self::global_word)
     /// gives it for a name sent as a word of the message's own.
     pub fn declaration(&self, name: &str) -> Option<Declaration<'_>> {
         let (name, ty) = self.0.by_name.get_key_value(name)?;
-        let read = self.0.read.as_ref().is_none_or(|r| r.contains(name));
         Some(Declaration {
             name,
             ty: *ty,
-            read,
+            read: self.reads(name),
         })
     }
 
@@ -188,6 +192,8 @@ mod tests {
         assert!(!v.global_word(word("request.path")).unwrap().read);
         assert!(v.declaration("source.ip").unwrap().read);
         assert!(!v.declaration("request.path").unwrap().read);
+        assert!(v.reads("source.ip") && !v.reads("request.path"));
+        assert!(Vocabulary::standard().reads("request.path"));
         assert_eq!(v.declaration("no.such"), None);
         // Declaring more starts from everything read again.
         let more = v.with([("my.attr".to_string(), ValueType::Bool)]);
