@@ -14,7 +14,7 @@ use envoy_types::ext_authz::v3::pb::{
 use envoy_types::pb::envoy::config::core::v3::{Address, address, socket_address};
 use envoy_types::pb::google::rpc::Status as RpcStatus;
 use mixer::adapter::{QuotaArgs, Status};
-use mixer::attribute::{Bag, Value, Vocabulary, compressed};
+use mixer::attribute::{Bag, Declaration, Value, Vocabulary, compressed};
 use mixer::config::kinds::HeaderOperation as Op;
 use tokio::time::Instant;
 use tonic::{Code, Request, Response};
@@ -234,7 +234,7 @@ pub fn bag(
     }
     let mut undeclared = 0;
     for (key, text) in &ctx.context_extensions {
-        let Some((name, ty)) = vocab.entry(key) else {
+        let Some(Declaration { name, ty, .. }) = vocab.declaration(key) else {
             undeclared += 1;
             continue;
         };

@@ -92,11 +92,6 @@ impl Vocabulary {
         self.0.by_name.get(name).copied()
     }
 
-    /// The declared name, shared, with its type.
-    pub fn entry(&self, name: &str) -> Option<(&Arc<str>, ValueType)> {
-        self.0.by_name.get_key_value(name).map(|(n, t)| (n, *t))
-    }
-
     /// The declaration of word `index` of the global dictionary.
     pub fn global_word(&self, index: usize) -> Option<Declaration<'_>> {
         match self.0.by_global_word.get(index) {

@@ -181,6 +181,9 @@ pub struct InstanceBuilder {
     remembered: Option<Remembered>,
 }
 
+/// How bindings name an attribute-generating adapter's output fields.
+const OUT: &str = "$out.";
+
 /// What an attribute-generating adapter produced, with the request's
 /// attributes behind it: how `attributeBindings` see `$out.<field>`.
 struct Generated<'a> {
@@ -190,7 +193,7 @@ struct Generated<'a> {
 
 impl Attributes for Generated<'_> {
     fn get(&self, name: &str) -> Option<&Value> {
-        match name.strip_prefix("$out.") {
+        match name.strip_prefix(OUT) {
             Some(field) => self.out.iter().find(|(f, _)| *f == field).map(|(_, v)| v),
             None => self.attrs.get(name),
         }
@@ -282,7 +285,7 @@ impl InstanceBuilder {
                 ),
             ));
         }
-        let with_out = vocab.with(outputs.iter().map(|(f, t)| (format!("$out.{f}"), *t)));
+        let with_out = vocab.with(outputs.iter().map(|(f, t)| (format!("{OUT}{f}"), *t)));
         for (attribute, text) in bindings {
             let at = format!("attributeBindings.{attribute}");
             let Some(want) = vocab.type_of(attribute) else {
@@ -299,7 +302,7 @@ impl InstanceBuilder {
         let only_out = self
             .bindings
             .iter()
-            .all(|(_, e)| e.attributes().iter().all(|a| a.starts_with("$out.")));
+            .all(|(_, e)| e.attributes().iter().all(|a| a.starts_with(OUT)));
         self.remembered = only_out.then(Remembered::default);
         Ok(self)
     }
@@ -312,7 +315,7 @@ impl InstanceBuilder {
             Compiled::Map(m) => m.entries.iter().flat_map(|(_, e)| e.attributes()).collect(),
         });
         let bindings = self.bindings.iter().flat_map(|(_, e)| e.attributes());
-        fields.chain(bindings).filter(|a| !a.starts_with("$out."))
+        fields.chain(bindings).filter(|a| !a.starts_with(OUT))
     }
 
     /// The attributes this attribute-generating instance binds for
