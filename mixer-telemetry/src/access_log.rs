@@ -65,8 +65,7 @@ impl Reporter {
 /// `vocab`'s config never reads are left out: building them was a good part
 /// of an entry's cost, and no rule could see them.
 pub fn http(entry: &HttpAccessLogEntry, reporter: &Reporter, vocab: &Vocabulary) -> Bag {
-    // What an entry gives, plus what kubernetesenv adds.
-    let mut bag = Bag::with_capacity(56);
+    let mut bag = Bag::for_vocabulary(vocab);
     let (no_common, no_request) = (AccessLogCommon::default(), HttpRequestProperties::default());
     let common = entry.common_properties.as_ref().unwrap_or(&no_common);
     let request = entry.request.as_ref().unwrap_or(&no_request);
@@ -142,9 +141,8 @@ fn headers(
 }
 
 /// A TCP entry's attributes (Envoy logs a connection when it closes).
-pub fn tcp(entry: &TcpAccessLogEntry, reporter: &Reporter) -> Bag {
-    // What an entry gives, plus what kubernetesenv adds.
-    let mut bag = Bag::with_capacity(56);
+pub fn tcp(entry: &TcpAccessLogEntry, reporter: &Reporter, vocab: &Vocabulary) -> Bag {
+    let mut bag = Bag::for_vocabulary(vocab);
     let no_common = AccessLogCommon::default();
     let common = entry.common_properties.as_ref().unwrap_or(&no_common);
     common_attributes(common, reporter, "tcp", &mut bag);
@@ -577,7 +575,7 @@ mod tests {
                 sent_bytes: 20,
             }),
         };
-        let bag = tcp(&entry, &reporter);
+        let bag = tcp(&entry, &reporter, &Vocabulary::standard());
         for (name, want) in [
             ("context.reporter.kind", "outbound"),
             ("context.protocol", "tcp"),

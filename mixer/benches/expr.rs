@@ -253,7 +253,7 @@ fn decoding(c: &mut Criterion) {
     let decode_bag = |attrs: &[u8]| {
         let raw = Raw::parse(attrs).expect("framing");
         let words = Words::new(global, raw.words()).expect("words");
-        let mut out = raw.bag();
+        let mut out = Bag::for_vocabulary(&vocab);
         decode(&raw, &words, &vocab, &mut out).expect("decode");
         out
     };

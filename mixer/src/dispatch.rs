@@ -252,8 +252,8 @@ impl Dispatcher {
                 }
             }
         }
-        for (name, value) in produced.iter().flat_map(|bound| bound.iter()) {
-            bag.set(name, value.clone());
+        for (attr, value) in produced.iter().flat_map(|bound| bound.iter()) {
+            bag.set_attr(attr, value.clone());
         }
     }
 

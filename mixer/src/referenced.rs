@@ -5,7 +5,7 @@
 use std::cell::RefCell;
 use std::sync::Arc;
 
-use crate::attribute::{Attributes, Bag, Name, Value};
+use crate::attribute::{Attr, Attributes, Bag, Name, Value};
 
 /// One attribute read: the whole attribute, or one key of a string map.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -67,19 +67,40 @@ impl<'a> Tracker<'a> {
     }
 }
 
-impl Attributes for Tracker<'_> {
-    fn get(&self, name: &str) -> Option<&Value> {
-        let found = self.bag.get_named(name);
+impl<'a> Tracker<'a> {
+    fn read(&self, name: &str, found: Option<(&'a Name, &'a Value)>) -> Option<&'a Value> {
         self.record(name, None, found.map(|(n, _)| n));
         found.map(|(_, v)| v)
     }
 
-    fn get_key(&self, name: &str, key: &str) -> Option<&str> {
-        let found = self.bag.get_named(name);
+    fn read_key(
+        &self,
+        name: &str,
+        key: &str,
+        found: Option<(&'a Name, &'a Value)>,
+    ) -> Option<&'a str> {
         self.record(name, Some(key), found.map(|(n, _)| n));
         match found?.1 {
             Value::StringMap(m) => m.get(key).map(String::as_str),
             _ => None,
         }
+    }
+}
+
+impl Attributes for Tracker<'_> {
+    fn get(&self, name: &str) -> Option<&Value> {
+        self.read(name, self.bag.get_named(name))
+    }
+
+    fn get_key(&self, name: &str, key: &str) -> Option<&str> {
+        self.read_key(name, key, self.bag.get_named(name))
+    }
+
+    fn lookup(&self, attr: &Attr) -> Option<&Value> {
+        self.read(attr.name(), self.bag.lookup_named(attr))
+    }
+
+    fn lookup_key(&self, attr: &Attr, key: &str) -> Option<&str> {
+        self.read_key(attr.name(), key, self.bag.lookup_named(attr))
     }
 }

@@ -163,7 +163,7 @@ pub fn bag(
     ctx: &envoy_types::pb::envoy::service::auth::v3::AttributeContext,
     vocab: &Vocabulary,
 ) -> Result<(Bag, u64), String> {
-    let mut bag = Bag::new();
+    let mut bag = Bag::for_vocabulary(vocab);
     let peers = [
         (
             &ctx.source,
@@ -240,7 +240,7 @@ pub fn bag(
         };
         let value =
             Value::parse_as(ty, text).map_err(|e| format!("context_extensions[{key}]: {e}"))?;
-        bag.set(name, value);
+        bag.set(name.clone(), value);
     }
     Ok((bag, undeclared))
 }

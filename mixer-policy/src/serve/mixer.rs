@@ -114,7 +114,7 @@ impl Policy {
     fn decode(&self, req: &CheckRequest, snapshot: &Snapshot) -> Result<Bag, tonic::Status> {
         let decoded = Raw::parse(&req.attributes).and_then(|raw| {
             let words = Words::new(req.global_word_count, raw.words())?;
-            let mut bag = raw.bag();
+            let mut bag = Bag::for_vocabulary(&snapshot.vocabulary);
             compressed::decode(&raw, &words, &snapshot.vocabulary, &mut bag).map(|s| (bag, s))
         });
         match decoded {

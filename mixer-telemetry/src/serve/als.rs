@@ -57,7 +57,7 @@ impl AccessLogService for Telemetry {
                 Some(LogEntries::TcpLogs(t)) => t
                     .log_entry
                     .iter()
-                    .map(|e| access_log::tcp(e, reporter))
+                    .map(|e| access_log::tcp(e, reporter, vocab))
                     .collect(),
                 None => Vec::new(),
             };

@@ -84,7 +84,7 @@ pub fn decode(req: &ReportRequest, vocab: &Vocabulary) -> Result<(Vec<Bag>, u64)
             let words = Words::new(req.global_word_count, local)?;
             let mut bag = match bags.last() {
                 Some(previous) if delta => previous.clone(),
-                _ => raw.bag(),
+                _ => Bag::for_vocabulary(vocab),
             };
             compressed::decode(&raw, &words, vocab, &mut bag).map(|stats| (bag, stats))
         });

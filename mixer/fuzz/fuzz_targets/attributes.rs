@@ -31,7 +31,7 @@ fuzz_target!(|data: &[u8]| {
     let Ok(words) = Words::new(request.global_word_count, raw.words()) else {
         return;
     };
-    let mut bag = Bag::new();
+    let mut bag = Bag::for_vocabulary(&VOCAB);
     if compressed::decode(&raw, &words, &VOCAB, &mut bag).is_err() {
         return;
     }

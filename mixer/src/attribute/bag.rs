@@ -3,7 +3,8 @@ use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
-use super::{Value, Vocabulary};
+use super::vocabulary::{Slot, Slots};
+use super::{Declaration, Value, Vocabulary};
 
 /// An attribute's name as a bag keeps it: a literal of the code that set it,
 /// or shared with the vocabulary or a compiled config. Either way, setting
@@ -94,50 +95,169 @@ impl From<String> for Name {
     }
 }
 
-/// A request's attributes by name. Hashed with foldhash: every rule match
-/// looks names up, and SipHash's flood resistance buys nothing for names the
-/// vocabulary already bounds.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Bag(HashMap<Name, Value, foldhash::fast::RandomState>);
+/// An attribute as compiled config names it: with its slot in bags made
+/// for the vocabulary it was compiled against, so reading such a bag is an
+/// index, and by name in any other.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attr {
+    name: Arc<str>,
+    slot: Option<Slot>,
+}
+
+impl Attr {
+    pub fn new(name: Arc<str>, vocab: &Vocabulary) -> Attr {
+        let slot = vocab.slot(&name);
+        Attr { name, slot }
+    }
+
+    pub fn name(&self) -> &Arc<str> {
+        &self.name
+    }
+}
+
+/// A request's attributes. A bag made for a vocabulary keeps each declared
+/// attribute in its slot; names it does not declare, and every name in a
+/// bag made for none, are hashed (with foldhash: SipHash's flood
+/// resistance buys nothing for names the vocabulary already bounds).
+#[derive(Clone, Default)]
+pub struct Bag {
+    slots: Option<Arc<Slots>>,
+    values: Vec<Option<Value>>,
+    /// How many of `values` are set.
+    set: usize,
+    others: HashMap<Name, Value, foldhash::fast::RandomState>,
+}
 
 impl Bag {
     pub fn new() -> Bag {
         Bag::default()
     }
 
-    /// A bag with room for `n` attributes, so decoding a set of known
-    /// size does not grow it step by step.
-    pub fn with_capacity(n: usize) -> Bag {
-        Bag(HashMap::with_capacity_and_hasher(n, Default::default()))
+    /// A bag that keeps `vocab`'s attributes in their slots.
+    pub fn for_vocabulary(vocab: &Vocabulary) -> Bag {
+        let slots = vocab.slots();
+        let mut values = Vec::with_capacity(slots.len());
+        // Not `vec![None; n]`, which clones its `None` into every slot.
+        values.resize_with(slots.len(), || None);
+        Bag {
+            values,
+            slots: Some(slots.clone()),
+            set: 0,
+            others: HashMap::default(),
+        }
+    }
+
+    /// Where this bag keeps `slot`'s attribute, if it keeps slots of its
+    /// vocabulary.
+    #[inline]
+    fn index(&self, slot: Option<Slot>) -> Option<usize> {
+        match (slot, &self.slots) {
+            (Some(s), Some(table)) if s.table == table.id() => Some(s.index as usize),
+            _ => None,
+        }
     }
 
     pub fn get(&self, name: &str) -> Option<&Value> {
-        self.0.get(name)
+        self.get_named(name).map(|(_, v)| v)
     }
 
     /// The attribute with the name the bag keeps for it.
     pub fn get_named(&self, name: &str) -> Option<(&Name, &Value)> {
-        self.0.get_key_value(name)
+        match self.slots.as_ref().and_then(|t| Some((t, t.index(name)?))) {
+            Some((table, i)) => Some((table.name(i), self.values[i].as_ref()?)),
+            None => self.others.get_key_value(name),
+        }
+    }
+
+    /// [`get_named`](Self::get_named) for a compiled attribute.
+    #[inline]
+    pub fn lookup_named(&self, attr: &Attr) -> Option<(&Name, &Value)> {
+        match self.index(attr.slot) {
+            Some(i) => {
+                let table = self.slots.as_ref()?;
+                Some((table.name(i), self.values[i].as_ref()?))
+            }
+            None => self.get_named(&attr.name),
+        }
     }
 
     pub fn set(&mut self, name: impl Into<Name>, value: Value) {
-        self.0.insert(name.into(), value);
+        let name = name.into();
+        match self.slots.as_ref().and_then(|t| t.index(&name)) {
+            Some(i) => self.put(i, value),
+            None => {
+                self.others.insert(name, value);
+            }
+        }
+    }
+
+    /// Sets a declared attribute: in its slot when this bag was made for
+    /// the declaring vocabulary.
+    #[inline]
+    pub fn set_declared(&mut self, declared: &Declaration, value: Value) {
+        match self.index(Some(declared.slot)) {
+            Some(i) => self.put(i, value),
+            None => self.set(declared.name.clone(), value),
+        }
+    }
+
+    /// Sets a compiled attribute.
+    pub fn set_attr(&mut self, attr: &Attr, value: Value) {
+        match self.index(attr.slot) {
+            Some(i) => self.put(i, value),
+            None => self.set(attr.name.clone(), value),
+        }
+    }
+
+    #[inline]
+    fn put(&mut self, i: usize, value: Value) {
+        if self.values[i].replace(value).is_none() {
+            self.set += 1;
+        }
     }
 
     pub fn remove(&mut self, name: &str) -> Option<Value> {
-        self.0.remove(name)
+        match self.slots.as_ref().and_then(|t| t.index(name)) {
+            Some(i) => {
+                let old = self.values[i].take();
+                self.set -= usize::from(old.is_some());
+                old
+            }
+            None => self.others.remove(name),
+        }
     }
 
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.set + self.others.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.len() == 0
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&str, &Value)> {
-        self.0.iter().map(|(k, v)| (k.as_str(), v))
+        let slotted = self.slots.iter().flat_map(|table| {
+            self.values
+                .iter()
+                .enumerate()
+                .filter_map(|(i, v)| Some((table.name(i).as_str(), v.as_ref()?)))
+        });
+        slotted.chain(self.others.iter().map(|(k, v)| (k.as_str(), v)))
+    }
+}
+
+/// Bags are equal when they hold the same attributes, however they keep them.
+impl PartialEq for Bag {
+    fn eq(&self, other: &Bag) -> bool {
+        self.len() == other.len() && self.iter().all(|(k, v)| other.get(k) == Some(v))
+    }
+}
+
+impl std::fmt::Debug for Bag {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut sorted: Vec<_> = self.iter().collect();
+        sorted.sort_by(|a, b| a.0.cmp(b.0));
+        f.debug_map().entries(sorted).finish()
     }
 }
 
@@ -147,7 +267,7 @@ impl Bag {
     /// by `vocab`. For fixtures, tools and benchmarks.
     pub fn from_json(json: &serde_json::Value, vocab: &Vocabulary) -> Result<Bag, String> {
         let object = json.as_object().ok_or("attributes must be a JSON object")?;
-        let mut bag = Bag::new();
+        let mut bag = Bag::for_vocabulary(vocab);
         for (name, v) in object {
             let ty = vocab
                 .type_of(name)
@@ -165,7 +285,11 @@ impl Bag {
 
 impl<K: Into<Name>> FromIterator<(K, Value)> for Bag {
     fn from_iter<I: IntoIterator<Item = (K, Value)>>(iter: I) -> Self {
-        Bag(iter.into_iter().map(|(k, v)| (k.into(), v)).collect())
+        let mut bag = Bag::new();
+        for (k, v) in iter {
+            bag.set(k, v);
+        }
+        bag
     }
 }
 
@@ -173,6 +297,17 @@ impl<K: Into<Name>> FromIterator<(K, Value)> for Bag {
 /// attributes a decision depended on (Mixer's referenced attributes).
 pub trait Attributes {
     fn get(&self, name: &str) -> Option<&Value>;
+
+    /// [`get`](Attributes::get) for an attribute of compiled config, which
+    /// a bag made for its vocabulary finds by slot.
+    fn lookup(&self, attr: &Attr) -> Option<&Value> {
+        self.get(attr.name())
+    }
+
+    /// [`get_key`](Attributes::get_key) for an attribute of compiled config.
+    fn lookup_key(&self, attr: &Attr, key: &str) -> Option<&str> {
+        self.get_key(attr.name(), key)
+    }
 
     /// Reads one key of a string-map attribute. Separate from [`get`] so that
     /// a decision depends on that key only, not on the whole map.
@@ -189,6 +324,18 @@ pub trait Attributes {
 impl Attributes for Bag {
     fn get(&self, name: &str) -> Option<&Value> {
         Bag::get(self, name)
+    }
+
+    #[inline]
+    fn lookup(&self, attr: &Attr) -> Option<&Value> {
+        self.lookup_named(attr).map(|(_, v)| v)
+    }
+
+    fn lookup_key(&self, attr: &Attr, key: &str) -> Option<&str> {
+        match self.lookup(attr)? {
+            Value::StringMap(m) => m.get(key).map(String::as_str),
+            _ => None,
+        }
     }
 }
 
@@ -218,5 +365,42 @@ mod tests {
             &Vocabulary::standard(),
         );
         assert!(err.unwrap_err().contains("no.such"));
+    }
+
+    #[test]
+    fn declared_attributes_live_in_slots_and_read_alike_by_name() {
+        let vocab = Vocabulary::standard();
+        let path = Attr::new("request.path".into(), &vocab);
+        let mut slotted = Bag::for_vocabulary(&vocab);
+        slotted.set("request.path", Value::string("/a"));
+        slotted.set("not.declared", Value::Int64(1));
+        assert_eq!(slotted.len(), 2);
+        assert_eq!(slotted.lookup(&path), Some(&Value::string("/a")));
+        assert_eq!(slotted.get("not.declared"), Some(&Value::Int64(1)));
+        assert_eq!(
+            slotted.get_named("request.path").unwrap().0.as_str(),
+            "request.path"
+        );
+
+        // A plain bag, and an attribute compiled against another
+        // vocabulary, are read by name.
+        let plain: Bag = [("request.path", Value::string("/a"))]
+            .into_iter()
+            .collect();
+        assert_eq!(plain.lookup(&path), Some(&Value::string("/a")));
+        let other = vocab.with([("my.attr".to_string(), ValueType::Bool)]);
+        let elsewhere = Attr::new("request.path".into(), &other);
+        assert_ne!(elsewhere, path, "another table, another slot");
+        assert_eq!(slotted.lookup(&elsewhere), Some(&Value::string("/a")));
+        let mut theirs = Bag::for_vocabulary(&other);
+        theirs.set_attr(&path, Value::string("/b"));
+        assert_eq!(theirs.lookup(&elsewhere), Some(&Value::string("/b")));
+
+        // However they keep them, bags with the same attributes are equal.
+        slotted.remove("not.declared");
+        assert_eq!(slotted, plain);
+        assert_eq!(slotted.remove("request.path"), Some(Value::string("/a")));
+        assert!(slotted.is_empty() && slotted.lookup(&path).is_none());
+        assert_ne!(slotted, plain);
     }
 }

@@ -69,7 +69,6 @@ impl<'a> Words<'a> {
 pub struct Raw<'a> {
     message: &'a [u8],
     words: Vec<&'a str>,
-    entries: usize,
 }
 
 /// The map fields of `CompressedAttributes` by field number (from 2), as
@@ -90,21 +89,16 @@ impl<'a> Raw<'a> {
         let mut raw = Raw {
             message,
             words: Vec::new(),
-            entries: 0,
         };
         for field in Fields::new(message) {
-            match field.map_err(malformed)? {
-                (1, f) => {
-                    let i = raw.words.len();
-                    let text = f
-                        .bytes()
-                        .map_err(String::from)
-                        .and_then(|b| std::str::from_utf8(b).map_err(|_| "not UTF-8".into()))
-                        .map_err(|e| DecodeError(format!("words[{i}]: {e}")))?;
-                    raw.words.push(text);
-                }
-                (2..=9, _) => raw.entries += 1,
-                _ => {}
+            if let (1, f) = field.map_err(malformed)? {
+                let i = raw.words.len();
+                let text = f
+                    .bytes()
+                    .map_err(String::from)
+                    .and_then(|b| std::str::from_utf8(b).map_err(|_| "not UTF-8".into()))
+                    .map_err(|e| DecodeError(format!("words[{i}]: {e}")))?;
+                raw.words.push(text);
             }
         }
         Ok(raw)
@@ -113,12 +107,6 @@ impl<'a> Raw<'a> {
     /// The message's own words, which negative indexes name.
     pub fn words(&self) -> &[&'a str] {
         &self.words
-    }
-
-    /// An empty bag with room for this set's attributes and for the two
-    /// dozen that attribute generation (kubernetesenv) adds.
-    pub fn bag(&self) -> Bag {
-        Bag::with_capacity(self.entries + 24)
     }
 }
 
@@ -165,17 +153,18 @@ pub fn decode(
             Ok(global) => vocab.global_word(global),
             Err(_) => vocab.declaration(name),
         };
-        let Some(Declaration { name, ty, read }) = declared else {
+        let Some(declared) = declared else {
             stats.undeclared += 1;
             continue;
         };
+        let Declaration { name, ty, read, .. } = declared;
         let value = sent.into_value(ty, words, read).map_err(|why| {
             DecodeError(format!(
                 "attribute `{name}` is declared {ty} but {why} (sent as {sent_as})"
             ))
         })?;
         match value {
-            Some(value) => bag.set(name, value),
+            Some(value) => bag.set_declared(&declared, value),
             // Unread: checked alike, but a value from an earlier set of a
             // delta-encoded Report must not outlive its replacement.
             None if over_earlier => {
@@ -474,8 +463,9 @@ mod tests {
     fn decode_bytes(message: &[u8]) -> Result<(Bag, DecodeStats), DecodeError> {
         let raw = Raw::parse(message)?;
         let words = Words::new(0, raw.words())?;
-        let mut bag = Bag::new();
-        let stats = decode(&raw, &words, &Vocabulary::standard(), &mut bag)?;
+        let vocab = Vocabulary::standard();
+        let mut bag = Bag::for_vocabulary(&vocab);
+        let stats = decode(&raw, &words, &vocab, &mut bag)?;
         Ok((bag, stats))
     }
 

@@ -1,7 +1,8 @@
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock};
 
-use super::{ValueType, dictionary};
+use super::{Name, ValueType, dictionary};
 
 /// Which attributes exist and their types: Istio's standard manifests
 /// (`istioproxy` and `kubernetes`) plus whatever `attributemanifest` objects
@@ -11,36 +12,114 @@ use super::{ValueType, dictionary};
 #[derive(Debug, Clone)]
 pub struct Vocabulary(Arc<Declared>);
 
-type Names<T> = HashMap<Arc<str>, T, foldhash::fast::RandomState>;
-
 #[derive(Debug)]
 struct Declared {
-    by_name: Names<ValueType>,
-    /// The declaration of each word of the global dictionary, by index:
-    /// what a proxy names by index is found without hashing the name.
-    by_global_word: Vec<Option<(Arc<str>, ValueType, bool)>>,
-    /// The attributes a config may read, when it said (see
+    slots: Arc<Slots>,
+    /// The slot of each word of the global dictionary that is declared, by
+    /// index: what a proxy names by index is found without hashing the name.
+    by_global_word: Vec<Option<u32>>,
+    /// By slot, whether a config may read the attribute, when it said (see
     /// [`Vocabulary::reading`]); `None`: all of them.
-    read: Option<HashSet<Arc<str>, foldhash::fast::RandomState>>,
+    read: Option<Box<[bool]>>,
+}
+
+/// The declared attributes numbered, in declaration order. A bag made for a
+/// vocabulary ([`Bag::for_vocabulary`](super::Bag::for_vocabulary)) keeps
+/// each value at its attribute's number, and expressions compiled against
+/// it carry the number: reading an attribute indexes, it does not hash.
+pub struct Slots {
+    /// Tells tables apart: a number is only good in the table it came from.
+    id: u64,
+    names: Box<[Name]>,
+    types: Box<[ValueType]>,
+    index: HashMap<Arc<str>, u32, foldhash::fast::RandomState>,
+}
+
+impl std::fmt::Debug for Slots {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Slots#{} ({} attributes)", self.id, self.names.len())
+    }
+}
+
+impl Slots {
+    /// Numbers `pairs` in order; a later declaration of a name replaces the
+    /// type of the earlier one and keeps its number.
+    fn new(pairs: impl IntoIterator<Item = (Arc<str>, ValueType)>) -> Slots {
+        static IDS: AtomicU64 = AtomicU64::new(1);
+        let mut names = Vec::new();
+        let mut types = Vec::new();
+        let mut index = HashMap::default();
+        for (name, ty) in pairs {
+            match index.get(&name) {
+                Some(&i) => types[i as usize] = ty,
+                None => {
+                    index.insert(name.clone(), names.len() as u32);
+                    names.push(Name::Shared(name));
+                    types.push(ty);
+                }
+            }
+        }
+        Slots {
+            id: IDS.fetch_add(1, Ordering::Relaxed),
+            names: names.into(),
+            types: types.into(),
+            index,
+        }
+    }
+
+    pub(crate) fn id(&self) -> u64 {
+        self.id
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.names.len()
+    }
+
+    pub(crate) fn index(&self, name: &str) -> Option<usize> {
+        self.index.get(name).map(|&i| i as usize)
+    }
+
+    pub(crate) fn name(&self, index: usize) -> &Name {
+        &self.names[index]
+    }
+
+    fn pairs(&self) -> impl Iterator<Item = (Arc<str>, ValueType)> + '_ {
+        self.names.iter().zip(&self.types).map(|(n, t)| match n {
+            Name::Shared(n) => (n.clone(), *t),
+            Name::Static(n) => (Arc::from(*n), *t),
+        })
+    }
+}
+
+/// Where a bag made for one vocabulary keeps an attribute.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Slot {
+    pub(crate) table: u64,
+    pub(crate) index: u32,
 }
 
 impl Declared {
-    fn new(
-        by_name: Names<ValueType>,
-        read: Option<HashSet<Arc<str>, foldhash::fast::RandomState>>,
-    ) -> Declared {
+    fn new(slots: Arc<Slots>, read: Option<Box<[bool]>>) -> Declared {
         let by_global_word = dictionary::words()
             .iter()
-            .map(|w| {
-                let (n, t) = by_name.get_key_value(*w)?;
-                let read = read.as_ref().is_none_or(|r| r.contains(*w));
-                Some((n.clone(), *t, read))
-            })
+            .map(|w| slots.index(w).map(|i| i as u32))
             .collect();
         Declared {
-            by_name,
+            slots,
             by_global_word,
             read,
+        }
+    }
+
+    fn declaration(&self, index: usize) -> Declaration<'_> {
+        Declaration {
+            name: &self.slots.names[index],
+            ty: self.slots.types[index],
+            read: self.read.as_ref().is_none_or(|r| r[index]),
+            slot: Slot {
+                table: self.slots.id,
+                index: index as u32,
+            },
         }
     }
 }
@@ -48,11 +127,12 @@ impl Declared {
 /// A declared attribute as a decoder meets it.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Declaration<'a> {
-    pub name: &'a Arc<str>,
+    pub name: &'a Name,
     pub ty: ValueType,
     /// Whether the config may read it at all: an attribute nothing reads
     /// is checked as it arrives and then dropped instead of kept.
     pub read: bool,
+    pub slot: Slot,
 }
 
 impl Vocabulary {
@@ -63,69 +143,66 @@ impl Vocabulary {
     }
 
     pub fn from_pairs(pairs: impl IntoIterator<Item = (String, ValueType)>) -> Vocabulary {
-        Vocabulary(Arc::new(Declared::new(
-            pairs.into_iter().map(|(n, t)| (Arc::from(n), t)).collect(),
-            None,
-        )))
+        let slots = Slots::new(pairs.into_iter().map(|(n, t)| (Arc::from(n), t)));
+        Vocabulary(Arc::new(Declared::new(Arc::new(slots), None)))
     }
 
     /// This vocabulary with `more` declared as well; a later declaration of
     /// a name replaces the earlier one, as Istio's manifests merged.
     pub fn with(&self, more: impl IntoIterator<Item = (String, ValueType)>) -> Vocabulary {
-        let mut map = self.0.by_name.clone();
-        map.extend(more.into_iter().map(|(n, t)| (Arc::from(n), t)));
-        Vocabulary(Arc::new(Declared::new(map, None)))
+        let more = more.into_iter().map(|(n, t)| (Arc::from(n), t));
+        let slots = Slots::new(self.0.slots.pairs().chain(more));
+        Vocabulary(Arc::new(Declared::new(Arc::new(slots), None)))
     }
 
     /// This vocabulary for a config that reads `names` and nothing else
     /// (every name its expressions mention, and those the dispatcher reads
-    /// itself): what decoding may drop.
+    /// itself): what decoding may drop. The attributes keep their slots, so
+    /// what was compiled against this vocabulary reads bags made for that.
     pub fn reading<'n>(&self, names: impl IntoIterator<Item = &'n str>) -> Vocabulary {
-        let read = names
-            .into_iter()
-            .filter_map(|n| self.0.by_name.get_key_value(n).map(|(k, _)| k.clone()))
-            .collect();
-        Vocabulary(Arc::new(Declared::new(self.0.by_name.clone(), Some(read))))
+        let mut read = vec![false; self.0.slots.len()].into_boxed_slice();
+        for i in names.into_iter().filter_map(|n| self.0.slots.index(n)) {
+            read[i] = true;
+        }
+        Vocabulary(Arc::new(Declared::new(self.0.slots.clone(), Some(read))))
     }
 
     pub fn type_of(&self, name: &str) -> Option<ValueType> {
-        self.0.by_name.get(name).copied()
+        Some(self.0.slots.types[self.0.slots.index(name)?])
+    }
+
+    /// Where bags made for this vocabulary keep `name`.
+    pub fn slot(&self, name: &str) -> Option<Slot> {
+        Some(self.declaration(name)?.slot)
+    }
+
+    pub(crate) fn slots(&self) -> &Arc<Slots> {
+        &self.0.slots
     }
 
     /// The declaration of word `index` of the global dictionary.
     pub fn global_word(&self, index: usize) -> Option<Declaration<'_>> {
-        match self.0.by_global_word.get(index) {
-            Some(Some((name, ty, read))) => Some(Declaration {
-                name,
-                ty: *ty,
-                read: *read,
-            }),
-            _ => None,
-        }
+        let slot = (*self.0.by_global_word.get(index)?)?;
+        Some(self.0.declaration(slot as usize))
     }
 
     /// Whether the config may read `name` (see [`reading`](Self::reading)).
     pub fn reads(&self, name: &str) -> bool {
-        self.0.read.as_ref().is_none_or(|r| r.contains(name))
+        self.0.read.is_none() || self.declaration(name).is_some_and(|d| d.read)
     }
 
     /// The declaration of `name`, as [`global_word`](Self::global_word)
     /// gives it for a name sent as a word of the message's own.
     pub fn declaration(&self, name: &str) -> Option<Declaration<'_>> {
-        let (name, ty) = self.0.by_name.get_key_value(name)?;
-        Some(Declaration {
-            name,
-            ty: *ty,
-            read: self.reads(name),
-        })
+        Some(self.0.declaration(self.0.slots.index(name)?))
     }
 
     pub fn len(&self) -> usize {
-        self.0.by_name.len()
+        self.0.slots.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.0.by_name.is_empty()
+        self.0.slots.len() == 0
     }
 }
 

@@ -111,7 +111,8 @@ impl<'a> Fields<'a> {
         Fields(message)
     }
 
-    #[inline]
+    // Inlined into each reader, which then skips what it does not use.
+    #[inline(always)]
     fn field(&mut self) -> Result<(u32, Field<'a>), WireError> {
         let key = self.varint()?;
         let number = key >> 3;
@@ -143,7 +144,7 @@ impl<'a> Fields<'a> {
         Ok((number, field))
     }
 
-    #[inline]
+    #[inline(always)]
     fn varint(&mut self) -> Result<u64, WireError> {
         // Keys, lengths and word indexes mostly fit in one byte, and the
         // rest in two: a global word's index is zigzagged past 63.

@@ -18,7 +18,7 @@ use super::quota::QuotaBindings;
 use crate::adapter::{self, Handler, Registry, grpc};
 use crate::attribute::{ValueType, Vocabulary};
 use crate::expr::{self, Expression};
-use crate::template::{InstanceBuilder, Template, Variety, short_name};
+use crate::template::{InstanceBuilder, SharedMaps, Template, Variety, short_name};
 
 /// A handler and what built it, so an unchanged handler is reused by the
 /// next snapshot with its state.
@@ -472,13 +472,16 @@ impl Build<'_> {
         vocab: &Vocabulary,
     ) -> HashMap<String, Arc<InstanceBuilder>> {
         let mut out = HashMap::new();
+        let mut maps = SharedMaps::default();
         for o in objects {
             if o.kind != "instance" && Template::parse(&o.kind).is_none() {
                 continue;
             }
             let mark = self.errors.len();
             let name = o.full_name();
-            let built = self.instance(o, vocab).map(Arc::new);
+            let built = self
+                .instance(o, vocab)
+                .map(|b| Arc::new(b.share_maps(&mut maps)));
             let previous = self.previous.instances.get(&name);
             if let Some(b) = built.or_else(|| self.last_good(mark, previous)) {
                 out.insert(name, b);

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use crate::attribute::{Attributes, StringMap, Value, ValueType, Vocabulary};
+use crate::attribute::{Attr, Attributes, StringMap, Value, ValueType, Vocabulary};
 
 use super::Located;
 use super::eval::{self, CmpOp, Fail, Func, Node};
@@ -231,7 +231,7 @@ impl Checker<'_> {
         // chain is the name: the longest one the text spells.
         match self.vocab.type_of(&name) {
             Some(ty) => Ok(Typed {
-                node: Node::Attr(self.intern(&name)),
+                node: Node::Attr(Attr::new(self.intern(&name), self.vocab)),
                 ty,
             }),
             None => fail(ast.start, self.unknown_attribute(&name)),

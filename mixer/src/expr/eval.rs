@@ -9,7 +9,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use crate::attribute::{Attributes, StringMap, Value};
+use crate::attribute::{Attr, Attributes, StringMap, Value};
 
 use super::EvalError;
 use super::functions::{self, Glob};
@@ -41,11 +41,11 @@ pub(crate) enum Func {
 #[derive(Debug)]
 pub(crate) enum Node {
     Const(Value),
-    Attr(Arc<str>),
-    /// `attr[key]` on a map attribute, read with `Attributes::get_key` so
-    /// the caller learns which key the result depended on.
+    Attr(Attr),
+    /// `attr[key]` on a map attribute, read with `Attributes::lookup_key`
+    /// so the caller learns which key the result depended on.
     AttrKey {
-        attr: Arc<str>,
+        attr: Attr,
         key: Box<Node>,
     },
     /// `map[key]` on a computed map; `label` (its source text) names it
@@ -218,12 +218,12 @@ type Out<'a, T> = Result<T, Fail<'a>>;
 pub(crate) fn eval<'a>(node: &'a Node, attrs: &'a dyn Attributes) -> Out<'a, Val<'a>> {
     Ok(match node {
         Node::Const(v) => Val::Ref(v),
-        Node::Attr(name) => Val::Ref(attrs.get(name).ok_or(Fail::Attr(name))?),
+        Node::Attr(attr) => Val::Ref(attrs.lookup(attr).ok_or(Fail::Attr(attr.name()))?),
         Node::AttrKey { attr, key } => {
             let key = text(key, attrs)?;
-            match attrs.get_key(attr, &key) {
+            match attrs.lookup_key(attr, &key) {
                 Some(v) => Val::Str(Cow::Borrowed(v)),
-                None => return Err(Fail::Key(attr, key)),
+                None => return Err(Fail::Key(attr.name(), key)),
             }
         }
         Node::Index { map, key, label } => {
@@ -327,9 +327,9 @@ fn text<'a>(node: &'a Node, attrs: &'a dyn Attributes) -> Out<'a, Cow<'a, str>> 
         }
         Node::AttrKey { attr, key } => {
             let key = text(key, attrs)?;
-            return match attrs.get_key(attr, &key) {
+            return match attrs.lookup_key(attr, &key) {
                 Some(v) => Ok(Cow::Borrowed(v)),
-                None => Err(Fail::Key(attr, key)),
+                None => Err(Fail::Key(attr.name(), key)),
             };
         }
         _ => {}

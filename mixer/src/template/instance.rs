@@ -5,7 +5,7 @@ use serde_json::Value as Json;
 
 use super::remembered::{self, Bound, Remembered};
 use super::{FieldKind, Template};
-use crate::attribute::{Attributes, Value, Vocabulary};
+use crate::attribute::{Attr, Attributes, Value, Vocabulary};
 use crate::expr::Expression;
 
 /// One field of a built instance.
@@ -121,7 +121,7 @@ pub fn short_name(full: &str) -> &str {
 #[derive(Debug)]
 enum Compiled {
     Expr(Expression),
-    Map(MapExprs),
+    Map(Arc<MapExprs>),
 }
 
 /// A map field's expressions, with a digest of their names and texts so that
@@ -148,20 +148,25 @@ impl MapExprs {
     }
 
     fn same_as(&self, other: &MapExprs) -> bool {
-        std::ptr::eq(self, other)
-            || (self.digest == other.digest
-                && self.entries.len() == other.entries.len()
-                && self
-                    .entries
-                    .iter()
-                    .zip(&other.entries)
-                    .all(|((k1, e1), (k2, e2))| k1 == k2 && e1.text() == e2.text()))
+        self.digest == other.digest
+            && self.entries.len() == other.entries.len()
+            && self
+                .entries
+                .iter()
+                .zip(&other.entries)
+                .all(|((k1, e1), (k2, e2))| k1 == k2 && e1.text() == e2.text())
     }
 }
 
+/// Equal map fields of a config's instances, made one (see
+/// [`InstanceBuilder::share_maps`]).
+#[derive(Default)]
+pub struct SharedMaps(Vec<Arc<MapExprs>>);
+
 /// The map fields already evaluated for one request. Istio's standard
 /// metric instances share the same 17 dimensions: built with one of these,
-/// the four of a request evaluate them once, not four times.
+/// the four of a request evaluate them once, not four times. Maps are told
+/// apart by address, so only maps made one by [`SharedMaps`] are shared.
 #[derive(Default)]
 pub struct Evaluated<'a> {
     maps: Vec<(&'a MapExprs, ValueMap)>,
@@ -175,7 +180,7 @@ pub struct InstanceBuilder {
     fields: Vec<(&'static str, Compiled)>,
     /// For attribute-generating templates: attribute name ← expression over
     /// the adapter's `$out` and the request's attributes.
-    bindings: Vec<(Arc<str>, Expression)>,
+    bindings: Vec<(Attr, Expression)>,
     /// Set when the bindings read only `$out`: then what they bind follows
     /// from the instance alone, for as long as the handler's state holds.
     remembered: Option<Remembered>,
@@ -239,7 +244,7 @@ impl InstanceBuilder {
                         let expr = expression(e, vocab).map_err(|m| (at(&format!(".{key}")), m))?;
                         out.push((Arc::from(key.as_str()), expr));
                     }
-                    Compiled::Map(MapExprs::new(out))
+                    Compiled::Map(Arc::new(MapExprs::new(out)))
                 }
                 FieldKind::Any => Compiled::Expr(expression(json, vocab).map_err(|m| (at(""), m))?),
                 FieldKind::Typed(want) => {
@@ -297,7 +302,8 @@ impl InstanceBuilder {
             if got != want && !(got.is_textual() && want.is_textual()) {
                 return Err((at, format!("`{text}` is {got}, `{attribute}` is {want}")));
             }
-            self.bindings.push((Arc::from(attribute.as_str()), expr));
+            self.bindings
+                .push((Attr::new(Arc::from(attribute.as_str()), vocab), expr));
         }
         let only_out = self
             .bindings
@@ -305,6 +311,21 @@ impl InstanceBuilder {
             .all(|(_, e)| e.attributes().iter().all(|a| a.starts_with(OUT)));
         self.remembered = only_out.then(Remembered::default);
         Ok(self)
+    }
+
+    /// Replaces each map field equal to one `shared` holds by that one, and
+    /// adds the rest: instances of one config then share their evaluated
+    /// maps, told apart by address instead of compared key by key.
+    pub fn share_maps(mut self, shared: &mut SharedMaps) -> InstanceBuilder {
+        for (_, compiled) in &mut self.fields {
+            if let Compiled::Map(exprs) = compiled {
+                match shared.0.iter().find(|m| m.same_as(exprs)) {
+                    Some(same) => *exprs = same.clone(),
+                    None => shared.0.push(exprs.clone()),
+                }
+            }
+        }
+        self
     }
 
     /// Every attribute building this instance may read: its fields' and,
@@ -351,11 +372,7 @@ impl InstanceBuilder {
 
     /// The attributes `out` (an attribute-generating adapter's answer for
     /// this instance) binds. A binding that cannot be evaluated is skipped.
-    fn bound(
-        &self,
-        out: &[(&'static str, Value)],
-        attrs: &dyn Attributes,
-    ) -> Vec<(Arc<str>, Value)> {
+    fn bound(&self, out: &[(&'static str, Value)], attrs: &dyn Attributes) -> Vec<(Attr, Value)> {
         let scope = Generated { out, attrs };
         self.bindings
             .iter()
@@ -384,7 +401,10 @@ impl InstanceBuilder {
                         .map_err(|err| format!("instance {}: {path}: {err}", self.name))?,
                 ),
                 Compiled::Map(exprs) => {
-                    if let Some((_, done)) = evaluated.maps.iter().find(|(m, _)| m.same_as(exprs)) {
+                    let exprs: &MapExprs = exprs;
+                    if let Some((_, done)) =
+                        evaluated.maps.iter().find(|(m, _)| std::ptr::eq(*m, exprs))
+                    {
                         FieldValue::Map(done.clone())
                     } else {
                         let mut map = Vec::with_capacity(exprs.entries.len());
@@ -495,15 +515,20 @@ mod tests {
             "source_workload": "source.workload.name | \"unknown\"",
             "response_code": "response.code | 200",
         });
+        let mut shared = SharedMaps::default();
         let count = metric("requestcount.instance.istio-system", dims.clone());
-        let size = metric("requestsize.instance.istio-system", dims);
+        let count = count.share_maps(&mut shared);
+        let size = metric("requestsize.instance.istio-system", dims.clone());
+        let alone = metric("alone.instance.istio-system", dims);
+        let size = size.share_maps(&mut shared);
         let other = metric(
             "other.instance.istio-system",
             serde_json::json!({
                 "source_workload": "source.workload.name | \"unknown\"",
                 "response_code": "response.code | 500",
             }),
-        );
+        )
+        .share_maps(&mut shared);
         let bag: Bag = [("response.code", Value::Int64(404))].into_iter().collect();
         let mut evaluated = Evaluated::default();
         let a = count.build_sharing(&bag, &mut evaluated).unwrap();
@@ -520,7 +545,11 @@ mod tests {
             map(&c).get("source_workload"),
             Some(&Value::string("unknown"))
         );
-        // Built alone, each evaluates for itself and gives the same values.
+        // Built alone, each evaluates for itself and gives the same values;
+        // so does an equal map that was not made one with the others.
         assert_eq!(size.build(&bag).unwrap(), b);
+        let d = alone.build_sharing(&bag, &mut evaluated).unwrap();
+        assert!(!Arc::ptr_eq(&map(&a).0, &map(&d).0), "not made one");
+        assert_eq!(map(&d), map(&a));
     }
 }

@@ -5,7 +5,9 @@
 mod instance;
 mod remembered;
 
-pub use instance::{Evaluated, FieldValue, Instance, InstanceBuilder, ValueMap, short_name};
+pub use instance::{
+    Evaluated, FieldValue, Instance, InstanceBuilder, SharedMaps, ValueMap, short_name,
+};
 pub use remembered::Bound;
 
 use crate::attribute::ValueType;

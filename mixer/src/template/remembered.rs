@@ -9,10 +9,10 @@ use std::sync::{Arc, RwLock};
 use std::time::UNIX_EPOCH;
 
 use super::{FieldValue, Instance};
-use crate::attribute::Value;
+use crate::attribute::{Attr, Value};
 
 /// The attributes one instance's bindings produced.
-pub type Bound = Arc<[(Arc<str>, Value)]>;
+pub type Bound = Arc<[(Attr, Value)]>;
 
 /// Distinct instances kept for one version; a mesh has about one per pair
 /// of Pods that talk. Past this the whole table starts over.
@@ -181,7 +181,11 @@ mod tests {
     #[test]
     fn a_new_version_forgets_and_an_old_one_is_not_stored() {
         let memo = Remembered::default();
-        let bound: Bound = Arc::new([("source.workload.name".into(), Value::string("a"))]);
+        let name = crate::attribute::Attr::new(
+            "source.workload.name".into(),
+            &crate::attribute::Vocabulary::standard(),
+        );
+        let bound: Bound = Arc::new([(name, Value::string("a"))]);
         memo.put(b"k", 1, bound.clone());
         assert_eq!(memo.get(b"k", 1), Some(bound.clone()));
         assert_eq!(memo.get(b"k", 2), None);
