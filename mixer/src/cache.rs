@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::attribute::{Attributes, Bag, Value};
+use crate::attribute::{Bag, Value};
 use crate::referenced::Read;
 
 /// Distinct sets of reads kept; config with more shapes than this is rare,
@@ -38,8 +38,8 @@ enum Seen<'a> {
 impl<'a> Seen<'a> {
     fn of(read: &Read, bag: &'a Bag) -> Seen<'a> {
         match &read.key {
-            Some(k) => bag.get_key(&read.name, k).map_or(Seen::Absent, Seen::Text),
-            None => bag.get(&read.name).map_or(Seen::Absent, Seen::Value),
+            Some(k) => read.text(bag, k).map_or(Seen::Absent, Seen::Text),
+            None => read.value(bag).map_or(Seen::Absent, Seen::Value),
         }
     }
 }
@@ -298,10 +298,7 @@ mod tests {
     use super::*;
 
     fn read(name: &'static str) -> Read {
-        Read {
-            name: name.into(),
-            key: None,
-        }
+        Read::new(name, None)
     }
 
     #[tokio::test(start_paused = true)]
@@ -359,10 +356,7 @@ mod tests {
             ))
         };
         bag.set("request.headers", headers("jason"));
-        let reads = [Read {
-            name: "request.headers".into(),
-            key: Some("x-user".into()),
-        }];
+        let reads = [Read::new("request.headers", Some("x-user".into()))];
         cache.put(1, &bag, &reads, 403, Duration::from_secs(5), 10);
         assert_eq!(cache.get(1, &bag).map(|h| h.value), Some(403));
         bag.set("request.headers", headers("other"));

@@ -536,13 +536,7 @@ mod tests {
             .check(&d.snapshot(), &bag(&[("source.name", "good")]))
             .await;
         assert_eq!(ok.result, CheckResult::ok_default());
-        assert_eq!(
-            *ok.referenced,
-            [Read {
-                name: "source.name".into(),
-                key: None
-            }]
-        );
+        assert_eq!(*ok.referenced, [Read::new("source.name", None)]);
     }
 
     #[test]

@@ -5,22 +5,83 @@
 use std::cell::RefCell;
 use std::sync::Arc;
 
-use crate::attribute::{Attr, Attributes, Bag, Name, Value};
+use crate::attribute::{Attr, Attributes, Bag, Located, Name, Slot, Value};
 
 /// One attribute read: the whole attribute, or one key of a string map.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// A read of a bag made for a vocabulary carries the attribute's slot
+/// there: reads are then compared, ordered and looked up again by slot,
+/// not by name.
+#[derive(Debug, Clone)]
 pub struct Read {
     pub name: Name,
     pub key: Option<String>,
+    slot: Option<Slot>,
 }
 
 impl Read {
+    pub fn new(name: impl Into<Name>, key: Option<String>) -> Read {
+        Read {
+            name: name.into(),
+            key,
+            slot: None,
+        }
+    }
+
     /// Whether `bag` has what this read looked for.
     pub fn present(&self, bag: &Bag) -> bool {
         match &self.key {
-            None => bag.get(&self.name).is_some(),
-            Some(k) => bag.get_key(&self.name, k).is_some(),
+            None => self.value(bag).is_some(),
+            Some(k) => self.text(bag, k).is_some(),
         }
+    }
+
+    /// The value read, as `bag` has it.
+    pub fn value<'b>(&self, bag: &'b Bag) -> Option<&'b Value> {
+        bag.at(self.slot, &self.name)
+    }
+
+    /// The text at `key` of the map read, as `bag` has it.
+    pub fn text<'b>(&self, bag: &'b Bag, key: &str) -> Option<&'b str> {
+        match self.value(bag)? {
+            Value::StringMap(m) => m.get(key).map(String::as_str),
+            _ => None,
+        }
+    }
+
+    /// The same attribute: one slot names one attribute.
+    fn same_attribute(&self, name: &str, slot: Option<Slot>) -> bool {
+        match (self.slot, slot) {
+            (Some(a), Some(b)) => a == b,
+            (None, None) => self.name.as_str() == name,
+            _ => false,
+        }
+    }
+}
+
+impl PartialEq for Read {
+    fn eq(&self, other: &Read) -> bool {
+        self.same_attribute(&other.name, other.slot) && self.key == other.key
+    }
+}
+
+impl Eq for Read {}
+
+impl PartialOrd for Read {
+    fn partial_cmp(&self, other: &Read) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+/// Slotted reads first, by slot; then the others by name.
+impl Ord for Read {
+    fn cmp(&self, other: &Read) -> std::cmp::Ordering {
+        let attribute = match (self.slot, other.slot) {
+            (Some(a), Some(b)) => a.cmp(&b),
+            (Some(_), None) => std::cmp::Ordering::Less,
+            (None, Some(_)) => std::cmp::Ordering::Greater,
+            (None, None) => self.name.cmp(&other.name),
+        };
+        attribute.then_with(|| self.key.cmp(&other.key))
     }
 }
 
@@ -38,13 +99,14 @@ impl<'a> Tracker<'a> {
         }
     }
 
-    /// Notes a read of `name` (and `key`), found in the bag as `found`.
-    fn record(&self, name: &str, key: Option<&str>, found: Option<&Name>) {
+    /// Notes a read of `name` (and `key`), kept at `slot` of the bag and
+    /// found there as `found`.
+    fn record(&self, name: &str, slot: Option<Slot>, key: Option<&str>, found: Option<&Name>) {
         let mut reads = self.reads.borrow_mut();
-        // A handful of reads per decision: a scan beats hashing.
+        // A score of reads per decision at most: a scan beats hashing.
         if !reads
             .iter()
-            .any(|r| r.name.as_str() == name && r.key.as_deref() == key)
+            .any(|r| r.same_attribute(name, slot) && r.key.as_deref() == key)
         {
             // An attribute the request has lends its shared name.
             let name = match found {
@@ -54,6 +116,7 @@ impl<'a> Tracker<'a> {
             reads.push(Read {
                 name,
                 key: key.map(str::to_string),
+                slot,
             });
         }
     }
@@ -62,24 +125,21 @@ impl<'a> Tracker<'a> {
     /// answer hands them out without copying.
     pub fn into_reads(self) -> Arc<[Read]> {
         let mut reads = self.reads.into_inner();
-        reads.sort();
+        reads.sort_unstable();
         reads.into()
     }
 }
 
 impl<'a> Tracker<'a> {
-    fn read(&self, name: &str, found: Option<(&'a Name, &'a Value)>) -> Option<&'a Value> {
-        self.record(name, None, found.map(|(n, _)| n));
+    fn read(&self, name: &str, found: Located<'a>) -> Option<&'a Value> {
+        let (slot, found) = found;
+        self.record(name, slot, None, found.map(|(n, _)| n));
         found.map(|(_, v)| v)
     }
 
-    fn read_key(
-        &self,
-        name: &str,
-        key: &str,
-        found: Option<(&'a Name, &'a Value)>,
-    ) -> Option<&'a str> {
-        self.record(name, Some(key), found.map(|(n, _)| n));
+    fn read_key(&self, name: &str, key: &str, found: Located<'a>) -> Option<&'a str> {
+        let (slot, found) = found;
+        self.record(name, slot, Some(key), found.map(|(n, _)| n));
         match found?.1 {
             Value::StringMap(m) => m.get(key).map(String::as_str),
             _ => None,
@@ -89,18 +149,56 @@ impl<'a> Tracker<'a> {
 
 impl Attributes for Tracker<'_> {
     fn get(&self, name: &str) -> Option<&Value> {
-        self.read(name, self.bag.get_named(name))
+        self.read(name, self.bag.locate(name))
     }
 
     fn get_key(&self, name: &str, key: &str) -> Option<&str> {
-        self.read_key(name, key, self.bag.get_named(name))
+        self.read_key(name, key, self.bag.locate(name))
     }
 
     fn lookup(&self, attr: &Attr) -> Option<&Value> {
-        self.read(attr.name(), self.bag.lookup_named(attr))
+        self.read(attr.name(), self.bag.locate_attr(attr))
     }
 
     fn lookup_key(&self, attr: &Attr, key: &str) -> Option<&str> {
-        self.read_key(attr.name(), key, self.bag.lookup_named(attr))
+        self.read_key(attr.name(), key, self.bag.locate_attr(attr))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::attribute::Vocabulary;
+
+    #[test]
+    fn reads_by_name_and_by_slot_are_one_read() {
+        let vocab = Vocabulary::standard();
+        let mut bag = Bag::for_vocabulary(&vocab);
+        bag.set("source.name", Value::string("a"));
+        bag.set("not.declared", Value::Int64(1));
+        let tracker = Tracker::new(&bag);
+        let source = Attr::new("source.name".into(), &vocab);
+        let headers = Attr::new("request.headers".into(), &vocab);
+        assert!(tracker.lookup(&source).is_some());
+        assert!(tracker.get("source.name").is_some());
+        assert!(tracker.get("not.declared").is_some());
+        assert!(tracker.lookup_key(&headers, "x-user").is_none());
+        let reads = tracker.into_reads();
+        assert_eq!(reads.len(), 3, "{reads:?}");
+        // Slotted reads first; the undeclared one is read by name.
+        assert_eq!(reads[2], Read::new("not.declared", None));
+        assert!(reads[..2].iter().all(|r| r.slot.is_some()));
+        assert!(reads.iter().all(|r| r.present(&bag) == (r.key.is_none())));
+
+        // The same reads from a plain bag name the same attributes, but
+        // compare unequal: slots are only good in their own table.
+        let plain: Bag = bag
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect();
+        let read = reads.iter().find(|r| r.name.as_str() == "source.name");
+        let read = read.expect("source.name was read");
+        assert_eq!(read.value(&plain), Some(&Value::string("a")));
+        assert_ne!(*read, Read::new("source.name", None));
     }
 }

@@ -115,6 +115,10 @@ impl Attr {
     }
 }
 
+/// Where a bag keeps an attribute (its slot, when it has one) and the
+/// attribute with the name the bag keeps for it, when present.
+pub type Located<'a> = (Option<Slot>, Option<(&'a Name, &'a Value)>);
+
 /// A request's attributes. A bag made for a vocabulary keeps each declared
 /// attribute in its slot; names it does not declare, and every name in a
 /// bag made for none, are hashed (with foldhash: SipHash's flood
@@ -172,12 +176,43 @@ impl Bag {
     /// [`get_named`](Self::get_named) for a compiled attribute.
     #[inline]
     pub fn lookup_named(&self, attr: &Attr) -> Option<(&Name, &Value)> {
-        match self.index(attr.slot) {
-            Some(i) => {
-                let table = self.slots.as_ref()?;
-                Some((table.name(i), self.values[i].as_ref()?))
-            }
-            None => self.get_named(&attr.name),
+        self.locate_attr(attr).1
+    }
+
+    /// Where this bag keeps `name` (its slot, if it has one) and what it
+    /// holds for it.
+    pub fn locate(&self, name: &str) -> Located<'_> {
+        match self.slots.as_ref().and_then(|t| Some((t, t.index(name)?))) {
+            Some((table, i)) => self.slotted(table, i),
+            None => (None, self.others.get_key_value(name)),
+        }
+    }
+
+    /// [`locate`](Self::locate) for a compiled attribute.
+    #[inline]
+    pub fn locate_attr(&self, attr: &Attr) -> Located<'_> {
+        match (self.index(attr.slot), &self.slots) {
+            (Some(i), Some(table)) => self.slotted(table, i),
+            _ => self.locate(&attr.name),
+        }
+    }
+
+    #[inline]
+    fn slotted<'a>(&'a self, table: &'a Slots, i: usize) -> Located<'a> {
+        let slot = Slot {
+            table: table.id(),
+            index: i as u32,
+        };
+        let found = self.values[i].as_ref().map(|v| (table.name(i), v));
+        (Some(slot), found)
+    }
+
+    /// The attribute at `slot` when this bag keeps that slot, else by name.
+    #[inline]
+    pub fn at(&self, slot: Option<Slot>, name: &str) -> Option<&Value> {
+        match self.index(slot) {
+            Some(i) => self.values[i].as_ref(),
+            None => self.get(name),
         }
     }
 

@@ -8,6 +8,6 @@ mod value;
 mod vocabulary;
 mod wire;
 
-pub use bag::{Attr, Attributes, Bag, Name};
+pub use bag::{Attr, Attributes, Bag, Located, Name};
 pub use value::{StringMap, Value, ValueType};
 pub use vocabulary::{Declaration, Slot, Vocabulary};

@@ -92,7 +92,7 @@ impl Slots {
 }
 
 /// Where a bag made for one vocabulary keeps an attribute.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Slot {
     pub(crate) table: u64,
     pub(crate) index: u32,

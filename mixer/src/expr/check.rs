@@ -384,9 +384,13 @@ impl Checker<'_> {
         let Some(ty) = ty else {
             return fail(0, "empty `|` chain");
         };
-        let node = match nodes.len() {
-            1 => nodes.pop().unwrap_or(Node::Const(Value::Bool(false))),
-            _ => Node::Fallback(nodes),
+        let node = match <[Node; 2]>::try_from(nodes) {
+            Ok([Node::Attr(attr), Node::Const(default)]) => Node::AttrOr { attr, default },
+            Ok(pair) => Node::Fallback(pair.into()),
+            Err(mut nodes) if nodes.len() == 1 => {
+                nodes.pop().unwrap_or(Node::Const(Value::Bool(false)))
+            }
+            Err(nodes) => Node::Fallback(nodes),
         };
         Ok(Typed { node, ty })
     }
@@ -859,10 +863,14 @@ mod tests {
         assert!(matches!(root("response.code == 200"), Node::Eq(..)));
         assert!(matches!(root("a != a.b"), Node::Ne(..)));
         // Nothing after a constant alternative can be reached.
-        let Node::Fallback(alts) = root("request.path | \"d\" | a") else {
+        assert!(matches!(
+            root("request.path | \"d\" | a"),
+            Node::AttrOr { .. }
+        ));
+        let Node::Fallback(alts) = root("request.path | request.host | \"d\" | a") else {
             panic!("not a fallback")
         };
-        assert_eq!(alts.len(), 2);
+        assert_eq!(alts.len(), 3);
         assert!(matches!(root("\"d\" | request.path"), Node::Const(_)));
         // A missing key in a constant map stays for `|` to catch.
         assert!(matches!(

@@ -61,6 +61,11 @@ pub(crate) enum Node {
     Or(Vec<Node>),
     /// `a | b | c`: the first operand that is present.
     Fallback(Vec<Node>),
+    /// `attr | constant`, most of Istio's dimensions: read in one step.
+    AttrOr {
+        attr: Attr,
+        default: Value,
+    },
     Eq(Box<Node>, Box<Node>),
     Ne(Box<Node>, Box<Node>),
     /// Text `==` (or, unless `equal`, `!=`) a constant: most rule matches.
@@ -87,7 +92,7 @@ pub(crate) enum Node {
 impl Node {
     fn children(&self) -> Vec<&Node> {
         match self {
-            Node::Const(_) | Node::Attr(_) => Vec::new(),
+            Node::Const(_) | Node::Attr(_) | Node::AttrOr { .. } => Vec::new(),
             Node::AttrKey { key, .. } => vec![key],
             Node::Index { map, key, .. } => vec![map, key],
             Node::Not(x) | Node::Neg(x) => vec![x],
@@ -106,7 +111,7 @@ impl Node {
     /// can be found once at compile time.
     pub(crate) fn is_foldable(&self) -> bool {
         match self {
-            Node::Const(_) | Node::Attr(_) | Node::AttrKey { .. } => false,
+            Node::Const(_) | Node::Attr(_) | Node::AttrOr { .. } | Node::AttrKey { .. } => false,
             other => other.children().iter().all(|c| matches!(c, Node::Const(_))),
         }
     }
@@ -219,6 +224,7 @@ pub(crate) fn eval<'a>(node: &'a Node, attrs: &'a dyn Attributes) -> Out<'a, Val
     Ok(match node {
         Node::Const(v) => Val::Ref(v),
         Node::Attr(attr) => Val::Ref(attrs.lookup(attr).ok_or(Fail::Attr(attr.name()))?),
+        Node::AttrOr { attr, default } => Val::Ref(attrs.lookup(attr).unwrap_or(default)),
         Node::AttrKey { attr, key } => {
             let key = text(key, attrs)?;
             match attrs.lookup_key(attr, &key) {
