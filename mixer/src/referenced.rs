@@ -2,7 +2,7 @@
 //! present or absent. Mixer returns them so a proxy can cache the answer for
 //! every request that agrees on them; our own check cache keys on them too.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::sync::Arc;
 
 use crate::attribute::{Attr, Attributes, Bag, Located, Name, Slot, Value};
@@ -89,6 +89,9 @@ impl Ord for Read {
 pub struct Tracker<'a> {
     bag: &'a Bag,
     reads: RefCell<Vec<Read>>,
+    /// The whole-attribute reads of the first 128 slots, by slot: most
+    /// reads are told apart from those before them without a scan.
+    slots_read: Cell<u128>,
 }
 
 impl<'a> Tracker<'a> {
@@ -96,18 +99,29 @@ impl<'a> Tracker<'a> {
         Tracker {
             bag,
             reads: RefCell::new(Vec::new()),
+            slots_read: Cell::new(0),
         }
     }
 
     /// Notes a read of `name` (and `key`), kept at `slot` of the bag and
     /// found there as `found`.
     fn record(&self, name: &str, slot: Option<Slot>, key: Option<&str>, found: Option<&Name>) {
+        let bit = match (slot, key) {
+            (Some(s), None) if s.index < 128 => 1u128 << s.index,
+            _ => 0,
+        };
         let mut reads = self.reads.borrow_mut();
-        // A score of reads per decision at most: a scan beats hashing.
-        if !reads
-            .iter()
-            .any(|r| r.same_attribute(name, slot) && r.key.as_deref() == key)
-        {
+        let known = if bit != 0 {
+            let seen = self.slots_read.get();
+            self.slots_read.set(seen | bit);
+            seen & bit != 0
+        } else {
+            // A score of reads per decision at most: a scan beats hashing.
+            reads
+                .iter()
+                .any(|r| r.same_attribute(name, slot) && r.key.as_deref() == key)
+        };
+        if !known {
             // An attribute the request has lends its shared name.
             let name = match found {
                 Some(shared) => shared.clone(),

@@ -386,6 +386,14 @@ impl Checker<'_> {
         };
         let node = match <[Node; 2]>::try_from(nodes) {
             Ok([Node::Attr(attr), Node::Const(default)]) => Node::AttrOr { attr, default },
+            Ok([Node::AttrKey { attr, key }, Node::Const(default)])
+                if matches!(*key, Node::Const(Value::String(_))) && default.as_str().is_some() =>
+            {
+                let Node::Const(Value::String(key)) = *key else {
+                    unreachable!("matched above")
+                };
+                Node::KeyOr { attr, key, default }
+            }
             Ok(pair) => Node::Fallback(pair.into()),
             Err(mut nodes) if nodes.len() == 1 => {
                 nodes.pop().unwrap_or(Node::Const(Value::Bool(false)))
@@ -866,6 +874,14 @@ mod tests {
         assert!(matches!(
             root("request.path | \"d\" | a"),
             Node::AttrOr { .. }
+        ));
+        assert!(matches!(
+            root("request.headers[\"x\"] | \"d\""),
+            Node::KeyOr { .. }
+        ));
+        assert!(matches!(
+            root("request.headers[request.path] | \"d\""),
+            Node::Fallback(_)
         ));
         let Node::Fallback(alts) = root("request.path | request.host | \"d\" | a") else {
             panic!("not a fallback")

@@ -66,6 +66,12 @@ pub(crate) enum Node {
         attr: Attr,
         default: Value,
     },
+    /// `attr["key"] | "text"`, how rules read headers and labels.
+    KeyOr {
+        attr: Attr,
+        key: Arc<str>,
+        default: Value,
+    },
     Eq(Box<Node>, Box<Node>),
     Ne(Box<Node>, Box<Node>),
     /// Text `==` (or, unless `equal`, `!=`) a constant: most rule matches.
@@ -92,7 +98,7 @@ pub(crate) enum Node {
 impl Node {
     fn children(&self) -> Vec<&Node> {
         match self {
-            Node::Const(_) | Node::Attr(_) | Node::AttrOr { .. } => Vec::new(),
+            Node::Const(_) | Node::Attr(_) | Node::AttrOr { .. } | Node::KeyOr { .. } => Vec::new(),
             Node::AttrKey { key, .. } => vec![key],
             Node::Index { map, key, .. } => vec![map, key],
             Node::Not(x) | Node::Neg(x) => vec![x],
@@ -111,7 +117,11 @@ impl Node {
     /// can be found once at compile time.
     pub(crate) fn is_foldable(&self) -> bool {
         match self {
-            Node::Const(_) | Node::Attr(_) | Node::AttrOr { .. } | Node::AttrKey { .. } => false,
+            Node::Const(_)
+            | Node::Attr(_)
+            | Node::AttrOr { .. }
+            | Node::KeyOr { .. }
+            | Node::AttrKey { .. } => false,
             other => other.children().iter().all(|c| matches!(c, Node::Const(_))),
         }
     }
@@ -225,6 +235,10 @@ pub(crate) fn eval<'a>(node: &'a Node, attrs: &'a dyn Attributes) -> Out<'a, Val
         Node::Const(v) => Val::Ref(v),
         Node::Attr(attr) => Val::Ref(attrs.lookup(attr).ok_or(Fail::Attr(attr.name()))?),
         Node::AttrOr { attr, default } => Val::Ref(attrs.lookup(attr).unwrap_or(default)),
+        Node::KeyOr { attr, key, default } => match attrs.lookup_key(attr, key) {
+            Some(v) => Val::Str(Cow::Borrowed(v)),
+            None => Val::Ref(default),
+        },
         Node::AttrKey { attr, key } => {
             let key = text(key, attrs)?;
             match attrs.lookup_key(attr, &key) {
@@ -337,6 +351,13 @@ fn text<'a>(node: &'a Node, attrs: &'a dyn Attributes) -> Out<'a, Cow<'a, str>> 
                 Some(v) => Ok(Cow::Borrowed(v)),
                 None => Err(Fail::Key(attr.name(), key)),
             };
+        }
+        Node::KeyOr { attr, key, default } => {
+            if let Some(default) = default.as_str() {
+                return Ok(Cow::Borrowed(
+                    attrs.lookup_key(attr, key).unwrap_or(default),
+                ));
+            }
         }
         _ => {}
     }
