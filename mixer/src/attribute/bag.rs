@@ -167,10 +167,7 @@ impl Bag {
 
     /// The attribute with the name the bag keeps for it.
     pub fn get_named(&self, name: &str) -> Option<(&Name, &Value)> {
-        match self.slots.as_ref().and_then(|t| Some((t, t.index(name)?))) {
-            Some((table, i)) => Some((table.name(i), self.values[i].as_ref()?)),
-            None => self.others.get_key_value(name),
-        }
+        self.locate(name).1
     }
 
     /// [`get_named`](Self::get_named) for a compiled attribute.
