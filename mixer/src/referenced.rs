@@ -98,7 +98,8 @@ impl<'a> Tracker<'a> {
     pub fn new(bag: &'a Bag) -> Tracker<'a> {
         Tracker {
             bag,
-            reads: RefCell::new(Vec::new()),
+            // Room for what a config of a score of rules reads, grown once.
+            reads: RefCell::new(Vec::with_capacity(16)),
             slots_read: Cell::new(0),
         }
     }

@@ -55,7 +55,9 @@ struct Params {
 /// One compiled list.
 #[derive(Default)]
 struct Entries {
-    strings: HashSet<String>,
+    /// Hashed with foldhash: the entries are the operator's, not a
+    /// request's, and every Check looks one up.
+    strings: HashSet<String, foldhash::fast::RandomState>,
     nets: Vec<IpNet>,
     regexes: Option<RegexSet>,
 }
@@ -215,7 +217,10 @@ async fn fetch(client: &reqwest::Client, url: &reqwest::Url) -> Result<Vec<Strin
 impl ListHandler {
     fn contains(&self, entries: &Entries, value: &Value) -> Result<bool, String> {
         Ok(match self.kind {
-            EntryType::Strings => entries.strings.contains(&value.to_string()),
+            EntryType::Strings => match value.as_str() {
+                Some(text) => entries.strings.contains(text),
+                None => entries.strings.contains(&value.to_string()),
+            },
             EntryType::CaseInsensitiveStrings => {
                 entries.strings.contains(&value.to_string().to_lowercase())
             }
