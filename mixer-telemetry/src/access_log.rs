@@ -512,7 +512,7 @@ mod tests {
             get(&full, "request.headers").as_deref(),
             Some("{x-user: u}")
         );
-        let vocab = Vocabulary::standard().reading(["request.host"]);
+        let vocab = Vocabulary::standard().reading([("request.host", None)]);
         let bag = http(&with_headers, &reporter, &vocab);
         assert_eq!(get(&bag, "request.host").as_deref(), Some("reviews:9080"));
         for name in [

@@ -558,6 +558,9 @@ mod tests {
         for name in ["request.useragent", "request.id", "source.ip"] {
             assert_eq!(read(name), Some(false), "{name}");
         }
+        // The headers are read at one constant key only: decoding keeps it.
+        let keys = vocab.keys(&vocab.declaration("request.headers").unwrap());
+        assert_eq!(keys.map(<[_]>::to_vec), Some(vec!["x-user".into()]));
     }
 
     #[tokio::test]

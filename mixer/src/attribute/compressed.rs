@@ -158,7 +158,8 @@ pub fn decode(
             continue;
         };
         let Declaration { name, ty, read, .. } = declared;
-        let value = sent.into_value(ty, words, read).map_err(|why| {
+        let value = sent.into_value(ty, words, read, || vocab.keys(&declared));
+        let value = value.map_err(|why| {
             DecodeError(format!(
                 "attribute `{name}` is declared {ty} but {why} (sent as {sent_as})"
             ))
@@ -219,12 +220,22 @@ impl<'a> Sent<'a> {
     }
 
     /// The value as `ty`, or when it is not to be `kept` only whether it
-    /// is one: checked alike, without building strings and maps.
-    fn into_value(self, ty: ValueType, words: &Words, kept: bool) -> Result<Option<Value>, String> {
+    /// is one: checked alike, without building strings and maps. Of a
+    /// string map, only the entries at `keys` are kept when it names some.
+    fn into_value<'k>(
+        self,
+        ty: ValueType,
+        words: &Words,
+        kept: bool,
+        keys: impl FnOnce() -> Option<&'k [Box<str>]>,
+    ) -> Result<Option<Value>, String> {
         match (self, ty) {
             (Sent::Text(_), ty) if !kept && ty.is_textual() => Ok(None),
             (Sent::Map(m), ValueType::StringMap) if !kept => {
                 map_entries(m, words, |_, _| ()).map(|()| None)
+            }
+            (Sent::Map(m), ValueType::StringMap) => {
+                string_map(m, words, keys()).map(|m| Some(Value::StringMap(m)))
             }
             (sent, ty) => sent.value(ty, words).map(|v| kept.then_some(v)),
         }
@@ -249,7 +260,9 @@ impl<'a> Sent<'a> {
             (Sent::Duration(..), _) => Err("got a duration".into()),
             (Sent::Bytes(b), ValueType::IpAddress) => ip_bytes(b).map(Value::IpAddress),
             (Sent::Bytes(b), _) => Err(format!("got {} bytes", b.len())),
-            (Sent::Map(m), ValueType::StringMap) => string_map(m, words).map(Value::StringMap),
+            (Sent::Map(m), ValueType::StringMap) => {
+                string_map(m, words, None).map(Value::StringMap)
+            }
             (Sent::Map(_), _) => Err("got a string map".into()),
         }
     }
@@ -283,9 +296,18 @@ fn text_value(ty: ValueType, text: &str) -> Result<Value, String> {
     }
 }
 
-fn string_map(message: &[u8], words: &Words) -> Result<StringMap, String> {
+/// The map, or when `keys` names some only its entries at those keys.
+fn string_map(
+    message: &[u8],
+    words: &Words,
+    keys: Option<&[Box<str>]>,
+) -> Result<StringMap, String> {
     let mut entries = Vec::new();
-    map_entries(message, words, |k, v| entries.push((k, v)))?;
+    map_entries(message, words, |k, v| {
+        if keys.is_none_or(|keys| keys.iter().any(|wanted| **wanted == *k)) {
+            entries.push((k, v))
+        }
+    })?;
     // Collected, a B-tree is built at once from its sorted entries rather
     // than by one insert each; of a repeated key it keeps the last value,
     // as protobuf's maps do.
@@ -617,7 +639,7 @@ mod tests {
 
     #[test]
     fn unread_attributes_are_checked_and_not_kept() {
-        let vocab = Vocabulary::standard().reading(["request.size"]);
+        let vocab = Vocabulary::standard().reading([("request.size", None)]);
         let decode_with = |attrs: &CompressedAttributes, bag: &mut Bag| {
             let message = attrs.encode_to_vec();
             let raw = Raw::parse(&message)?;
@@ -657,6 +679,50 @@ mod tests {
         let mut over = bag(vec![("response.code", Value::Int64(503))]);
         decode_with(&encode(&sent), &mut over).unwrap();
         assert_eq!(over.get("response.code"), None);
+    }
+
+    #[test]
+    fn a_map_read_at_constant_keys_keeps_only_those() {
+        let vocab = Vocabulary::standard().reading([
+            ("request.headers", Some("x-user")),
+            ("request.headers", Some("x-absent")),
+        ]);
+        let decode_with = |attrs: &CompressedAttributes| {
+            let message = attrs.encode_to_vec();
+            let raw = Raw::parse(&message)?;
+            let words = Words::new(0, raw.words())?;
+            let mut bag = Bag::for_vocabulary(&vocab);
+            decode(&raw, &words, &vocab, &mut bag).map(|_| bag)
+        };
+        let headers = |pairs: &[(&str, &str)]| {
+            let map = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+            Value::StringMap(Arc::new(map.collect()))
+        };
+        let sent: Bag = [(
+            "request.headers",
+            headers(&[
+                ("x-user", "jason"),
+                ("user-agent", "curl"),
+                ("accept", "*/*"),
+            ]),
+        )]
+        .into_iter()
+        .collect();
+        let decoded = decode_with(&encode(&sent)).unwrap();
+        assert_eq!(
+            decoded.get("request.headers"),
+            Some(&headers(&[("x-user", "jason")]))
+        );
+
+        // An entry dropped for its key is still checked.
+        let index = dictionary::index_of("request.headers").unwrap();
+        let mut wire = CompressedAttributes::default();
+        let mut map = WireMap::default();
+        map.entries.insert(-1, -9);
+        wire.words.push("accept".into());
+        wire.string_maps.insert(index, map);
+        let err = decode_with(&wire).unwrap_err().0;
+        assert!(err.contains("word index -9"), "{err}");
     }
 
     #[test]

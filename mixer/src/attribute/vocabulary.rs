@@ -18,9 +18,19 @@ struct Declared {
     /// The slot of each word of the global dictionary that is declared, by
     /// index: what a proxy names by index is found without hashing the name.
     by_global_word: Vec<Option<u32>>,
-    /// By slot, whether a config may read the attribute, when it said (see
-    /// [`Vocabulary::reading`]); `None`: all of them.
-    read: Option<Box<[bool]>>,
+    /// By slot, what a config may read of the attribute, when it said (see
+    /// [`Vocabulary::reading`]); `None`: all of every one.
+    read: Option<Box<[Reading]>>,
+}
+
+/// What a config may read of one attribute.
+#[derive(Debug, Clone, PartialEq)]
+enum Reading {
+    Nothing,
+    /// Only these keys of a string map, each with a constant key
+    /// (`request.headers["x-user"]`).
+    Keys(Vec<Box<str>>),
+    All,
 }
 
 /// The declared attributes numbered, in declaration order. A bag made for a
@@ -99,7 +109,7 @@ pub struct Slot {
 }
 
 impl Declared {
-    fn new(slots: Arc<Slots>, read: Option<Box<[bool]>>) -> Declared {
+    fn new(slots: Arc<Slots>, read: Option<Box<[Reading]>>) -> Declared {
         let by_global_word = dictionary::words()
             .iter()
             .map(|w| slots.index(w).map(|i| i as u32))
@@ -111,11 +121,16 @@ impl Declared {
         }
     }
 
+    #[inline]
     fn declaration(&self, index: usize) -> Declaration<'_> {
+        let read = !matches!(
+            self.read.as_ref().map(|r| &r[index]),
+            Some(Reading::Nothing)
+        );
         Declaration {
             name: &self.slots.names[index],
             ty: self.slots.types[index],
-            read: self.read.as_ref().is_none_or(|r| r[index]),
+            read,
             slot: Slot {
                 table: self.slots.id,
                 index: index as u32,
@@ -155,14 +170,30 @@ impl Vocabulary {
         Vocabulary(Arc::new(Declared::new(Arc::new(slots), None)))
     }
 
-    /// This vocabulary for a config that reads `names` and nothing else
-    /// (every name its expressions mention, and those the dispatcher reads
-    /// itself): what decoding may drop. The attributes keep their slots, so
-    /// what was compiled against this vocabulary reads bags made for that.
-    pub fn reading<'n>(&self, names: impl IntoIterator<Item = &'n str>) -> Vocabulary {
-        let mut read = vec![false; self.0.slots.len()].into_boxed_slice();
-        for i in names.into_iter().filter_map(|n| self.0.slots.index(n)) {
-            read[i] = true;
+    /// This vocabulary for a config that reads `reads` and nothing else
+    /// (every attribute its expressions mention, and those the dispatcher
+    /// reads itself; with a key, that key of a string map only): what
+    /// decoding may drop. The attributes keep their slots, so what was
+    /// compiled against this vocabulary reads bags made for that.
+    pub fn reading<'n>(
+        &self,
+        reads: impl IntoIterator<Item = (&'n str, Option<&'n str>)>,
+    ) -> Vocabulary {
+        let mut read = vec![Reading::Nothing; self.0.slots.len()].into_boxed_slice();
+        for (name, key) in reads {
+            let Some(i) = self.0.slots.index(name) else {
+                continue;
+            };
+            match (&mut read[i], key) {
+                (Reading::All, _) => {}
+                (r, None) => *r = Reading::All,
+                (Reading::Keys(keys), Some(k)) => {
+                    if !keys.iter().any(|known| &**known == k) {
+                        keys.push(k.into());
+                    }
+                }
+                (r, Some(k)) => *r = Reading::Keys(vec![k.into()]),
+            }
         }
         Vocabulary(Arc::new(Declared::new(self.0.slots.clone(), Some(read))))
     }
@@ -181,9 +212,20 @@ impl Vocabulary {
     }
 
     /// The declaration of word `index` of the global dictionary.
+    // Inlined into the decoder, which asks for every attribute it reads.
+    #[inline]
     pub fn global_word(&self, index: usize) -> Option<Declaration<'_>> {
         let slot = (*self.0.by_global_word.get(index)?)?;
         Some(self.0.declaration(slot as usize))
+    }
+
+    /// For a string map the config reads only at constant keys, those
+    /// keys: a decoder checks the other entries and drops them.
+    pub fn keys(&self, declared: &Declaration) -> Option<&[Box<str>]> {
+        match &self.0.read.as_ref()?[declared.slot.index as usize] {
+            Reading::Keys(keys) => Some(keys),
+            _ => None,
+        }
     }
 
     /// Whether the config may read `name` (see [`reading`](Self::reading)).
@@ -258,7 +300,17 @@ mod tests {
 
     #[test]
     fn a_config_that_reads_some_attributes_marks_the_rest_unread() {
-        let v = Vocabulary::standard().reading(["source.ip", "no.such"]);
+        let v = Vocabulary::standard().reading([
+            ("source.ip", None),
+            ("no.such", None),
+            ("request.headers", Some("x-user")),
+            ("source.labels", Some("app")),
+            ("source.labels", None),
+        ]);
+        let keys = |name| v.keys(&v.declaration(name).unwrap()).map(<[_]>::to_vec);
+        assert_eq!(keys("request.headers"), Some(vec!["x-user".into()]));
+        assert_eq!(keys("source.labels"), None, "read whole as well");
+        assert_eq!(keys("source.ip"), None);
         let word = |w| dictionary::index_of(w).unwrap() as usize;
         assert!(v.global_word(word("source.ip")).unwrap().read);
         assert!(!v.global_word(word("request.path")).unwrap().read);

@@ -163,12 +163,12 @@ impl QuotaBindings {
 
     /// The attributes the specs' clauses read (besides the destination
     /// service's, which [`charges`](Self::charges) reads for every binding).
-    pub fn attributes(&self) -> impl Iterator<Item = &str> {
+    pub fn reads(&self) -> impl Iterator<Item = (&str, Option<&str>)> {
         self.0
             .iter()
             .flat_map(|b| b.specs.iter().flat_map(|s| s.iter()))
             .flat_map(|r| r.matches.iter().flatten())
-            .map(|c| c.attribute.as_str())
+            .map(|c| (c.attribute.as_str(), c.key.as_deref()))
     }
 }
 

@@ -144,9 +144,13 @@ const READ_BY_DISPATCH: [&str; 4] = [
 
 /// Every attribute the config may read: those its rules' matches, header
 /// operations and instances mention (a rule that matches nothing reads
-/// nothing) and its QuotaSpecs' clauses.
-fn read_by<'a>(rules: &'a [Arc<Rule>], quotas: &'a QuotaBindings) -> Vec<&'a str> {
-    let mut names = READ_BY_DISPATCH.to_vec();
+/// nothing) and its QuotaSpecs' clauses; with a key where a string map is
+/// read at a constant key.
+fn read_by<'a>(
+    rules: &'a [Arc<Rule>],
+    quotas: &'a QuotaBindings,
+) -> Vec<(&'a str, Option<&'a str>)> {
+    let mut names: Vec<_> = READ_BY_DISPATCH.iter().map(|n| (*n, None)).collect();
     for rule in rules {
         if rule.matcher.as_ref().is_some_and(Expression::is_never) {
             continue;
@@ -159,11 +163,11 @@ fn read_by<'a>(rules: &'a [Arc<Rule>], quotas: &'a QuotaBindings) -> Vec<&'a str
             .matcher
             .iter()
             .chain(ops.flat_map(|op| op.values.iter()));
-        names.extend(exprs.flat_map(Expression::attributes));
+        names.extend(exprs.flat_map(Expression::reads));
         let instances = rule.actions.iter().flat_map(|a| a.instances.iter());
-        names.extend(instances.flat_map(|i| i.attributes()));
+        names.extend(instances.flat_map(|i| i.reads()));
     }
-    names.extend(quotas.attributes());
+    names.extend(quotas.reads());
     names
 }
 

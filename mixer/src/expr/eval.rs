@@ -127,6 +127,23 @@ impl Node {
     }
 }
 
+/// What `node` may read, as [`Expression::reads`](super::Expression::reads)
+/// gives it.
+pub(crate) fn reads<'n>(node: &'n Node, out: &mut Vec<(&'n str, Option<&'n str>)>) {
+    match node {
+        Node::Attr(attr) | Node::AttrOr { attr, .. } => out.push((attr.name(), None)),
+        Node::KeyOr { attr, key, .. } => out.push((attr.name(), Some(key))),
+        Node::AttrKey { attr, key } => match &**key {
+            Node::Const(Value::String(k)) => out.push((attr.name(), Some(k))),
+            key => {
+                out.push((attr.name(), None));
+                reads(key, out);
+            }
+        },
+        other => other.children().into_iter().for_each(|c| reads(c, out)),
+    }
+}
+
 /// A value during evaluation, borrowed where it can be.
 #[derive(Debug)]
 pub(crate) enum Val<'a> {

@@ -151,6 +151,14 @@ impl Expression {
     pub fn attributes(&self) -> Vec<&str> {
         self.0.attrs.iter().map(|a| a.as_ref()).collect()
     }
+
+    /// What this expression may read of each attribute: one key of a map
+    /// (`attr["key"]` with a constant key), or the whole attribute (`None`).
+    pub fn reads(&self) -> Vec<(&str, Option<&str>)> {
+        let mut out = Vec::new();
+        eval::reads(&self.0.root, &mut out);
+        out
+    }
 }
 
 /// Compiles a rule match, which must be BOOL; empty text matches always.
@@ -421,6 +429,24 @@ mod tests {
             vec!["request.headers", "a.b.c", "request.path", "a"]
         );
         assert!(e.text().starts_with("request.headers"));
+        assert_eq!(
+            e.reads(),
+            vec![
+                ("request.headers", Some("x-user")),
+                ("a.b.c", None),
+                ("request.path", None),
+                ("a", None)
+            ]
+        );
+        let keyed = compile("request.headers[\"a\"] | request.headers[request.path] | \"-\"");
+        assert_eq!(
+            keyed.reads(),
+            vec![
+                ("request.headers", Some("a")),
+                ("request.headers", None),
+                ("request.path", None)
+            ]
+        );
         let clone = e.clone();
         assert!(Arc::ptr_eq(&clone.0, &e.0));
         fn shareable<T: Clone + std::fmt::Debug + Send + Sync>() {}

@@ -328,15 +328,16 @@ impl InstanceBuilder {
         self
     }
 
-    /// Every attribute building this instance may read: its fields' and,
+    /// What building this instance may read of each attribute (a key, or
+    /// the whole attribute: see [`Expression::reads`]): its fields' and,
     /// `$out` aside, its bindings'.
-    pub fn attributes(&self) -> impl Iterator<Item = &str> {
+    pub fn reads(&self) -> impl Iterator<Item = (&str, Option<&str>)> {
         let fields = self.fields.iter().flat_map(|(_, c)| match c {
-            Compiled::Expr(e) => e.attributes(),
-            Compiled::Map(m) => m.entries.iter().flat_map(|(_, e)| e.attributes()).collect(),
+            Compiled::Expr(e) => e.reads(),
+            Compiled::Map(m) => m.entries.iter().flat_map(|(_, e)| e.reads()).collect(),
         });
-        let bindings = self.bindings.iter().flat_map(|(_, e)| e.attributes());
-        fields.chain(bindings).filter(|a| !a.starts_with(OUT))
+        let bindings = self.bindings.iter().flat_map(|(_, e)| e.reads());
+        fields.chain(bindings).filter(|(a, _)| !a.starts_with(OUT))
     }
 
     /// The attributes this attribute-generating instance binds for
