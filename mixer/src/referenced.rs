@@ -42,10 +42,7 @@ impl Read {
 
     /// The text at `key` of the map read, as `bag` has it.
     pub fn text<'b>(&self, bag: &'b Bag, key: &str) -> Option<&'b str> {
-        match self.value(bag)? {
-            Value::StringMap(m) => m.get(key).map(String::as_str),
-            _ => None,
-        }
+        self.value(bag)?.at_key(key)
     }
 
     /// The same attribute: one slot names one attribute.
@@ -155,10 +152,7 @@ impl<'a> Tracker<'a> {
     fn read_key(&self, name: &str, key: &str, found: Located<'a>) -> Option<&'a str> {
         let (slot, found) = found;
         self.record(name, slot, Some(key), found.map(|(n, _)| n));
-        match found?.1 {
-            Value::StringMap(m) => m.get(key).map(String::as_str),
-            _ => None,
-        }
+        found?.1.at_key(key)
     }
 }
 

@@ -346,10 +346,7 @@ pub trait Attributes {
     ///
     /// [`get`]: Attributes::get
     fn get_key(&self, name: &str, key: &str) -> Option<&str> {
-        match self.get(name)? {
-            Value::StringMap(m) => m.get(key).map(String::as_str),
-            _ => None,
-        }
+        self.get(name)?.at_key(key)
     }
 }
 
@@ -364,10 +361,7 @@ impl Attributes for Bag {
     }
 
     fn lookup_key(&self, attr: &Attr, key: &str) -> Option<&str> {
-        match self.lookup(attr)? {
-            Value::StringMap(m) => m.get(key).map(String::as_str),
-            _ => None,
-        }
+        self.lookup(attr)?.at_key(key)
     }
 }
 

@@ -120,6 +120,14 @@ impl Value {
         }
     }
 
+    /// The text at `key` of a string map.
+    pub fn at_key(&self, key: &str) -> Option<&str> {
+        match self {
+            Value::StringMap(m) => m.get(key).map(String::as_str),
+            _ => None,
+        }
+    }
+
     /// Parses `text` as a value of type `ty`, as `context_extensions` and
     /// legacy adapters carry every value as a string.
     pub fn parse_as(ty: ValueType, text: &str) -> Result<Value, String> {

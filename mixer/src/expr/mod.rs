@@ -315,10 +315,7 @@ pub(crate) mod test_support {
 
         fn get_key(&self, name: &str, key: &str) -> Option<&str> {
             self.reads.borrow_mut().push(format!("{name}[{key}]"));
-            match self.bag.get(name)? {
-                Value::StringMap(m) => m.get(key).map(String::as_str),
-                _ => None,
-            }
+            self.bag.get(name)?.at_key(key)
         }
     }
 
