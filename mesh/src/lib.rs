@@ -12,5 +12,6 @@ pub mod server;
 pub mod shutdown;
 pub mod telemetry;
 pub mod tls;
+pub mod unary;
 pub mod version;
 pub mod webhook;

@@ -2,10 +2,8 @@
 
 use std::sync::Arc;
 
-use api::mixer_wire::mixer_server::MixerServer;
 use axum::routing::get;
 use clap::Args;
-use envoy_types::ext_authz::v3::pb::AuthorizationServer;
 use mixer::adapter::kubernetesenv::KubernetesEnv;
 use mixer::dispatch::Dispatcher;
 use mixer::server::{MixsArgs, Validated};
@@ -91,18 +89,7 @@ pub async fn run(
         threads,
         "serving istio.mixer.v1.Mixer and envoy.service.auth.v3.Authorization"
     );
-    mesh::grpc::serve_per_thread(
-        "check",
-        grpc_listener,
-        threads,
-        shutdown.clone(),
-        move || {
-            tonic::transport::Server::builder()
-                .add_service(MixerServer::new(policy.clone()))
-                .add_service(AuthorizationServer::new(policy.clone()))
-        },
-    )
-    .await?;
+    mesh::grpc::serve_per_thread("check", grpc_listener, threads, shutdown.clone(), policy).await?;
     tracing::info!("gRPC server stopped; draining");
     shutdown.cancel();
     let _ = watcher.await;

@@ -1,6 +1,7 @@
 //! The gRPC APIs mixer-policy answers on its one port: Istio's Mixer `Check`
 //! ([`mixer`]) and Envoy's `ext_authz` ([`ext_authz`]). Both decode their
-//! request into attributes and hand them to the same dispatcher.
+//! request into attributes and hand them to the same dispatcher. The port is
+//! served by `mesh::unary`, which hands each call here by method path.
 
 pub mod ext_authz;
 pub mod mixer;
@@ -8,6 +9,9 @@ pub mod mixer;
 use std::sync::Arc;
 
 use ::mixer::dispatch::Dispatcher;
+use bytes::Bytes;
+use mesh::unary::{self, Unary};
+use tonic::{Request, Status};
 
 use crate::metrics::PolicyMetrics;
 
@@ -16,4 +20,43 @@ use crate::metrics::PolicyMetrics;
 pub struct Policy {
     pub dispatcher: Arc<Dispatcher>,
     pub metrics: PolicyMetrics,
+}
+
+const MIXER_CHECK: &str = "/istio.mixer.v1.Mixer/Check";
+const MIXER_REPORT: &str = "/istio.mixer.v1.Mixer/Report";
+const AUTHZ_CHECK: &str = "/envoy.service.auth.v3.Authorization/Check";
+
+/// The port's methods, by path, each decoded into its request type and
+/// answered by the same handlers a tonic server would call.
+impl Unary for Policy {
+    async fn call(&self, method: &str, message: Bytes) -> Result<Bytes, Status> {
+        match method {
+            MIXER_CHECK => {
+                let request = unary::decode(message, "istio.mixer.v1.CheckRequest")?;
+                let answer =
+                    api::mixer_wire::mixer_server::Mixer::check(self, Request::new(request))
+                        .await?;
+                Ok(unary::frame(answer.get_ref()))
+            }
+            MIXER_REPORT => {
+                let request = unary::decode(message, "istio.mixer.v1.ReportRequest")?;
+                let answer =
+                    api::mixer_wire::mixer_server::Mixer::report(self, Request::new(request))
+                        .await?;
+                Ok(unary::frame(answer.get_ref()))
+            }
+            AUTHZ_CHECK => {
+                let request = unary::decode(message, "envoy.service.auth.v3.CheckRequest")?;
+                let answer = envoy_types::ext_authz::v3::pb::Authorization::check(
+                    self,
+                    Request::new(request),
+                )
+                .await?;
+                Ok(unary::frame(answer.get_ref()))
+            }
+            _ => Err(Status::unimplemented(format!(
+                "mixer-policy has no method {method}: it serves {MIXER_CHECK} and {AUTHZ_CHECK}"
+            ))),
+        }
+    }
 }
