@@ -32,17 +32,19 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
-use api::mixer::mixer_client::MixerClient;
-use api::mixer::{CheckRequest as MixerRequest, CompressedAttributes};
+use api::mixer::{
+    CheckRequest as MixerRequest, CheckResponse as MixerResponse, CompressedAttributes,
+};
 use clap::{Parser, ValueEnum};
-use envoy_types::ext_authz::v3::pb::{CheckRequest as AuthzRequest, HttpResponse};
+use envoy_types::ext_authz::v3::pb::{
+    CheckRequest as AuthzRequest, CheckResponse as AuthzResponse, HttpResponse,
+};
 use envoy_types::pb::envoy::config::core::v3::{Address, SocketAddress, address, socket_address};
 use envoy_types::pb::envoy::service::auth::v3::AttributeContext;
 use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Peer, Request};
-use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
 use mixer::attribute::compressed::encode;
 use mixer::attribute::{Bag, Value, Vocabulary, dictionary};
-use tonic::transport::{Channel, Endpoint};
+use trireme_bench::unary::Unary;
 use trireme_bench::{cpu_seconds, machine_cpu_seconds};
 use trireme_tests::mesh::next_subnet;
 use trireme_tests::process::Proc;
@@ -326,13 +328,6 @@ fn mix(mut x: u64) -> u64 {
     x ^ (x >> 31)
 }
 
-/// One connection's clients.
-#[derive(Clone)]
-struct Conn {
-    mixer: MixerClient<Channel>,
-    authz: AuthorizationClient<Channel>,
-}
-
 /// How one Check ended.
 enum Outcome {
     Admitted,
@@ -340,31 +335,36 @@ enum Outcome {
     Failed(String),
 }
 
-async fn check_once(api: Api, conn: &Conn, requests: &Requests) -> Outcome {
+const MIXER_CHECK: &str = "/istio.mixer.v1.Mixer/Check";
+const AUTHZ_CHECK: &str = "/envoy.service.auth.v3.Authorization/Check";
+
+async fn check_once(api: Api, conn: &Unary, requests: &Requests) -> Outcome {
     let key = requests.next_key();
     match api {
-        Api::Mixer => match conn.mixer.clone().check(requests.mixer_request(&key)).await {
+        Api::Mixer => match conn
+            .call::<_, MixerResponse>(MIXER_CHECK, &requests.mixer_request(&key))
+            .await
+        {
             Ok(r) => {
-                let status = r
-                    .into_inner()
-                    .precondition
-                    .and_then(|p| p.status)
-                    .unwrap_or_default();
+                let status = r.precondition.and_then(|p| p.status).unwrap_or_default();
                 if status.code == 0 {
                     Outcome::Admitted
                 } else {
                     Outcome::Denied(format!("{}: {}", status.code, status.message))
                 }
             }
-            Err(e) => Outcome::Failed(e.to_string()),
+            Err(e) => Outcome::Failed(e),
         },
-        Api::Authz => match conn.authz.clone().check(requests.authz_request(&key)).await {
-            Ok(r) => match r.into_inner().http_response {
+        Api::Authz => match conn
+            .call::<_, AuthzResponse>(AUTHZ_CHECK, &requests.authz_request(&key))
+            .await
+        {
+            Ok(r) => match r.http_response {
                 Some(HttpResponse::OkResponse(_)) => Outcome::Admitted,
                 Some(HttpResponse::DeniedResponse(d)) => Outcome::Denied(d.body),
                 other => Outcome::Failed(format!("unexpected answer {other:?}")),
             },
-            Err(e) => Outcome::Failed(e.to_string()),
+            Err(e) => Outcome::Failed(e),
         },
     }
 }
@@ -567,7 +567,7 @@ async fn window_end(server: &Server, start: Window) -> Window {
 /// `concurrency` loops, each sending its next Check when the last is answered.
 async fn closed_loop(
     api: Api,
-    conns: &[Conn],
+    conns: &[Unary],
     requests: &Arc<Requests>,
     concurrency: usize,
     duration: Duration,
@@ -605,7 +605,7 @@ async fn closed_loop(
 /// dropped, not sent.
 async fn open_loop(
     api: Api,
-    conns: &[Conn],
+    conns: &[Unary],
     requests: &Arc<Requests>,
     rate: u64,
     duration: Duration,
@@ -721,19 +721,13 @@ async fn start_server(args: &Args, dir: &Path) -> anyhow::Result<(Server, String
     Ok((server, ip))
 }
 
-async fn connect(ip: &str, n: usize) -> anyhow::Result<Vec<Conn>> {
+async fn connect(ip: &str, n: usize) -> anyhow::Result<Vec<Unary>> {
     let mut conns = Vec::with_capacity(n);
     for _ in 0..n {
-        // One Endpoint::connect is one HTTP/2 connection.
-        let channel = Endpoint::from_shared(format!("http://{ip}:9091"))?
-            .tcp_nodelay(true)
-            .connect()
+        let conn = Unary::connect(&format!("{ip}:9091"))
             .await
             .context("connect to mixer-policy")?;
-        conns.push(Conn {
-            mixer: MixerClient::new(channel.clone()),
-            authz: AuthorizationClient::new(channel),
-        });
+        conns.push(conn);
     }
     Ok(conns)
 }

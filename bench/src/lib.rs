@@ -3,6 +3,7 @@
 //! latency through a mesh ([`latency`]).
 
 pub mod latency;
+pub mod unary;
 
 use std::path::{Path, PathBuf};
 
