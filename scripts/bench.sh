@@ -4,6 +4,10 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 bin="${CARGO_TARGET_DIR:-$root/target}/release"
+echo "== this machine: how often a busy core is taken away, per core (tails read against it)"
+for cpu in $(seq 0 $(( $(nproc) - 1 ))); do
+  if command -v taskset >/dev/null; then taskset -c "$cpu" "$bin/stall-probe" --duration 5; else "$bin/stall-probe" --duration 5; fi
+done
 echo "== allocations per generation (1000 services x 10 endpoints)"
 cargo bench -p pilot --bench allocations 2>/dev/null | grep -v '^$'
 echo "== ADS load: 100 simulated sidecars against pilot-discovery"
