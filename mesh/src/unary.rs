@@ -21,6 +21,7 @@ use std::time::Duration;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use h2::RecvStream;
 use h2::server::SendResponse;
+use http::header::HeaderName;
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
@@ -39,6 +40,12 @@ const WINDOW: u32 = 1 << 20;
 
 /// The most header bytes a request may carry, as hyper allowed.
 const MAX_HEADER_LIST: u32 = 16 << 10;
+
+// Known when compiling, so a call never parses them.
+const GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
+const GRPC_ENCODING: HeaderName = HeaderName::from_static("grpc-encoding");
+const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
+const GRPC_MESSAGE: HeaderName = HeaderName::from_static("grpc-message");
 
 /// A service of unary calls.
 pub trait Unary: Clone + Send + Sync + 'static {
@@ -168,7 +175,7 @@ fn is_grpc(headers: &HeaderMap) -> bool {
 
 /// The call's `grpc-timeout`, if it set one.
 fn deadline(headers: &HeaderMap) -> Result<Option<Duration>, Status> {
-    let Some(value) = headers.get("grpc-timeout") else {
+    let Some(value) = headers.get(GRPC_TIMEOUT) else {
         return Ok(None);
     };
     let bad = || Status::invalid_argument(format!("grpc-timeout {value:?} is not a timeout"));
@@ -194,7 +201,7 @@ fn deadline(headers: &HeaderMap) -> Result<Option<Duration>, Status> {
 /// Reads the request's one message, handing flow-control capacity back as
 /// it arrives. A message that came in one DATA frame is not copied.
 async fn read_message(mut body: RecvStream, headers: &HeaderMap) -> Result<Bytes, Status> {
-    if let Some(encoding) = headers.get("grpc-encoding")
+    if let Some(encoding) = headers.get(GRPC_ENCODING)
         && encoding != "identity"
     {
         return Err(Status::unimplemented(format!(
@@ -264,11 +271,15 @@ fn grpc_head() -> Response<()> {
 
 fn status_headers(code: Code, message: &str) -> HeaderMap {
     let mut headers = HeaderMap::with_capacity(2);
-    headers.insert("grpc-status", HeaderValue::from(code as i32));
+    let status = match code {
+        Code::Ok => HeaderValue::from_static("0"),
+        _ => HeaderValue::from(code as i32),
+    };
+    headers.insert(GRPC_STATUS, status);
     if !message.is_empty()
         && let Ok(v) = HeaderValue::from_str(&percent_encode(message))
     {
-        headers.insert("grpc-message", v);
+        headers.insert(GRPC_MESSAGE, v);
     }
     headers
 }
