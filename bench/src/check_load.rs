@@ -45,7 +45,7 @@ use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, 
 use mixer::attribute::compressed::encode;
 use mixer::attribute::{Bag, Value, Vocabulary, dictionary};
 use trireme_bench::unary::Unary;
-use trireme_bench::{cpu_seconds, machine_cpu_seconds};
+use trireme_bench::{cpu_seconds, machine_cpu_seconds, sum};
 use trireme_tests::mesh::next_subnet;
 use trireme_tests::process::Proc;
 
@@ -476,16 +476,15 @@ impl Server {
             .collect()
     }
 
+    /// The sum of counter `name`, or NaN when mixer-policy's metrics could
+    /// not be read: a figure made of it then says so instead of looking
+    /// plausible.
     async fn counter(&self, name: &str) -> f64 {
         let text = match self.http.get(&self.metrics_url).send().await {
-            Ok(r) => r.text().await.unwrap_or_default(),
-            Err(_) => String::new(),
+            Ok(r) => r.text().await.ok(),
+            Err(_) => None,
         };
-        text.lines()
-            .filter(|l| l.starts_with(name))
-            .filter_map(|l| l.rsplit_once(' '))
-            .filter_map(|(_, v)| v.trim().parse::<f64>().ok())
-            .sum()
+        text.map_or(f64::NAN, |t| sum(&t, name))
     }
 }
 
