@@ -6,6 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::FutureExt;
 use futures::future::join_all;
 use tonic::Code;
 
@@ -107,19 +108,7 @@ impl Dispatcher {
         let result = match failure {
             // An instance that cannot be built fails the check, as in Istio.
             Some(status) => CheckResult::once(status),
-            None => {
-                let answers = join_all(calls.iter().map(|(handler, name, instance)| async move {
-                    match tokio::time::timeout(self.deadline, handler.check(instance)).await {
-                        Ok(r) => r,
-                        Err(_) => CheckResult::once(Status::new(
-                            Code::DeadlineExceeded,
-                            format!("handler {name} did not answer within {:?}", self.deadline),
-                        )),
-                    }
-                }))
-                .await;
-                combine(answers, &calls)
-            }
+            None => combine(self.answers(&calls).await, &calls),
         };
         let ok = result.status.is_ok();
         let outcome = CheckOutcome {
@@ -138,6 +127,41 @@ impl Dispatcher {
             outcome.result.valid_use_count,
         );
         outcome
+    }
+
+    /// The handlers' answers to `calls`, in order. Most in-process
+    /// adapters answer without waiting: each call is polled once first, and
+    /// only those still waiting get a deadline (a timer each) and are
+    /// awaited together.
+    async fn answers(&self, calls: &[Call]) -> Vec<CheckResult> {
+        let mut answers = Vec::with_capacity(calls.len());
+        let mut waiting = Vec::new();
+        for (i, (handler, name, instance)) in calls.iter().enumerate() {
+            let mut call = handler.check(instance);
+            match (&mut call).now_or_never() {
+                Some(answer) => answers.push(answer),
+                None => {
+                    // Replaced below, once the call answers or times out.
+                    answers.push(CheckResult::ok_default());
+                    waiting.push((i, name, call));
+                }
+            }
+        }
+        let late = join_all(waiting.into_iter().map(|(i, name, call)| async move {
+            let answer = match tokio::time::timeout(self.deadline, call).await {
+                Ok(r) => r,
+                Err(_) => CheckResult::once(Status::new(
+                    Code::DeadlineExceeded,
+                    format!("handler {name} did not answer within {:?}", self.deadline),
+                )),
+            };
+            (i, answer)
+        }))
+        .await;
+        for (i, answer) in late {
+            answers[i] = answer;
+        }
+        answers
     }
 
     /// Allocates `args.amount` of the quota named `name` (an instance's short
