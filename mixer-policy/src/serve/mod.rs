@@ -11,7 +11,7 @@ use std::sync::Arc;
 use ::mixer::dispatch::Dispatcher;
 use bytes::Bytes;
 use mesh::unary::{self, Unary};
-use tonic::{Request, Status};
+use tonic::{Request, Response, Status};
 
 use crate::metrics::PolicyMetrics;
 
@@ -30,33 +30,44 @@ const AUTHZ_CHECK: &str = "/envoy.service.auth.v3.Authorization/Check";
 /// answered by the same handlers a tonic server would call.
 impl Unary for Policy {
     async fn call(&self, method: &str, message: Bytes) -> Result<Bytes, Status> {
+        use api::mixer_wire::mixer_server::Mixer;
+        use envoy_types::ext_authz::v3::pb::Authorization;
         match method {
             MIXER_CHECK => {
-                let request = unary::decode(message, "istio.mixer.v1.CheckRequest")?;
-                let answer =
-                    api::mixer_wire::mixer_server::Mixer::check(self, Request::new(request))
-                        .await?;
-                Ok(unary::frame(answer.get_ref()))
+                answer(message, "istio.mixer.v1.CheckRequest", |r| {
+                    Mixer::check(self, r)
+                })
+                .await
             }
             MIXER_REPORT => {
-                let request = unary::decode(message, "istio.mixer.v1.ReportRequest")?;
-                let answer =
-                    api::mixer_wire::mixer_server::Mixer::report(self, Request::new(request))
-                        .await?;
-                Ok(unary::frame(answer.get_ref()))
+                answer(message, "istio.mixer.v1.ReportRequest", |r| {
+                    Mixer::report(self, r)
+                })
+                .await
             }
             AUTHZ_CHECK => {
-                let request = unary::decode(message, "envoy.service.auth.v3.CheckRequest")?;
-                let answer = envoy_types::ext_authz::v3::pb::Authorization::check(
-                    self,
-                    Request::new(request),
-                )
-                .await?;
-                Ok(unary::frame(answer.get_ref()))
+                answer(message, "envoy.service.auth.v3.CheckRequest", |r| {
+                    Authorization::check(self, r)
+                })
+                .await
             }
             _ => Err(Status::unimplemented(format!(
                 "mixer-policy has no method {method}: it serves {MIXER_CHECK} and {AUTHZ_CHECK}"
             ))),
         }
     }
+}
+
+/// Decodes `message` as `what`, has `handler` answer it, and frames the
+/// answer.
+async fn answer<Req, Resp, F, Fut>(message: Bytes, what: &str, handler: F) -> Result<Bytes, Status>
+where
+    Req: prost::Message + Default,
+    Resp: prost::Message,
+    F: FnOnce(Request<Req>) -> Fut,
+    Fut: Future<Output = Result<Response<Resp>, Status>>,
+{
+    let request = unary::decode(message, what)?;
+    let answered = handler(Request::new(request)).await?;
+    Ok(unary::frame(answered.get_ref()))
 }
