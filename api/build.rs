@@ -37,6 +37,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .btree_map(".istio.mixer.v1.StringMap")
         .compile_fds(descriptors)?;
     mixer_in_place();
+    access_log_in_place();
     let config = protox::compile(CONFIG, ["proto"])?;
     let out = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
     std::fs::write(out.join("istio_descriptors.bin"), config.encode_to_vec())?;
@@ -67,6 +68,27 @@ fn mixer_in_place() {
             "ReportRequest",
             "ReportResponse",
         ))
+        .build();
+    Builder::new().build_client(false).compile(&[service]);
+}
+
+/// The server side of Envoy's `AccessLogService` over `als_wire`'s
+/// messages, whose entries stay bytes for mixer-telemetry's in-place
+/// reader. Same route, same wire; clients use `envoy-types`.
+fn access_log_in_place() {
+    use tonic_prost_build::manual::{Builder, Method, Service};
+    let method = Method::builder()
+        .name("stream_access_logs")
+        .route_name("StreamAccessLogs")
+        .input_type("crate::als_wire::StreamAccessLogsMessage")
+        .output_type("crate::als_wire::StreamAccessLogsResponse")
+        .codec_path("tonic_prost::ProstCodec")
+        .client_streaming()
+        .build();
+    let service = Service::builder()
+        .name("AccessLogService")
+        .package("envoy.service.accesslog.v3")
+        .method(method)
         .build();
     Builder::new().build_client(false).compile(&[service]);
 }

@@ -5,6 +5,8 @@
 //! - [`ca`]: Citadel's `IstioCertificateService`.
 //! - [`mixer`]: Mixer's v1 API (`istio.mixer.v1`), with [`google::rpc`]'s status;
 //!   [`mixer_wire`]: its requests as the servers read them, attributes in place;
+//!   [`als_wire`]: Envoy's access log service as mixer-telemetry reads it, entries
+//!   in place; [`wire`]: the in-place protobuf reader both use;
 //!   [`listentry`] and [`istio`]'s adapter types: the out-of-process adapter protocol.
 //! - [`config`]: Istio's configuration objects as operators write them in YAML,
 //!   parsed strictly and validated with errors that name the object and field:
@@ -17,6 +19,7 @@
 //! - [`mcp`]: the Mesh Configuration Protocol Galley serves, and the codec
 //!   between specs and Istio's protobuf messages.
 
+pub mod als_wire;
 pub mod analysis;
 pub mod config;
 pub mod duration;
@@ -26,6 +29,7 @@ pub mod mixer_wire;
 pub mod networking;
 pub mod re2;
 pub mod security;
+pub mod wire;
 
 pub mod xds {
     tonic::include_proto!("envoy.service.discovery.v3");

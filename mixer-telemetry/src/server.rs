@@ -8,10 +8,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use api::als_wire::access_log_service_server::AccessLogServiceServer;
 use api::mixer_wire::mixer_server::MixerServer;
 use axum::routing::get;
 use clap::Args;
-use envoy_types::pb::envoy::service::accesslog::v3::access_log_service_server::AccessLogServiceServer;
 use mixer::adapter::kubernetesenv::KubernetesEnv;
 use mixer::config::parse_file;
 use mixer::config::store::Base;

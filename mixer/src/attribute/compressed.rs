@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use api::mixer::{CompressedAttributes, StringMap as WireMap};
+use api::wire::{self, Field, Fields, WireError};
 
-use super::wire::{self, Field, Fields, WireError};
 use super::{Bag, Declaration, StringMap, Value, ValueType, Vocabulary, dictionary};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

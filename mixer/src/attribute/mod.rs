@@ -6,7 +6,6 @@ pub mod compressed;
 pub mod dictionary;
 mod value;
 mod vocabulary;
-mod wire;
 
 pub use bag::{Attr, Attributes, Bag, Located, Name};
 pub use value::{StringMap, Value, ValueType};

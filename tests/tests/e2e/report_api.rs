@@ -343,3 +343,125 @@ async fn sampled_requests_become_spans_at_an_opentelemetry_collector() {
     )
     .await;
 }
+
+/// An access-log entry as Envoy's inbound logger writes one for a request
+/// from productpage to reviews, its path as raw bytes.
+fn access_log_entry(path: &[u8]) -> Vec<u8> {
+    use envoy_types::pb::envoy::config::core::v3::{
+        Address, SocketAddress, address, socket_address,
+    };
+    use envoy_types::pb::envoy::data::accesslog::v3::{
+        AccessLogCommon, HttpAccessLogEntry, HttpRequestProperties, HttpResponseProperties,
+    };
+    use envoy_types::pb::google::protobuf::UInt32Value;
+    use prost::Message;
+
+    let socket = |ip: &str, port| {
+        Some(Address {
+            address: Some(address::Address::SocketAddress(SocketAddress {
+                address: ip.into(),
+                port_specifier: Some(socket_address::PortSpecifier::PortValue(port)),
+                ..Default::default()
+            })),
+        })
+    };
+    // A placeholder path of the same length, swapped for the raw bytes, so
+    // that bytes which are not UTF-8 can be sent.
+    let placeholder = "~".repeat(path.len());
+    let entry = HttpAccessLogEntry {
+        common_properties: Some(AccessLogCommon {
+            downstream_remote_address: socket("10.1.0.1", 40000),
+            downstream_local_address: socket("10.1.0.2", 9080),
+            upstream_cluster: "inbound|9080|http|reviews.default.svc.cluster.local".into(),
+            ..Default::default()
+        }),
+        request: Some(HttpRequestProperties {
+            path: placeholder.clone(),
+            ..Default::default()
+        }),
+        response: Some(HttpResponseProperties {
+            response_code: Some(UInt32Value { value: 200 }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let mut bytes = entry.encode_to_vec();
+    let at = bytes
+        .windows(path.len())
+        .position(|w| w == placeholder.as_bytes())
+        .expect("the path");
+    bytes[at..at + path.len()].copy_from_slice(path);
+    bytes
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_log_streams_are_read_entry_by_entry_and_broken_entries_refused() {
+    use api::als_wire::StreamAccessLogsResponse;
+    use api::als_wire::{Identifier, LogEntries, Node, StreamAccessLogsMessage};
+
+    let t = Telemetry::start(&[]).await;
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}:9091", t.ip))
+        .expect("endpoint")
+        .connect()
+        .await
+        .expect("connect");
+    // The server's own message types, as a client: their entries are bytes,
+    // so a broken one can be sent.
+    let mut grpc = tonic::client::Grpc::new(channel);
+    let message = |identifier, entries: Vec<Vec<u8>>| StreamAccessLogsMessage {
+        identifier,
+        http_logs: Some(LogEntries {
+            log_entry: entries.into_iter().map(Into::into).collect(),
+        }),
+        tcp_logs: None,
+    };
+    let identifier = Identifier {
+        node: Some(Node {
+            id: "sidecar~10.1.0.2~reviews-v2-7f99cc4496-gdxfn.default~default.svc.cluster.local"
+                .into(),
+        }),
+        log_name: "inbound".into(),
+    };
+    let messages = vec![
+        message(
+            Some(identifier),
+            vec![
+                access_log_entry(b"/reviews/1"),
+                access_log_entry(b"/reviews/2"),
+            ],
+        ),
+        message(
+            None,
+            vec![
+                access_log_entry(b"/reviews/3"),
+                access_log_entry(b"/reviews/\xff"),
+            ],
+        ),
+    ];
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static(
+        "/envoy.service.accesslog.v3.AccessLogService/StreamAccessLogs",
+    );
+    grpc.ready().await.expect("ready");
+    let err = grpc
+        .client_streaming::<_, _, StreamAccessLogsResponse, _>(
+            tonic::Request::new(tokio_stream::iter(messages)),
+            path,
+            tonic_prost::ProstCodec::default(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert_eq!(
+        err.message(),
+        "http_logs.log_entry[1]: request.path: not UTF-8"
+    );
+
+    // The first message was accepted and counted; nothing of the refused
+    // one was.
+    t.requests("200", 2.0).await;
+    let own = t.get(15014).await;
+    assert!(
+        own.contains("mixer_report_bad_requests_total{api=\"als\"} 1"),
+        "{own}"
+    );
+}
