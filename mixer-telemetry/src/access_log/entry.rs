@@ -588,6 +588,16 @@ mod tests {
         }
         let cut = HttpEntry::decode(&bytes[..bytes.len() - 1]).unwrap_err();
         assert!(cut.to_string().starts_with("field 4: "), "{cut}");
+        // Nor does any byte changed to a length, a key or a continuation
+        // byte it was not.
+        for at in 0..bytes.len() {
+            for b in [0x00, 0x01, 0x7f, 0x80, 0xff] {
+                let mut changed = bytes.clone();
+                changed[at] = b;
+                let _ = HttpEntry::decode(&changed);
+                let _ = TcpEntry::decode(&changed);
+            }
+        }
 
         let mut entry = full_entry();
         entry.request.as_mut().unwrap().path = "/\u{7f}\u{7f}".into();
