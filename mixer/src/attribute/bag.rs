@@ -394,6 +394,33 @@ mod tests {
     }
 
     #[test]
+    fn slots_set_replaced_and_removed_in_any_order_keep_their_values() {
+        let vocab = Vocabulary::standard();
+        let mut bag = Bag::for_vocabulary(&vocab);
+        let names = ["request.path", "source.ip", "response.code", "request.id"];
+        for (i, name) in names.iter().enumerate() {
+            bag.set(*name, Value::Int64(i as i64));
+        }
+        bag.set("source.ip", Value::Int64(10));
+        assert_eq!(bag.remove("request.path"), Some(Value::Int64(0)));
+        assert_eq!(bag.remove("request.path"), None);
+        assert_eq!(bag.remove("request.id"), Some(Value::Int64(3)));
+        bag.set("request.path", Value::Int64(20));
+        assert_eq!(bag.len(), 3);
+        for (name, want) in [
+            ("request.path", Some(20)),
+            ("source.ip", Some(10)),
+            ("response.code", Some(2)),
+            ("request.id", None),
+        ] {
+            assert_eq!(bag.get(name), want.map(Value::Int64).as_ref(), "{name}");
+        }
+        let mut seen: Vec<_> = bag.iter().map(|(n, _)| n).collect();
+        seen.sort();
+        assert_eq!(seen, ["request.path", "response.code", "source.ip"]);
+    }
+
+    #[test]
     fn declared_attributes_live_in_slots_and_read_alike_by_name() {
         let vocab = Vocabulary::standard();
         let path = Attr::new("request.path".into(), &vocab);
