@@ -375,7 +375,7 @@ fn flags(f: Field<'_>) -> Result<u32> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use envoy_types::pb::envoy::config::core::v3::{
         Address, Metadata, Pipe, RequestMethod, SocketAddress, address, socket_address,
     };
@@ -391,7 +391,8 @@ mod tests {
 
     use super::*;
 
-    fn socket(ip: &str, port: u32) -> Option<Address> {
+    /// A socket address as Envoy logs a peer.
+    pub(in crate::access_log) fn socket(ip: &str, port: u32) -> Option<Address> {
         Some(Address {
             address: Some(address::Address::SocketAddress(SocketAddress {
                 address: ip.into(),

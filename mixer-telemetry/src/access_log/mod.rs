@@ -399,9 +399,6 @@ pub fn flags(bits: u32) -> String {
 #[cfg(test)]
 mod tests {
 
-    use envoy_types::pb::envoy::config::core::v3::{
-        Address, SocketAddress, address, socket_address,
-    };
     use envoy_types::pb::envoy::data::accesslog::v3::{
         AccessLogCommon, ConnectionProperties, HttpAccessLogEntry, HttpRequestProperties,
         HttpResponseProperties, ResponseFlags, TcpAccessLogEntry, TlsProperties,
@@ -412,6 +409,7 @@ mod tests {
     use envoy_types::pb::google::protobuf::{Duration as PbDuration, UInt32Value};
     use prost::Message;
 
+    use super::entry::tests::socket;
     use super::*;
 
     /// What the server does with an entry: encoded as Envoy sends it, read
@@ -427,21 +425,11 @@ mod tests {
         Mapper::new(&vocab).tcp(&TcpEntry::decode(&bytes).unwrap(), reporter)
     }
 
-    fn addr(ip: &str, port: u32) -> Option<Address> {
-        Some(Address {
-            address: Some(address::Address::SocketAddress(SocketAddress {
-                address: ip.into(),
-                port_specifier: Some(socket_address::PortSpecifier::PortValue(port)),
-                ..Default::default()
-            })),
-        })
-    }
-
     fn common(cluster: &str, route: &str) -> AccessLogCommon {
         AccessLogCommon {
-            downstream_remote_address: addr("10.1.0.1", 40000),
-            downstream_local_address: addr("10.1.0.2", 9080),
-            upstream_remote_address: addr("10.1.0.2", 9080),
+            downstream_remote_address: socket("10.1.0.1", 40000),
+            downstream_local_address: socket("10.1.0.2", 9080),
+            upstream_remote_address: socket("10.1.0.2", 9080),
             upstream_cluster: cluster.into(),
             route_name: route.into(),
             start_time: Some(envoy_types::pb::google::protobuf::Timestamp {
