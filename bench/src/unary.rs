@@ -20,13 +20,26 @@ pub struct Unary {
     authority: String,
 }
 
+/// Flow-control windows the tool opens to the server's answers.
+const WINDOW: u32 = 1 << 20;
+
 impl Unary {
     /// Connects to `addr` (host:port) with Nagle's algorithm off; the
     /// connection is driven by a task of the current runtime.
     pub async fn connect(addr: &str) -> anyhow::Result<Unary> {
         let tcp = TcpStream::connect(addr).await?;
         tcp.set_nodelay(true)?;
-        let (send, connection) = h2::client::handshake(tcp).await?;
+        // h2 sends a connection away (ENHANCE_YOUR_CALM) once the small
+        // DATA frames it holds unread pass a budget, by default about 128 of
+        // them. Every answer is one small frame, and an open loop whose tool
+        // falls behind during a stall holds more than that: answers it asked
+        // for, not a flood.
+        let (send, connection) = h2::client::Builder::new()
+            .initial_window_size(WINDOW)
+            .initial_connection_window_size(WINDOW)
+            .data_frame_budget(4 * WINDOW as usize)
+            .handshake(tcp)
+            .await?;
         tokio::spawn(async move {
             if let Err(e) = connection.await {
                 eprintln!("HTTP/2 connection to the server ended: {e}");
