@@ -10,8 +10,9 @@
 
 pub mod entry;
 
+use std::cell::RefCell;
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use envoy_types::pb::envoy::config::core::v3::RequestMethod;
 use envoy_types::pb::envoy::data::accesslog::v3::AccessLogType;
@@ -122,6 +123,10 @@ pub struct Mapper<'v> {
     vocab: &'v Vocabulary,
     declared: Vec<Option<Declaration<'v>>>,
     reads: Vec<bool>,
+    /// The destination of the last entry: a proxy's entries mostly repeat
+    /// their upstream cluster and route, so each is parsed once and its
+    /// texts shared.
+    last: RefCell<Option<Seen>>,
 }
 
 impl<'v> Mapper<'v> {
@@ -130,6 +135,7 @@ impl<'v> Mapper<'v> {
             vocab,
             declared: NAMES.iter().map(|n| vocab.declaration(n)).collect(),
             reads: NAMES.iter().map(|n| vocab.reads(n)).collect(),
+            last: RefCell::default(),
         }
     }
 
@@ -158,8 +164,8 @@ impl<'v> Mapper<'v> {
         let request = &entry.request;
         let content_type = request.headers.iter().find(|(k, _)| *k == "content-type");
         let protocol = match content_type {
-            Some((_, ct)) if ct.starts_with("application/grpc") => "grpc",
-            _ => "http",
+            Some((_, ct)) if ct.starts_with("application/grpc") => &SHARED.grpc,
+            _ => &SHARED.http,
         };
         self.common(&entry.common, reporter, protocol, &mut bag);
         let text = |bag: &mut Bag, at: At, v: &str| {
@@ -167,10 +173,8 @@ impl<'v> Mapper<'v> {
                 self.set(bag, at, Value::string(v));
             }
         };
-        if let Ok(m) = RequestMethod::try_from(request.method)
-            && m != RequestMethod::MethodUnspecified
-        {
-            self.set(&mut bag, At::RequestMethod, Value::string(m.as_str_name()));
+        if let Some(Some(method)) = SHARED.methods.get(request.method as usize) {
+            self.set(&mut bag, At::RequestMethod, method.clone());
         }
         text(&mut bag, At::RequestScheme, request.scheme);
         text(&mut bag, At::RequestHost, request.authority);
@@ -198,7 +202,7 @@ impl<'v> Mapper<'v> {
     pub fn tcp(&self, entry: &TcpEntry, reporter: &Reporter) -> Bag {
         let mut bag = self.bag();
         let common = &entry.common;
-        self.common(common, reporter, "tcp", &mut bag);
+        self.common(common, reporter, &SHARED.tcp, &mut bag);
         let (received, sent) = (entry.received_bytes as i64, entry.sent_bytes as i64);
         for (at, n) in [
             (At::ConnectionReceivedBytes, received),
@@ -240,17 +244,17 @@ impl<'v> Mapper<'v> {
         }
     }
 
-    fn common(&self, c: &Common, reporter: &Reporter, protocol: &'static str, bag: &mut Bag) {
-        self.set(bag, At::ContextProtocol, Value::string(protocol));
-        let cluster = IstioCluster::parse(c.upstream_cluster);
-        let direction = reporter.direction.or(cluster.as_ref().map(|c| c.direction));
+    fn common(&self, c: &Common, reporter: &Reporter, protocol: &Value, bag: &mut Bag) {
+        self.set(bag, At::ContextProtocol, protocol.clone());
+        let destination = self.destination(c.upstream_cluster, c.route_name);
+        let direction = reporter.direction.or(destination.direction);
         let reporter_uid = reporter.uid.as_ref().map(|u| Value::String(u.clone()));
         let (remote, local, upstream) =
             (c.downstream_remote, c.downstream_local, c.upstream_remote);
         let reporter_ip = reporter.ip.map(|ip| (ip, 0));
         match direction {
             Some(Direction::Inbound) => {
-                self.set(bag, At::ContextReporterKind, Value::string("inbound"));
+                self.set(bag, At::ContextReporterKind, SHARED.inbound.clone());
                 self.peer(bag, SOURCE, remote);
                 self.peer(bag, DESTINATION, local.or(reporter_ip));
                 if let Some(uid) = reporter_uid {
@@ -258,7 +262,7 @@ impl<'v> Mapper<'v> {
                 }
             }
             Some(Direction::Outbound) => {
-                self.set(bag, At::ContextReporterKind, Value::string("outbound"));
+                self.set(bag, At::ContextReporterKind, SHARED.outbound.clone());
                 self.peer(bag, SOURCE, reporter_ip);
                 self.peer(bag, DESTINATION, upstream);
                 if let Some(uid) = reporter_uid {
@@ -270,23 +274,15 @@ impl<'v> Mapper<'v> {
                 self.peer(bag, DESTINATION, upstream.or(local));
             }
         }
-        let host = cluster
-            .as_ref()
-            .map(|c| c.host)
-            .or_else(|| service_host(c.route_name));
-        if let Some(host) = host {
-            let mut labels = host.split('.');
-            let (name, namespace) = (labels.next(), labels.next());
-            if let Some(name) = name {
-                self.set(bag, At::DestinationServiceName, Value::string(name));
+        for (at, value) in [
+            (At::DestinationServiceName, destination.name),
+            (At::DestinationServiceNamespace, destination.namespace),
+            (At::DestinationServiceHost, destination.host),
+            (At::DestinationServiceSubset, destination.subset),
+        ] {
+            if let Some(value) = value {
+                self.set(bag, at, value);
             }
-            if let Some(ns) = namespace.filter(|_| host.contains(".svc.")) {
-                self.set(bag, At::DestinationServiceNamespace, Value::string(ns));
-            }
-            self.set(bag, At::DestinationServiceHost, Value::string(host));
-        }
-        if let Some(subset) = cluster.as_ref().and_then(|c| c.subset) {
-            self.set(bag, At::DestinationServiceSubset, Value::string(subset));
         }
         let start = c.start_time.and_then(|(seconds, nanos)| {
             timestamp(&prost_types::Timestamp { seconds, nanos }).ok()
@@ -298,8 +294,11 @@ impl<'v> Mapper<'v> {
                 self.set(bag, At::ResponseTime, Value::Timestamp(start + d));
             }
         }
-        let flags = flags(c.response_flags);
-        self.set(bag, At::ContextProxyErrorCode, Value::string(&flags));
+        let flags = match c.response_flags {
+            0 => SHARED.no_flags.clone(),
+            bits => Value::string(&flags(bits)),
+        };
+        self.set(bag, At::ContextProxyErrorCode, flags);
         let Some(tls) = &c.tls else {
             self.set(bag, At::ConnectionMtls, Value::Bool(false));
             return;
@@ -319,6 +318,26 @@ impl<'v> Mapper<'v> {
         if !tls.sni.is_empty() {
             let sni = Value::string(tls.sni);
             self.set(bag, At::ConnectionRequestedServerName, sni);
+        }
+    }
+
+    /// What `cluster` and `route` say of the destination: the last
+    /// entry's, when they are the same.
+    fn destination(&self, cluster: &str, route: &str) -> Destination {
+        let mut last = self.last.borrow_mut();
+        match &*last {
+            Some(seen) if *seen.cluster == *cluster && *seen.route == *route => {
+                seen.destination.clone()
+            }
+            _ => {
+                let destination = Destination::new(cluster, route);
+                *last = Some(Seen {
+                    cluster: cluster.into(),
+                    route: route.into(),
+                    destination: destination.clone(),
+                });
+                destination
+            }
         }
     }
 
@@ -369,6 +388,76 @@ impl<'a> IstioCluster<'a> {
         })
     }
 }
+
+/// The destination service an entry names, as attribute values.
+#[derive(Clone, Default)]
+struct Destination {
+    /// From an Istio cluster name's prefix.
+    direction: Option<Direction>,
+    name: Option<Value>,
+    namespace: Option<Value>,
+    host: Option<Value>,
+    subset: Option<Value>,
+}
+
+impl Destination {
+    /// From the upstream cluster when it has an Istio name, else from the
+    /// route's name.
+    fn new(cluster: &str, route: &str) -> Destination {
+        let cluster = IstioCluster::parse(cluster);
+        let Some(host) = cluster
+            .as_ref()
+            .map(|c| c.host)
+            .or_else(|| service_host(route))
+        else {
+            return Destination::default();
+        };
+        let mut labels = host.split('.');
+        let (name, namespace) = (labels.next(), labels.next());
+        Destination {
+            direction: cluster.as_ref().map(|c| c.direction),
+            name: name.map(Value::string),
+            namespace: namespace
+                .filter(|_| host.contains(".svc."))
+                .map(Value::string),
+            host: Some(Value::string(host)),
+            subset: cluster.and_then(|c| c.subset).map(Value::string),
+        }
+    }
+}
+
+/// An upstream cluster and route name, and the destination they name.
+struct Seen {
+    cluster: Box<str>,
+    route: Box<str>,
+    destination: Destination,
+}
+
+/// Texts that most entries carry, made once and shared by them all.
+struct Shared {
+    http: Value,
+    grpc: Value,
+    tcp: Value,
+    inbound: Value,
+    outbound: Value,
+    no_flags: Value,
+    /// `request.method` at each `RequestMethod` number; none for
+    /// METHOD_UNSPECIFIED.
+    methods: Vec<Option<Value>>,
+}
+
+static SHARED: LazyLock<Shared> = LazyLock::new(|| Shared {
+    http: Value::string("http"),
+    grpc: Value::string("grpc"),
+    tcp: Value::string("tcp"),
+    inbound: Value::string("inbound"),
+    outbound: Value::string("outbound"),
+    no_flags: Value::string("-"),
+    methods: (0..)
+        .map_while(|n| RequestMethod::try_from(n).ok())
+        .map(|m| (m != RequestMethod::MethodUnspecified).then(|| Value::string(m.as_str_name())))
+        .collect(),
+});
 
 /// Envoy's short response flags, at the number of the `ResponseFlags` field
 /// that sets each.
@@ -682,5 +771,76 @@ mod tests {
         entry.request = None;
         let bag = http_bag(&entry, &Reporter::default(), &standard);
         assert_eq!(get(&bag, "context.protocol").as_deref(), Some("http"));
+    }
+
+    #[test]
+    fn entries_of_one_message_each_keep_their_own_destination_and_method() {
+        // One mapper, as for one message: the destination worked out for an
+        // entry is reused only while the cluster and route stay the same.
+        let standard = Vocabulary::standard();
+        let mapper = Mapper::new(&standard);
+        let reporter = Reporter::default();
+        let entries = [
+            (
+                "outbound|9080|v1|reviews.default.svc.cluster.local",
+                "",
+                RequestMethod::Get,
+            ),
+            (
+                "outbound|9080|v1|reviews.default.svc.cluster.local",
+                "",
+                RequestMethod::Post,
+            ),
+            (
+                "outbound|9080|v2|reviews.default.svc.cluster.local",
+                "",
+                RequestMethod::Get,
+            ),
+            (
+                "",
+                "ratings.prod.svc.cluster.local:9080",
+                RequestMethod::Patch,
+            ),
+            ("", "allow_any", RequestMethod::MethodUnspecified),
+            (
+                "outbound|9080|v1|reviews.default.svc.cluster.local",
+                "",
+                RequestMethod::Get,
+            ),
+        ];
+        let expected = [
+            (Some("reviews"), Some("default"), Some("v1"), Some("GET")),
+            (Some("reviews"), Some("default"), Some("v1"), Some("POST")),
+            (Some("reviews"), Some("default"), Some("v2"), Some("GET")),
+            (Some("ratings"), Some("prod"), None, Some("PATCH")),
+            (None, None, None, None),
+            (Some("reviews"), Some("default"), Some("v1"), Some("GET")),
+        ];
+        for (i, ((cluster, route, method), want)) in entries.iter().zip(expected).enumerate() {
+            let entry = HttpAccessLogEntry {
+                common_properties: Some(common(cluster, route)),
+                request: Some(HttpRequestProperties {
+                    request_method: *method as i32,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            };
+            let bytes = entry.encode_to_vec();
+            let bag = mapper.http(&HttpEntry::decode(&bytes).unwrap(), &reporter);
+            let got = [
+                "destination.service.name",
+                "destination.service.namespace",
+                "destination.service.subset",
+                "request.method",
+            ]
+            .map(|name| get(&bag, name));
+            let want = [want.0, want.1, want.2, want.3].map(|v| v.map(str::to_string));
+            assert_eq!(got, want, "entry {i}");
+            let kind = get(&bag, "context.reporter.kind");
+            let outbound = cluster
+                .starts_with("outbound|")
+                .then(|| "outbound".to_string());
+            assert_eq!(kind, outbound, "entry {i}");
+        }
     }
 }
