@@ -7,19 +7,15 @@ use std::hash::{BuildHasher, Hasher};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use indexmap::IndexMap;
 use tokio::time::Instant;
 
 use crate::attribute::{Bag, Value};
+use crate::bounded::BoundedMap;
 use crate::referenced::Read;
 
 /// Distinct sets of reads kept; config with more shapes than this is rare,
 /// and a decision whose shape does not fit is simply not cached.
 const MAX_SHAPES: usize = 256;
-
-/// Entries a full cache looks at to make room for one more: a store costs
-/// at most this many, however large the cache.
-const PROBES: usize = 8;
 
 /// One referenced value as the cache keeps it, compared exactly on a hit
 /// (the hash only finds candidates).
@@ -84,7 +80,7 @@ pub struct CheckCache<T> {
     /// Keyed by shape and the hash of its values. Two value sets that
     /// collide share one slot, the later replacing the earlier: a collision
     /// costs a miss, never a chain, so neither hash needs flood resistance.
-    entries: Mutex<Entries<T>>,
+    entries: Mutex<BoundedMap<(usize, u64), Entry<T>>>,
     capacity: usize,
     /// Seeded per process.
     hasher: foldhash::fast::RandomState,
@@ -103,56 +99,11 @@ impl<T> Entry<T> {
     }
 }
 
-/// The entries, indexed so that a full cache can look at a few by position,
-/// and a clock hand: where the next look for room starts.
-struct Entries<T> {
-    map: IndexMap<(usize, u64), Entry<T>, foldhash::fast::RandomState>,
-    hand: usize,
-}
-
-impl<T> Entries<T> {
-    /// Makes room for one entry: of the next [`PROBES`] entries from the
-    /// hand, the spent ones go; if none is spent, the one at the hand goes.
-    /// The hand goes round the whole cache in turn, so a spent entry is
-    /// found within one turn and the live one that goes is one the hand has
-    /// not passed for the longest time. (A sweep of the whole cache when it
-    /// filled up held its lock for 15–25 ms at 100,000 entries, and every
-    /// Check waited behind it: docs/benchmarks.md.)
-    fn make_room(&mut self, now: Instant) {
-        let start = self.hand % self.map.len();
-        let mut at = start;
-        let mut removed = false;
-        for _ in 0..PROBES.min(self.map.len()) {
-            if at >= self.map.len() {
-                at = 0;
-            }
-            if self.map[at].live(now) {
-                at += 1;
-            } else {
-                // The last entry moves to `at`: it is looked at next.
-                self.map.swap_remove_index(at);
-                removed = true;
-                if self.map.is_empty() {
-                    break;
-                }
-            }
-        }
-        if !removed {
-            self.map.swap_remove_index(start);
-            at = start;
-        }
-        self.hand = at;
-    }
-}
-
 impl<T: Clone> CheckCache<T> {
     pub fn new(capacity: usize) -> CheckCache<T> {
         CheckCache {
             shapes: RwLock::new((0, Arc::new(Vec::new()))),
-            entries: Mutex::new(Entries {
-                map: IndexMap::default(),
-                hand: 0,
-            }),
+            entries: Mutex::new(BoundedMap::new(capacity)),
             capacity,
             hasher: Default::default(),
         }
@@ -171,7 +122,7 @@ impl<T: Clone> CheckCache<T> {
         for (i, shape) in shapes.iter().enumerate() {
             let key = (i, self.hash(shape.iter().map(|r| Seen::of(r, bag))));
             let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-            let Some(entry) = entries.map.get_mut(&key) else {
+            let Some(entry) = entries.get_mut(&key) else {
                 continue;
             };
             let same = entry.parts.len() == shape.len()
@@ -184,7 +135,7 @@ impl<T: Clone> CheckCache<T> {
                 continue;
             }
             if !entry.live(now) {
-                entries.map.swap_remove(&key);
+                entries.remove(&key);
                 continue;
             }
             entry.uses_left -= 1;
@@ -224,19 +175,16 @@ impl<T: Clone> CheckCache<T> {
         let seen: Vec<Seen> = reads.iter().map(|r| Seen::of(r, bag)).collect();
         let key = (shape, self.hash(seen.iter().copied()));
         let parts = seen.into_iter().map(Part::kept).collect();
-        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        if entries.map.len() >= self.capacity && !entries.map.contains_key(&key) {
-            entries.make_room(now);
-        }
-        entries.map.insert(
-            key,
-            Entry {
-                parts,
-                value,
-                expires,
-                uses_left: uses,
-            },
-        );
+        let entry = Entry {
+            parts,
+            value,
+            expires,
+            uses_left: uses,
+        };
+        self.entries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key, entry, |e| !e.live(now));
     }
 
     /// The index of `reads` among the shapes of `generation`, found under
@@ -252,17 +200,19 @@ impl<T: Clone> CheckCache<T> {
     /// Adds `reads` as a shape of `generation` (starting afresh for a newer
     /// generation), unless the generation is older or there are too many.
     fn add_shape(&self, generation: u64, reads: &[Read]) -> Option<usize> {
+        // Declared before the lock, so dropped after it is let go.
+        let _stale;
         let mut current = self.shapes.write().unwrap_or_else(|p| p.into_inner());
         if generation < current.0 {
             return None;
         }
         if generation > current.0 {
             *current = (generation, Arc::new(Vec::new()));
-            self.entries
+            _stale = self
+                .entries
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .map
-                .clear();
+                .take();
         }
         // Another store may have added it since the read lock was let go.
         if let Some(i) = current.1.iter().position(|s| **s == *reads) {
@@ -278,11 +228,7 @@ impl<T: Clone> CheckCache<T> {
     }
 
     pub fn len(&self) -> usize {
-        self.entries
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .map
-            .len()
+        self.entries.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
 
     pub fn is_empty(&self) -> bool {

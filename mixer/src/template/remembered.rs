@@ -4,27 +4,34 @@
 //! read only `$out`: so what one instance binds is worked out once per
 //! version of the Pods and reused by every request between the same Pods.
 
-use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::UNIX_EPOCH;
 
 use super::{FieldValue, Instance};
 use crate::attribute::{Attr, Value};
+use crate::bounded::BoundedMap;
 
 /// The attributes one instance's bindings produced.
 pub type Bound = Arc<[(Attr, Value)]>;
 
 /// Distinct instances kept for one version; a mesh has about one per pair
-/// of Pods that talk. Past this the whole table starts over.
+/// of Pods that talk. Past this, each new one takes an older one's room.
 const CAPACITY: usize = 16_384;
 
-#[derive(Default)]
 pub struct Remembered(RwLock<Table>);
 
-#[derive(Default)]
 struct Table {
     version: u64,
-    bound: HashMap<Box<[u8]>, Bound, foldhash::fast::RandomState>,
+    bound: BoundedMap<Box<[u8]>, Bound>,
+}
+
+impl Default for Remembered {
+    fn default() -> Remembered {
+        Remembered(RwLock::new(Table {
+            version: 0,
+            bound: BoundedMap::new(CAPACITY),
+        }))
+    }
 }
 
 impl Remembered {
@@ -37,17 +44,21 @@ impl Remembered {
     }
 
     pub fn put(&self, key: &[u8], version: u64, bound: Bound) {
+        // Declared before the lock, so dropped after it is let go: a new
+        // version of the Pods forgets thousands of instances, and no
+        // request should wait for that.
+        let _stale;
         let mut table = self.0.write().unwrap_or_else(|p| p.into_inner());
-        if table.version != version || table.bound.len() >= CAPACITY {
+        if table.version != version {
             // A request that read an older version may still be storing;
             // the newest version wins and older answers are never kept.
             if table.version > version {
                 return;
             }
-            table.bound.clear();
+            _stale = table.bound.take();
             table.version = version;
         }
-        table.bound.insert(key.into(), bound);
+        table.bound.insert(key.into(), bound, |_| false);
     }
 
     pub fn len(&self) -> usize {
