@@ -3,13 +3,13 @@
 //! and found again for any request that agrees on them, until its valid
 //! duration or use count runs out or the config changes.
 
-use std::hash::{BuildHasher, Hasher};
+use std::hash::BuildHasher;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::attribute::{Bag, Value};
+use crate::attribute::{Bag, write_key_text};
 use crate::bounded::BoundedMap;
 use crate::referenced::Read;
 
@@ -17,51 +17,34 @@ use crate::referenced::Read;
 /// and a decision whose shape does not fit is simply not cached.
 const MAX_SHAPES: usize = 256;
 
-/// One referenced value as the cache keeps it, compared exactly on a hit
-/// (the hash only finds candidates).
-#[derive(Debug, Clone, PartialEq)]
-enum Part {
-    Absent,
-    Value(Value),
-    Text(String),
-}
-
-/// One referenced value as a request has it, borrowed: a lookup hashes and
-/// compares these, and allocates nothing.
-#[derive(Clone, Copy)]
-enum Seen<'a> {
-    Absent,
-    Value(&'a Value),
-    Text(&'a str),
-}
-
-impl<'a> Seen<'a> {
-    fn of(read: &Read, bag: &'a Bag) -> Seen<'a> {
+/// The referenced values of `shape` as `bag` has them, as bytes into
+/// `out`: presence included, so that an absent attribute and an empty one
+/// differ. Two requests agree on a decision's reads exactly when these
+/// bytes are equal; an entry keeps them in one block.
+fn write_key(shape: &[Read], bag: &Bag, out: &mut Vec<u8>) {
+    out.clear();
+    for read in shape {
         match &read.key {
-            Some(k) => read.text(bag, k).map_or(Seen::Absent, Seen::Text),
-            None => read.value(bag).map_or(Seen::Absent, Seen::Value),
+            Some(k) => match read.text(bag, k) {
+                Some(text) => {
+                    out.push(1);
+                    write_key_text(text, out);
+                }
+                None => out.push(0),
+            },
+            None => match read.value(bag) {
+                Some(value) => {
+                    out.push(2);
+                    value.write_key(out);
+                }
+                None => out.push(0),
+            },
         }
     }
 }
 
-impl Part {
-    fn kept(seen: Seen) -> Part {
-        match seen {
-            Seen::Absent => Part::Absent,
-            Seen::Value(v) => Part::Value(v.clone()),
-            Seen::Text(t) => Part::Text(t.to_string()),
-        }
-    }
-
-    fn is(&self, seen: Seen) -> bool {
-        match (self, seen) {
-            (Part::Absent, Seen::Absent) => true,
-            (Part::Value(a), Seen::Value(b)) => a == b,
-            (Part::Text(a), Seen::Text(b)) => a == b,
-            _ => false,
-        }
-    }
-}
+/// Room for a score of short referenced values, so a key is rarely regrown.
+const KEY_ROOM: usize = 512;
 
 /// A cached answer and how much of its validity is left.
 #[derive(Debug, Clone, PartialEq)]
@@ -87,7 +70,8 @@ pub struct CheckCache<T> {
 }
 
 struct Entry<T> {
-    parts: Vec<Part>,
+    /// The referenced values, as [`write_key`] writes them.
+    key: Box<[u8]>,
     value: T,
     expires: Instant,
     uses_left: i32,
@@ -119,23 +103,19 @@ impl<T: Clone> CheckCache<T> {
             current.1.clone()
         };
         let now = Instant::now();
+        let mut key = Vec::with_capacity(KEY_ROOM);
         for (i, shape) in shapes.iter().enumerate() {
-            let key = (i, self.hash(shape.iter().map(|r| Seen::of(r, bag))));
+            write_key(shape, bag, &mut key);
+            let at = (i, self.hasher.hash_one(&key[..]));
             let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-            let Some(entry) = entries.get_mut(&key) else {
+            let Some(entry) = entries.get_mut(&at) else {
                 continue;
             };
-            let same = entry.parts.len() == shape.len()
-                && entry
-                    .parts
-                    .iter()
-                    .zip(shape.iter())
-                    .all(|(p, r)| p.is(Seen::of(r, bag)));
-            if !same {
+            if *entry.key != key[..] {
                 continue;
             }
             if !entry.live(now) {
-                entries.remove(&key);
+                entries.remove(&at);
                 continue;
             }
             entry.uses_left -= 1;
@@ -171,12 +151,11 @@ impl<T: Clone> CheckCache<T> {
         else {
             return;
         };
-        // Each referenced value looked up once, for both the key and the entry.
-        let seen: Vec<Seen> = reads.iter().map(|r| Seen::of(r, bag)).collect();
-        let key = (shape, self.hash(seen.iter().copied()));
-        let parts = seen.into_iter().map(Part::kept).collect();
+        let mut key = Vec::with_capacity(KEY_ROOM);
+        write_key(reads, bag, &mut key);
+        let at = (shape, self.hasher.hash_one(&key[..]));
         let entry = Entry {
-            parts,
+            key: key.into_boxed_slice(),
             value,
             expires,
             uses_left: uses,
@@ -184,7 +163,20 @@ impl<T: Clone> CheckCache<T> {
         self.entries
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(key, entry, |e| !e.live(now));
+            .insert(at, entry, |e| !e.live(now));
+    }
+
+    /// `reads` as an earlier decision of `generation` made them, shared: an
+    /// answer stored with them then keeps no copy of its own, and evicting
+    /// it frees nothing but its key.
+    pub fn shared(&self, generation: u64, reads: Arc<[Read]>) -> Arc<[Read]> {
+        let current = self.shapes.read().unwrap_or_else(|p| p.into_inner());
+        if current.0 == generation
+            && let Some(shape) = current.1.iter().find(|s| ***s == *reads)
+        {
+            return shape.clone();
+        }
+        reads
     }
 
     /// The index of `reads` among the shapes of `generation`, found under
@@ -194,7 +186,11 @@ impl<T: Clone> CheckCache<T> {
         if current.0 != generation {
             return None;
         }
-        current.1.iter().position(|s| **s == *reads)
+        // Reads made [`shared`](Self::shared) are the shape itself.
+        current
+            .1
+            .iter()
+            .position(|s| std::ptr::eq(&**s, reads) || **s == *reads)
     }
 
     /// Adds `reads` as a shape of `generation` (starting afresh for a newer
@@ -234,65 +230,12 @@ impl<T: Clone> CheckCache<T> {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
-
-    fn hash<'a>(&self, values: impl Iterator<Item = Seen<'a>>) -> u64 {
-        let mut h = self.hasher.build_hasher();
-        for seen in values {
-            match seen {
-                Seen::Absent => h.write_u8(0),
-                Seen::Text(t) => {
-                    h.write_u8(1);
-                    h.write(t.as_bytes());
-                    h.write_u8(0xff);
-                }
-                Seen::Value(v) => {
-                    h.write_u8(2);
-                    hash_value(v, &mut h);
-                }
-            }
-        }
-        h.finish()
-    }
-}
-
-fn hash_value(v: &Value, h: &mut impl Hasher) {
-    h.write_u8(v.value_type() as u8);
-    match v {
-        Value::String(s) | Value::DnsName(s) | Value::EmailAddress(s) | Value::Uri(s) => {
-            h.write(s.as_bytes());
-            h.write_u8(0xff);
-        }
-        Value::Int64(i) => h.write_i64(*i),
-        Value::Double(d) => h.write_u64(d.to_bits()),
-        Value::Bool(b) => h.write_u8(*b as u8),
-        Value::Timestamp(t) => {
-            let ts = crate::attribute::compressed::to_timestamp(*t);
-            h.write_i64(ts.seconds);
-            h.write_i32(ts.nanos);
-        }
-        Value::Duration(d) => {
-            h.write_u64(d.as_secs());
-            h.write_u32(d.subsec_nanos());
-        }
-        Value::IpAddress(ip) => match ip {
-            std::net::IpAddr::V4(a) => h.write(&a.octets()),
-            std::net::IpAddr::V6(a) => h.write(&a.octets()),
-        },
-        Value::StringMap(m) => {
-            h.write_usize(m.len());
-            for (k, v) in m.iter() {
-                h.write(k.as_bytes());
-                h.write_u8(0xfe);
-                h.write(v.as_bytes());
-                h.write_u8(0xff);
-            }
-        }
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::attribute::Value;
 
     fn read(name: &'static str) -> Read {
         Read::new(name, None)
@@ -385,6 +328,58 @@ mod tests {
                 .count(),
             10
         );
+    }
+
+    #[tokio::test]
+    async fn keys_tell_absent_from_empty_and_split_texts_apart() {
+        let cache = CheckCache::new(100);
+        let reads = [read("source.name"), read("destination.name")];
+        let bag_of = |source: Option<&str>, destination: &str| {
+            let mut bag = Bag::new();
+            if let Some(s) = source {
+                bag.set("source.name", Value::string(s));
+            }
+            bag.set("destination.name", Value::string(destination));
+            bag
+        };
+        cache.put(
+            1,
+            &bag_of(Some("ab"), "c"),
+            &reads,
+            1,
+            Duration::from_secs(5),
+            10,
+        );
+        cache.put(1, &bag_of(None, "c"), &reads, 2, Duration::from_secs(5), 10);
+        let found = |bag: &Bag| cache.get(1, bag).map(|h| h.value);
+        assert_eq!(found(&bag_of(Some("ab"), "c")), Some(1));
+        assert_eq!(found(&bag_of(None, "c")), Some(2));
+        assert_eq!(found(&bag_of(Some(""), "c")), None, "empty is not absent");
+        assert_eq!(
+            found(&bag_of(Some("a"), "bc")),
+            None,
+            "the same text split elsewhere"
+        );
+        // Another type with the same text is another value.
+        let mut dns = bag_of(None, "c");
+        dns.set("source.name", Value::DnsName("ab".into()));
+        assert_eq!(found(&dns), None);
+    }
+
+    #[tokio::test]
+    async fn equal_reads_share_the_shape_the_cache_keeps() {
+        let cache = CheckCache::new(100);
+        let reads: Arc<[Read]> = Arc::new([read("source.name")]);
+        let again: Arc<[Read]> = Arc::new([read("source.name")]);
+        // Not known yet: handed back as they came.
+        assert!(Arc::ptr_eq(&cache.shared(1, again.clone()), &again));
+        cache.put(1, &Bag::new(), &reads, (), Duration::from_secs(5), 10);
+        let kept = cache.shared(1, again.clone());
+        assert!(!Arc::ptr_eq(&kept, &again), "the cache's own, shared");
+        assert!(Arc::ptr_eq(&cache.shared(1, reads.clone()), &kept));
+        assert_eq!(*kept, *reads);
+        // Another generation's shapes are not shared.
+        assert!(Arc::ptr_eq(&cache.shared(2, again.clone()), &again));
     }
 
     #[tokio::test]

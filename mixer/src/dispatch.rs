@@ -105,6 +105,7 @@ impl Dispatcher {
                 tracker.into_reads(),
             )
         };
+        let referenced = self.cache.shared(snapshot.generation, referenced);
         let result = match failure {
             // An instance that cannot be built fails the check, as in Istio.
             Some(status) => CheckResult::once(status),

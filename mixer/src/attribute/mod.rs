@@ -8,5 +8,5 @@ mod value;
 mod vocabulary;
 
 pub use bag::{Attr, Attributes, Bag, Located, Name};
-pub use value::{StringMap, Value, ValueType};
+pub use value::{StringMap, Value, ValueType, write_key_text};
 pub use vocabulary::{Declaration, Slot, Vocabulary};

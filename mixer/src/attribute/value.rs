@@ -170,6 +170,69 @@ impl Value {
 }
 
 /// How adapters and logs see a value: the form an operator would write.
+impl Value {
+    /// The value as bytes for keys compared as bytes (the check cache,
+    /// remembered bindings): tagged with its type, texts with their length,
+    /// so that no two different sequences of values write the same bytes.
+    pub fn write_key(&self, out: &mut Vec<u8>) {
+        match self {
+            Value::String(s) | Value::DnsName(s) | Value::EmailAddress(s) | Value::Uri(s) => {
+                out.push(match self {
+                    Value::DnsName(_) => b'n',
+                    Value::EmailAddress(_) => b'e',
+                    Value::Uri(_) => b'u',
+                    _ => b's',
+                });
+                write_key_text(s, out);
+            }
+            Value::Int64(i) => {
+                out.push(b'i');
+                out.extend_from_slice(&i.to_le_bytes());
+            }
+            Value::Double(d) => {
+                out.push(b'd');
+                out.extend_from_slice(&d.to_bits().to_le_bytes());
+            }
+            Value::Bool(b) => out.extend_from_slice(&[b'b', *b as u8]),
+            Value::Timestamp(t) => {
+                out.push(b't');
+                let (sign, d) = match t.duration_since(UNIX_EPOCH) {
+                    Ok(d) => (1, d),
+                    Err(e) => (0, e.duration()),
+                };
+                out.push(sign);
+                out.extend_from_slice(&d.as_nanos().to_le_bytes());
+            }
+            Value::Duration(d) => {
+                out.push(b'D');
+                out.extend_from_slice(&d.as_nanos().to_le_bytes());
+            }
+            Value::IpAddress(IpAddr::V4(ip)) => {
+                out.push(b'4');
+                out.extend_from_slice(&ip.octets());
+            }
+            Value::IpAddress(IpAddr::V6(ip)) => {
+                out.push(b'6');
+                out.extend_from_slice(&ip.octets());
+            }
+            Value::StringMap(m) => {
+                out.push(b'M');
+                out.extend_from_slice(&(m.len() as u32).to_le_bytes());
+                for (k, v) in m.iter() {
+                    write_key_text(k, out);
+                    write_key_text(v, out);
+                }
+            }
+        }
+    }
+}
+
+/// A text as key bytes: its length, then its bytes.
+pub fn write_key_text(s: &str, out: &mut Vec<u8>) {
+    out.extend_from_slice(&(s.len() as u32).to_le_bytes());
+    out.extend_from_slice(s.as_bytes());
+}
+
 impl fmt::Display for Value {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

@@ -5,10 +5,9 @@
 //! version of the Pods and reused by every request between the same Pods.
 
 use std::sync::{Arc, RwLock};
-use std::time::UNIX_EPOCH;
 
 use super::{FieldValue, Instance};
-use crate::attribute::{Attr, Value};
+use crate::attribute::{Attr, Value, write_key_text};
 use crate::bounded::BoundedMap;
 
 /// The attributes one instance's bindings produced.
@@ -79,77 +78,18 @@ pub fn key(instance: &Instance) -> Vec<u8> {
     let mut out = Vec::with_capacity(192);
     for (_, field) in &instance.fields {
         match field {
-            FieldValue::Value(v) => value(v, &mut out),
+            FieldValue::Value(v) => v.write_key(&mut out),
             FieldValue::Map(m) => {
                 out.push(b'm');
                 out.extend_from_slice(&(m.len() as u32).to_le_bytes());
                 for (k, v) in m {
-                    text(k, &mut out);
-                    value(v, &mut out);
+                    write_key_text(k, &mut out);
+                    v.write_key(&mut out);
                 }
             }
         }
     }
     out
-}
-
-/// Each value tagged with its type and textual ones with their length, so
-/// that no two different sequences of values write the same bytes.
-fn value(v: &Value, out: &mut Vec<u8>) {
-    match v {
-        Value::String(s) | Value::DnsName(s) | Value::EmailAddress(s) | Value::Uri(s) => {
-            out.push(match v {
-                Value::DnsName(_) => b'n',
-                Value::EmailAddress(_) => b'e',
-                Value::Uri(_) => b'u',
-                _ => b's',
-            });
-            text(s, out);
-        }
-        Value::Int64(i) => {
-            out.push(b'i');
-            out.extend_from_slice(&i.to_le_bytes());
-        }
-        Value::Double(d) => {
-            out.push(b'd');
-            out.extend_from_slice(&d.to_bits().to_le_bytes());
-        }
-        Value::Bool(b) => out.extend_from_slice(&[b'b', *b as u8]),
-        Value::Timestamp(t) => {
-            out.push(b't');
-            let (sign, d) = match t.duration_since(UNIX_EPOCH) {
-                Ok(d) => (1, d),
-                Err(e) => (0, e.duration()),
-            };
-            out.push(sign);
-            out.extend_from_slice(&d.as_nanos().to_le_bytes());
-        }
-        Value::Duration(d) => {
-            out.push(b'D');
-            out.extend_from_slice(&d.as_nanos().to_le_bytes());
-        }
-        Value::IpAddress(std::net::IpAddr::V4(ip)) => {
-            out.push(b'4');
-            out.extend_from_slice(&ip.octets());
-        }
-        Value::IpAddress(std::net::IpAddr::V6(ip)) => {
-            out.push(b'6');
-            out.extend_from_slice(&ip.octets());
-        }
-        Value::StringMap(m) => {
-            out.push(b'M');
-            out.extend_from_slice(&(m.len() as u32).to_le_bytes());
-            for (k, v) in m.iter() {
-                text(k, out);
-                text(v, out);
-            }
-        }
-    }
-}
-
-fn text(s: &str, out: &mut Vec<u8>) {
-    out.extend_from_slice(&(s.len() as u32).to_le_bytes());
-    out.extend_from_slice(s.as_bytes());
 }
 
 #[cfg(test)]
