@@ -167,12 +167,12 @@ impl<T: Clone> CheckCache<T> {
     }
 
     /// `reads` as an earlier decision of `generation` made them, shared: an
-    /// answer stored with them then keeps no copy of its own, and evicting
-    /// it frees nothing but its key.
+    /// answer stored with them then keeps no copy of its own to free when
+    /// it is evicted.
     pub fn shared(&self, generation: u64, reads: Arc<[Read]>) -> Arc<[Read]> {
         let current = self.shapes.read().unwrap_or_else(|p| p.into_inner());
         if current.0 == generation
-            && let Some(shape) = current.1.iter().find(|s| ***s == *reads)
+            && let Some(shape) = current.1.iter().find(|s| s[..] == reads[..])
         {
             return shape.clone();
         }
