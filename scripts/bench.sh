@@ -24,6 +24,8 @@ if command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ]; then
 fi
 "${pin_tool[@]}" "$bin/check-load" "${pin_server[@]}"
 "${pin_tool[@]}" "$bin/check-load" "${pin_server[@]}" --hit-ratio 0.8
+echo "== Mixer policy: the same load against check-floor, which admits every Check unread"
+"${pin_tool[@]}" "$bin/check-load" "${pin_server[@]}" --floor
 echo "== Mixer policy: latency added through real Envoy"
 "$bin/policy-latency"
 echo "== Mixer telemetry: Report and access-log ingestion on one core"

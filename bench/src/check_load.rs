@@ -24,6 +24,10 @@
 //! `--server-cpus 0` runs mixer-policy under `taskset -c 0`; run the tool
 //! itself on the other core (`taskset -c 1 check-load ...`) to measure one core
 //! of mixer-policy against a load generator that does not compete with it.
+//!
+//! `--floor` loads `check-floor` instead, which serves both Checks as
+//! mixer-policy does and admits them unread: the same figures for everything
+//! but the policy (this tool, HTTP/2, the kernel and the machine's stalls).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -90,6 +94,11 @@ struct Args {
     /// mixer-policy binary; defaults to the one next to this tool.
     #[arg(long)]
     mixer_policy: Option<PathBuf>,
+    /// Load `check-floor` instead of mixer-policy: the same HTTP/2 serving,
+    /// every Check admitted unread ([`trireme_bench::floor`]). What it
+    /// measures is the part of mixer-policy's figures that is not policy.
+    #[arg(long)]
+    floor: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, ValueEnum)]
@@ -450,8 +459,11 @@ fn percentiles(v: &mut [u64]) -> String {
 
 /// The server under test and what is read from it.
 struct Server {
+    /// `mixer-policy` or `check-floor`.
+    name: &'static str,
     proc: Proc,
-    metrics_url: String,
+    /// mixer-policy's metrics; the floor has none.
+    metrics_url: Option<String>,
     http: reqwest::Client,
 }
 
@@ -465,10 +477,7 @@ impl Server {
     /// included; HTTP/2 and the wait for a worker thread are not in it.
     async fn buckets(&self) -> Vec<(f64, f64)> {
         const PREFIX: &str = "mixer_check_duration_seconds_bucket{le=\"";
-        let text = match self.http.get(&self.metrics_url).send().await {
-            Ok(r) => r.text().await.unwrap_or_default(),
-            Err(_) => String::new(),
-        };
+        let text = self.metrics().await.unwrap_or_default();
         text.lines()
             .filter_map(|l| l.strip_prefix(PREFIX))
             .filter_map(|l| l.split_once("\"} "))
@@ -480,11 +489,12 @@ impl Server {
     /// not be read: a figure made of it then says so instead of looking
     /// plausible.
     async fn counter(&self, name: &str) -> f64 {
-        let text = match self.http.get(&self.metrics_url).send().await {
-            Ok(r) => r.text().await.ok(),
-            Err(_) => None,
-        };
-        text.map_or(f64::NAN, |t| sum(&t, name))
+        self.metrics().await.map_or(f64::NAN, |t| sum(&t, name))
+    }
+
+    async fn metrics(&self) -> Option<String> {
+        let response = self.http.get(self.metrics_url.as_ref()?).send().await;
+        response.ok()?.text().await.ok()
     }
 }
 
@@ -512,8 +522,26 @@ impl Window {
         }
     }
 
+    /// Checks per CPU-second of the server, and mixer-policy's cache hits.
+    /// The floor counts nothing: there the Checks are those this tool saw
+    /// admitted.
+    fn per_cpu_second(&self, server: &str, admitted: u64) -> String {
+        if self.checks.is_nan() {
+            let n = admitted as f64 / self.cpu.max(0.01);
+            return format!("{n:.0} Checks per {server} CPU-second");
+        }
+        format!(
+            "{:.0} Checks per {server} CPU-second; cache hits {:.1}%",
+            self.checks / self.cpu.max(0.01),
+            100.0 * self.hits / self.checks.max(1.0)
+        )
+    }
+
     /// Time inside mixer-policy, from its histogram.
     fn server_side(&self) -> String {
+        if self.buckets.is_empty() {
+            return "no time measured inside the server".into();
+        }
         format!(
             "inside mixer-policy p50 {}, p99 {}, p99.9 {}",
             self.server_quantile(0.5),
@@ -522,12 +550,12 @@ impl Window {
         )
     }
 
-    /// The CPU figures, as cores over `elapsed`: mixer-policy, this tool, and
+    /// The CPU figures, as cores over `elapsed`: the server, this tool, and
     /// what other processes took (they share the machine's cores).
-    fn cores(&self, elapsed: Duration) -> String {
+    fn cores(&self, server: &str, elapsed: Duration) -> String {
         let s = elapsed.as_secs_f64();
         format!(
-            "mixer-policy {:.2} cores, this tool {:.2}, other processes {:.2}",
+            "{server} {:.2} cores, this tool {:.2}, other processes {:.2}",
             self.cpu / s,
             self.tool / s,
             (self.machine - self.cpu - self.tool).max(0.0) / s
@@ -673,10 +701,13 @@ async fn open_loop(
 }
 
 async fn start_server(args: &Args, dir: &Path) -> anyhow::Result<(Server, String)> {
+    let ip = format!("127.{}.0.10", next_subnet());
+    if args.floor {
+        return start_floor(args, dir, ip).await;
+    }
     let config = dir.join("config");
     std::fs::create_dir_all(&config)?;
     std::fs::write(config.join("policy.yaml"), RULES)?;
-    let ip = format!("127.{}.0.10", next_subnet());
     let binary = args
         .mixer_policy
         .clone()
@@ -713,9 +744,34 @@ async fn start_server(args: &Args, dir: &Path) -> anyhow::Result<(Server, String
         bail!("mixer-policy loaded {rules} rules, errors: {errors}");
     }
     let server = Server {
+        name: "mixer-policy",
         proc,
-        metrics_url: format!("http://{ip}:15014/metrics"),
+        metrics_url: Some(format!("http://{ip}:15014/metrics")),
         http,
+    };
+    Ok((server, ip))
+}
+
+async fn start_floor(args: &Args, dir: &Path, ip: String) -> anyhow::Result<(Server, String)> {
+    let address = format!("{ip}:9091");
+    let (program, flags) = trireme_bench::pinned(
+        &trireme_tests::bin("check-floor"),
+        vec!["--address".into(), address.clone()],
+        args.server_cpus.as_deref(),
+    );
+    let proc = Proc::spawn(
+        "check-floor",
+        &program,
+        &flags,
+        &[],
+        &dir.join("check-floor.log"),
+    );
+    trireme_bench::floor::wait_accepting(&address, Duration::from_secs(20)).await?;
+    let server = Server {
+        name: "check-floor",
+        proc,
+        metrics_url: None,
+        http: reqwest::Client::new(),
     };
     Ok((server, ip))
 }
@@ -725,7 +781,7 @@ async fn connect(ip: &str, n: usize) -> anyhow::Result<Vec<Unary>> {
     for _ in 0..n {
         let conn = Unary::connect(&format!("{ip}:9091"))
             .await
-            .context("connect to mixer-policy")?;
+            .context("connect to the server")?;
         conns.push(conn);
     }
     Ok(conns)
@@ -753,9 +809,16 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let conns = connect(&ip, args.connections.max(1)).await?;
     let duration = Duration::from_secs(args.duration.max(1));
     let pace = Duration::from_micros(args.pace.max(1));
+    let policy = if args.floor {
+        "check-floor: every Check admitted unread".to_string()
+    } else {
+        format!(
+            "mixer-policy: 20 rules (16 denier, 4 listchecker), check cache {} entries",
+            args.cache_entries
+        )
+    };
     println!(
-        "mixer-policy: 20 rules (16 denier, 4 listchecker), check cache {} entries{}; {} connections, {} in flight, hit ratio asked {:.2}; {} s per measurement; this tool: {} thread(s)",
-        args.cache_entries,
+        "{policy}{}; {} connections, {} in flight, hit ratio asked {:.2}; {} s per measurement; this tool: {} thread(s)",
         args.server_cpus
             .as_ref()
             .map(|c| format!(", on CPU(s) {c}"))
@@ -794,13 +857,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
         let w = window_end(&server, start).await;
         let rate = tally.checks() as f64 / elapsed.as_secs_f64();
         println!(
-            "{name}, closed loop: {} Checks in {:.2} s = {:.0} Checks/s = {:.0} Checks per mixer-policy CPU-second; cache hits {:.1}%; CPU: {}; latency {}{}",
+            "{name}, closed loop: {} Checks in {:.2} s = {:.0} Checks/s = {}; CPU: {}; latency {}{}",
             tally.checks(),
             elapsed.as_secs_f64(),
             rate,
-            w.checks / w.cpu.max(0.01),
-            100.0 * w.hits / w.checks.max(1.0),
-            w.cores(elapsed),
+            w.per_cpu_second(server.name, tally.checks()),
+            w.cores(server.name, elapsed),
             tally.percentiles(),
             tally.problems(),
         );
@@ -811,11 +873,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
             open_loop(api, &conns, &requests, target, duration, 20_000, pace).await;
         let w = window_end(&server, start).await;
         println!(
-            "{name}, open loop at {target} Checks/s: {} answered, {dropped} dropped (over 20,000 in flight); {:.0} Checks per mixer-policy CPU-second; cache hits {:.1}%; CPU: {}; latency from when due: {}; from when sent: {}; {}{}",
+            "{name}, open loop at {target} Checks/s: {} answered, {dropped} dropped (over 20,000 in flight); {}; CPU: {}; latency from when due: {}; from when sent: {}; {}{}",
             tally.checks(),
-            w.checks / w.cpu.max(0.01),
-            100.0 * w.hits / w.checks.max(1.0),
-            w.cores(elapsed),
+            w.per_cpu_second(server.name, tally.checks()),
+            w.cores(server.name, elapsed),
             tally.percentiles(),
             tally.sent_percentiles(),
             w.server_side(),

@@ -1,7 +1,9 @@
 //! What the load tools share: CPU accounting from /proc, a server pinned to
 //! chosen cores, counters scraped from Prometheus text, and request
-//! latency through a mesh ([`latency`]).
+//! latency through a mesh ([`latency`]), and a server with no policy in it to
+//! measure against ([`floor`]).
 
+pub mod floor;
 pub mod latency;
 pub mod unary;
 

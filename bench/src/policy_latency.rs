@@ -11,7 +11,12 @@
 //!   after the first, every Check is answered from mixer-policy's check cache
 //!   (the decision read only `x-user`);
 //! - `uncached`: the same mesh with mixer-policy restarted with
-//!   `--numCheckCacheEntries 0`, so every Check runs the rule.
+//!   `--numCheckCacheEntries 0`, so every Check runs the rule;
+//! - `floor`: the same mesh with mixer-policy replaced, on its address, by
+//!   `check-floor` ([`floor`](trireme_bench::floor)), which admits every
+//!   Check without reading it: what the ext_authz hop costs by itself
+//!   (Envoy's filter and gRPC client, HTTP/2 both ways, the wake-ups), the
+//!   part of `cached` that no work in mixer-policy can remove.
 //!
 //! Each case: `--warmup` requests, then `--requests` one at a time, then
 //! `--requests` more with `--concurrency` in flight ([`latency`](trireme_bench::latency)). Prints p50/p90/p99/max
@@ -22,6 +27,7 @@ use std::time::Duration;
 use anyhow::{bail, ensure};
 use clap::{Parser, ValueEnum};
 use trireme_bench::cpu_seconds;
+use trireme_bench::floor::wait_accepting;
 use trireme_bench::latency::{Load, Measured, measure, report};
 use trireme_tests::mesh::{Mesh, Options, POLICY_MESH, wait_ok};
 use trireme_tests::mixer::DENY_BLOCKED_USER;
@@ -41,6 +47,7 @@ enum Case {
     None,
     Cached,
     Uncached,
+    Floor,
 }
 
 /// What mixer-policy counted: (ext_authz Checks, cache hits).
@@ -84,11 +91,55 @@ async fn measure_policy(
     Ok(m)
 }
 
+/// ext_authz Checks that admitted a request, as reviews-v1's Envoy counts
+/// them per listener (`http.<prefix>.ext_authz.ok`; the same count under
+/// `cluster.<cluster>.` is left out, or each would count twice).
+async fn admitted(mesh: &Mesh) -> u64 {
+    let url = format!("http://{}:15000/stats", mesh.pod("reviews-v1").ip);
+    let filter = [("filter", r"^http\..*\.ext_authz\.ok$")];
+    let text = match mesh.http.get(&url).query(&filter).send().await {
+        Ok(r) => r.text().await.unwrap_or_default(),
+        Err(_) => String::new(),
+    };
+    text.lines()
+        .filter_map(|l| l.split_once(": "))
+        .filter_map(|(_, v)| v.trim().parse::<u64>().ok())
+        .sum()
+}
+
+/// Measures the `floor` case on the address mixer-policy had, and checks
+/// every request was admitted by an ext_authz Check.
+async fn measure_floor(mesh: &Mesh, load: &Load) -> anyhow::Result<Measured> {
+    let address = format!("{}:9091", mesh.topology.policy_ip(0));
+    let floor = Proc::spawn(
+        "check-floor",
+        &trireme_tests::bin("check-floor"),
+        &["--address".to_string(), address.clone()],
+        &[],
+        &mesh.log("check-floor"),
+    );
+    wait_accepting(&address, Duration::from_secs(20)).await?;
+    let before = admitted(mesh).await;
+    let cpu = cpu_seconds(floor.pid());
+    let m = measure(mesh, load).await?;
+    let cpu = cpu_seconds(floor.pid()) - cpu;
+    let checks = admitted(mesh).await - before;
+    let sent = (load.warmup + 2 * load.requests) as u64;
+    if checks < sent {
+        bail!("Floor: reviews-v1's Envoy counted {checks} admitting Checks for {sent} requests");
+    }
+    println!(
+        "Floor: reviews-v1's Envoy counted {checks} admitting Checks; check-floor's CPU {:.1} µs per Check",
+        cpu * 1e6 / checks as f64
+    );
+    Ok(m)
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let cases = if args.case.is_empty() {
-        vec![Case::None, Case::Cached, Case::Uncached]
+        vec![Case::None, Case::Cached, Case::Uncached, Case::Floor]
     } else {
         args.case.clone()
     };
@@ -102,7 +153,7 @@ async fn main() -> anyhow::Result<()> {
         );
         results.push((Case::None, measure(&mesh, &args.load).await?));
     }
-    if cases.contains(&Case::Cached) || cases.contains(&Case::Uncached) {
+    if cases.iter().any(|c| *c != Case::None) {
         let mut mesh = Mesh::start_with(
             &["v1"],
             &[("mixer.yaml", DENY_BLOCKED_USER)],
@@ -127,7 +178,7 @@ async fn main() -> anyhow::Result<()> {
         }
         // The harness starts mixer-policy with fixed flags: replace it, on the
         // same address and config, with its check cache off.
-        let _uncached = if cases.contains(&Case::Uncached) {
+        let uncached = if cases.contains(&Case::Uncached) {
             mesh.kill_policy(0);
             let ip = mesh.topology.policy_ip(0);
             let flags: Vec<String> = vec![
@@ -164,6 +215,11 @@ async fn main() -> anyhow::Result<()> {
         } else {
             None
         };
+        if cases.contains(&Case::Floor) {
+            drop(uncached);
+            mesh.kill_policy(0);
+            results.push((Case::Floor, measure_floor(&mesh, &args.load).await?));
+        }
     }
     report(&results, &Case::None, &args.load, "", "policy added");
     Ok(())
