@@ -29,6 +29,6 @@ lint:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 # The fuzz targets (config directory, ADS requests, Mixer attributes and
-# expressions, statsd datagrams and mapping files, CSRs, admission reviews), briefly: FUZZ_SECONDS each.
+# expressions, Envoy's AttributeContext, statsd datagrams and mapping files, CSRs, admission reviews), briefly: FUZZ_SECONDS each.
 fuzz:
 	@scripts/fuzz.sh

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # `make fuzz`: the cargo-fuzz targets of pilot (config directory, ADS
-# requests), of mixer (compressed attributes, expressions), of statsd-bridge
+# requests), of mixer (compressed attributes, expressions, Envoy's
+# AttributeContext), of statsd-bridge
 # (statsd datagrams, mapping configs), of citadel (CSRs), of the
 # injector (AdmissionReview bodies) and of galley (AdmissionReview bodies,
 # MCP requests and resource bodies), each for
@@ -20,7 +21,7 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
 fi
 export RUSTC_BOOTSTRAP=1
 mkdir -p "$target_dir/corpus/config_dir" "$target_dir/corpus/ads_request" \
-  "$target_dir/corpus/attributes" "$target_dir/corpus/expression" \
+  "$target_dir/corpus/attributes" "$target_dir/corpus/expression" "$target_dir/corpus/attribute_context" \
   "$target_dir/corpus/line" "$target_dir/corpus/mapping_config" "$target_dir/corpus/csr" "$target_dir/corpus/review" \
   "$target_dir/corpus/admission" "$target_dir/corpus/mcp"
 # run CRATE NAME [SEED_DIR...]: one target of CRATE/fuzz.
@@ -46,6 +47,7 @@ run pilot config_dir "$root/pilot/tests/golden" "$root/samples/demo"
 run pilot ads_request
 run mixer attributes "$root/mixer/fuzz/seeds/attributes"
 run mixer expression "$root/mixer/fuzz/seeds/expression"
+run mixer attribute_context "$root/mixer/fuzz/seeds/attribute_context"
 run statsd-bridge line "$root/statsd-bridge/fuzz/seeds/line"
 run statsd-bridge mapping_config "$root/statsd-bridge/fuzz/seeds/mapping_config" "$root/bench/config"
 run citadel csr "$root/citadel/fuzz/seeds/csr"

@@ -6,7 +6,8 @@
 //! - [`mixer`]: Mixer's v1 API (`istio.mixer.v1`), with [`google::rpc`]'s status;
 //!   [`mixer_wire`]: its requests as the servers read them, attributes in place;
 //!   [`als_wire`]: Envoy's access log service as mixer-telemetry reads it, entries
-//!   in place; [`wire`]: the in-place protobuf reader both use;
+//!   in place; [`authz_wire`]: Envoy's ext_authz Check as mixer-policy reads it,
+//!   attributes in place; [`wire`]: the in-place protobuf reader they use;
 //!   [`listentry`] and [`istio`]'s adapter types: the out-of-process adapter protocol.
 //! - [`config`]: Istio's configuration objects as operators write them in YAML,
 //!   parsed strictly and validated with errors that name the object and field:
@@ -21,6 +22,7 @@
 
 pub mod als_wire;
 pub mod analysis;
+pub mod authz_wire;
 pub mod config;
 pub mod duration;
 pub mod mcp;

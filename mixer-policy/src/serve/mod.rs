@@ -31,7 +31,6 @@ const AUTHZ_CHECK: &str = "/envoy.service.auth.v3.Authorization/Check";
 impl Unary for Policy {
     async fn call(&self, method: &str, message: Bytes) -> Result<Bytes, Status> {
         use api::mixer_wire::mixer_server::Mixer;
-        use envoy_types::ext_authz::v3::pb::Authorization;
         match method {
             MIXER_CHECK => {
                 answer(message, "istio.mixer.v1.CheckRequest", |r| {
@@ -47,7 +46,7 @@ impl Unary for Policy {
             }
             AUTHZ_CHECK => {
                 answer(message, "envoy.service.auth.v3.CheckRequest", |r| {
-                    Authorization::check(self, r)
+                    self.authz_check(r)
                 })
                 .await
             }

@@ -1,6 +1,8 @@
-//! Attributes: their types and vocabulary, bags of them, and the compressed
-//! form Mixer's API carries them in.
+//! Attributes: their types and vocabulary, bags of them, the compressed
+//! form Mixer's API carries them in, and the `AttributeContext` Envoy's
+//! ext_authz carries them in.
 
+pub mod attribute_context;
 mod bag;
 pub mod compressed;
 pub mod dictionary;

@@ -9,7 +9,7 @@ use regex::Regex;
 
 use super::kinds::{IstioService, QuotaSpecBindingSpec, QuotaSpecSpec, StringMatch};
 use super::object::{ConfigError, Object};
-use crate::attribute::Attributes;
+use crate::attribute::{Attributes, Value};
 
 enum Matcher {
     Exact(String),
@@ -117,7 +117,7 @@ impl QuotaBindings {
     /// The quotas (short names) and charges for a request, by the destination
     /// service attributes it carries.
     pub fn charges(&self, attrs: &dyn Attributes) -> Vec<(String, i64)> {
-        let text = |name: &str| attrs.get(name).and_then(|v| v.as_str().map(str::to_string));
+        let text = |name: &str| attrs.get(name).and_then(Value::as_str);
         let host = text("destination.service.host");
         let name = text("destination.service.name");
         let namespace = text("destination.service.namespace");
@@ -125,14 +125,14 @@ impl QuotaBindings {
         for b in &self.0 {
             let bound = b.services.iter().any(|s| {
                 if !s.service.is_empty() {
-                    return s.service == "*" || Some(&s.service) == host.as_ref();
+                    return s.service == "*" || Some(s.service.as_str()) == host;
                 }
                 let ns = if s.namespace.is_empty() {
                     &b.namespace
                 } else {
                     &s.namespace
                 };
-                Some(&s.name) == name.as_ref() && Some(ns) == namespace.as_ref()
+                Some(s.name.as_str()) == name && Some(ns.as_str()) == namespace
             });
             if !bound {
                 continue;
