@@ -1,10 +1,10 @@
 //! Envoy's `AttributeContext` (ext_authz v3) read in place into a bag, as
-//! mixer-policy takes Envoy's Checks. Texts are
-//! borrowed from the request while it is read, and only what the bag keeps
-//! is copied: each header once, into `request.headers`. Decoding it into
-//! `envoy-types`' message first built a hash map of the headers and one of
-//! the context extensions, a `String` for every key and value, and then
-//! copied the headers again. An error names the field it found broken.
+//! mixer-policy takes Envoy's Checks. Texts are borrowed from the request
+//! while it is read, and only what the bag keeps is copied: each header
+//! once, into `request.headers`. Decoding it into `envoy-types`' message
+//! first built a hash map of the headers and one of the context extensions,
+//! a `String` for every key and value, and then copied the headers again.
+//! An error names the field it found broken.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
